@@ -1,0 +1,45 @@
+# spot-rebalancer. `make help` lists the targets.
+
+SHELL := /usr/bin/env bash
+.SHELLFLAGS := -euo pipefail -c
+
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+COMMIT  ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
+LDFLAGS := -s -w -X github.com/spot-rebalancer/spot-rebalancer/internal/version.Version=$(VERSION) \
+	-X github.com/spot-rebalancer/spot-rebalancer/internal/version.Commit=$(COMMIT)
+
+# Packages that need no cluster; everything under tests/ runs against one.
+UNIT_PKGS = $(shell go list ./... | grep -v /tests/)
+E2E_PKGS  = ./tests/...
+
+.PHONY: help
+help: ## Show this help
+	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+.PHONY: build
+build: ## Build bin/spot-rebalancer
+	CGO_ENABLED=0 go build -trimpath -ldflags '$(LDFLAGS)' -o bin/spot-rebalancer ./cmd/spot-rebalancer
+
+.PHONY: tools
+tools: ## Build the local test cluster's binaries into bin/ (once; about 15 min cold)
+	./hack/tools.sh
+
+.PHONY: test
+test: lint tools test-unit e2e ## Run every test: lint, unit, and end-to-end on a local cluster
+
+.PHONY: test-unit
+test-unit: ## Run the tests that need no cluster
+	go test -race -count=1 $(UNIT_PKGS)
+
+.PHONY: e2e
+e2e: tools ## Run the end-to-end tests on a local cluster
+	go test -count=1 -timeout 30m $(E2E_PKGS)
+
+.PHONY: lint
+lint: ## gofmt and go vet
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	go vet ./...
+
+.PHONY: clean
+clean: ## Remove built binaries (the cluster tools too)
+	rm -rf bin

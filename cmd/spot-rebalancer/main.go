@@ -1,0 +1,22 @@
+// Command spot-rebalancer is the admission webhook, the rebalancer, the node
+// agent and the dry-run planner in one binary.
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := newRootCommand().ExecuteContext(ctx)
+	stop()
+	code := exitCode(err)
+	if err != nil && code != exitOK {
+		fmt.Fprintln(os.Stderr, "Error:", err)
+	}
+	os.Exit(code)
+}

@@ -1,0 +1,145 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+
+	"github.com/spf13/cobra"
+
+	"github.com/spot-rebalancer/spot-rebalancer/config"
+)
+
+// Exit codes, as DESIGN.md defines them.
+const (
+	exitOK      = 0
+	exitFailure = 1
+	exitUsage   = 2
+)
+
+// usageError is bad usage: a flag, an argument or a configuration value.
+type usageError struct{ err error }
+
+func (e usageError) Error() string { return e.err.Error() }
+func (e usageError) Unwrap() error { return e.err }
+
+func exitCode(err error) int {
+	var ue usageError
+	var ec exitCoder
+	switch {
+	case err == nil:
+		return exitOK
+	case errors.As(err, &ec):
+		return ec.ExitCode()
+	case errors.As(err, &ue), config.IsError(err):
+		return exitUsage
+	default:
+		return exitFailure
+	}
+}
+
+// exitCoder lets a command choose its exit code (plan exits 3 when blocked).
+type exitCoder interface{ ExitCode() int }
+
+// globalOptions are the flags every command takes.
+type globalOptions struct {
+	kubeconfig  string
+	configFile  string
+	printConfig bool
+}
+
+func newRootCommand() *cobra.Command {
+	opts := &globalOptions{}
+	cmd := &cobra.Command{
+		Use:   "spot-rebalancer",
+		Short: "Spot-aware admission webhook and scheduler-aware rebalancer for Kubernetes",
+		Long: `spot-rebalancer makes workloads ready for reclaimable EC2 Spot capacity and
+hands pods off safely when a Spot node is at risk: it waits for replacement
+capacity, proves with a scheduling simulation that every pod fits, then drains
+in waves that never break a PodDisruptionBudget.
+
+Every command reads one configuration file (--config, apiVersion
+spot-rebalancer.io/v1alpha1, kind Config); flags override it. Run with
+--print-config to see the effective configuration, defaults included.
+
+Exit codes: 0 success, 1 runtime failure, 2 bad usage or invalid configuration.`,
+		Example: `  # Show the defaults a fresh install runs with
+  spot-rebalancer --print-config
+
+  # Check a configuration file without running anything
+  spot-rebalancer --config config.yaml --print-config`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		Args:          noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if opts.printConfig {
+				_, err := opts.loadConfig(cmd, nil)
+				return err
+			}
+			return cmd.Help()
+		},
+	}
+	cmd.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
+	pf := cmd.PersistentFlags()
+	pf.StringVar(&opts.kubeconfig, "kubeconfig", "",
+		"path to a kubeconfig; default: in-cluster service account, then $KUBECONFIG, then ~/.kube/config")
+	pf.StringVar(&opts.configFile, "config", "", "configuration file (YAML, kind Config); default: built-in defaults")
+	pf.BoolVar(&opts.printConfig, "print-config", false, "print the effective configuration (file, flags and defaults) as YAML and exit")
+
+	cmd.AddCommand(newVersionCommand())
+	return cmd
+}
+
+// noArgs rejects positional arguments as bad usage.
+func noArgs(cmd *cobra.Command, args []string) error {
+	if len(args) > 0 {
+		return usageError{fmt.Errorf("unknown command or argument %q for %q; see %s --help", args[0], cmd.CommandPath(), cmd.CommandPath())}
+	}
+	return nil
+}
+
+// loadConfig reads --config, lets override apply the command's flags, and
+// validates the result. With --print-config it prints the configuration and
+// returns errPrinted so the command stops there.
+func (o *globalOptions) loadConfig(cmd *cobra.Command, override func(*config.Config)) (*config.Config, error) {
+	c, err := config.ReadFile(o.configFile)
+	if err != nil {
+		return nil, err
+	}
+	if override != nil {
+		override(c)
+	}
+	if err := c.Validate(); err != nil {
+		return nil, &config.Error{Source: o.configSource(), Err: err}
+	}
+	if o.printConfig {
+		return nil, printConfig(cmd.OutOrStdout(), c)
+	}
+	return c, nil
+}
+
+func (o *globalOptions) configSource() string {
+	if o.configFile == "" {
+		return "(defaults and flags)"
+	}
+	return o.configFile + " (with flags)"
+}
+
+// errPrinted stops a command after --print-config; it is not a failure.
+var errPrinted = printedError{}
+
+type printedError struct{}
+
+func (printedError) Error() string { return "configuration printed" }
+func (printedError) ExitCode() int { return exitOK }
+
+func printConfig(w io.Writer, c *config.Config) error {
+	out, err := config.Marshal(c)
+	if err != nil {
+		return fmt.Errorf("printing configuration: %w", err)
+	}
+	if _, err := w.Write(out); err != nil {
+		return err
+	}
+	return errPrinted
+}

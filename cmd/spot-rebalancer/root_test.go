@@ -1,0 +1,114 @@
+package main
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/spot-rebalancer/spot-rebalancer/config"
+)
+
+func run(t *testing.T, args ...string) (stdout string, code int, err error) {
+	t.Helper()
+	cmd := newRootCommand()
+	var out bytes.Buffer
+	cmd.SetOut(&out)
+	cmd.SetErr(&out)
+	cmd.SetArgs(args)
+	err = cmd.ExecuteContext(t.Context())
+	return out.String(), exitCode(err), err
+}
+
+func TestCommandLine(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, body string) string {
+		path := filepath.Join(dir, name)
+		if err := os.WriteFile(path, []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return path
+	}
+	good := write("good.yaml", "apiVersion: spot-rebalancer.io/v1alpha1\nkind: Config\nrebalancer:\n  replacement:\n    mode: capacity\n")
+	unknown := write("unknown.yaml", "apiVersion: spot-rebalancer.io/v1alpha1\nkind: Config\nwebhook:\n  prot: 1\n")
+	badValue := write("bad.yaml", "apiVersion: spot-rebalancer.io/v1alpha1\nkind: Config\nrebalancer:\n  replacement:\n    onTimeout: never\n")
+
+	tests := map[string]struct {
+		args     []string
+		wantCode int
+		wantOut  []string
+		wantErr  []string
+	}{
+		"--print-config prints the defaults": {
+			args:    []string{"--print-config"},
+			wantOut: []string{"apiVersion: spot-rebalancer.io/v1alpha1", "mode: node", "onTimeout: drain-if-fits"},
+		},
+		"--print-config shows what the file set": {
+			args:    []string{"--config", good, "--print-config"},
+			wantOut: []string{"mode: capacity"},
+		},
+		"an unknown field exits 2 naming it": {
+			args: []string{"--config", unknown, "--print-config"}, wantCode: 2,
+			wantErr: []string{`unknown field "webhook.prot"`, unknown},
+		},
+		"a bad value exits 2 naming the field and the allowed values": {
+			args: []string{"--config", badValue, "--print-config"}, wantCode: 2,
+			wantErr: []string{"rebalancer.replacement.onTimeout", `"never"`, `"keep-cordoned"`},
+		},
+		"a missing file exits 2": {
+			args: []string{"--config", filepath.Join(dir, "nope.yaml"), "--print-config"}, wantCode: 2,
+			wantErr: []string{"nope.yaml"},
+		},
+		"an unknown flag exits 2": {
+			args: []string{"--frobnicate"}, wantCode: 2, wantErr: []string{"--frobnicate"},
+		},
+		"an unknown command exits 2": {
+			args: []string{"frobnicate"}, wantCode: 2, wantErr: []string{`"frobnicate"`},
+		},
+		"version prints the version": {
+			args: []string{"version"}, wantOut: []string{"spot-rebalancer dev"},
+		},
+		"version -o json is machine readable": {
+			args: []string{"version", "-o", "json"}, wantOut: []string{`"version": "dev"`, `"goVersion"`},
+		},
+		"version -o yaml is bad usage": {
+			args: []string{"version", "-o", "yaml"}, wantCode: 2, wantErr: []string{"text or json"},
+		},
+		"--help teaches the exit codes": {
+			args: []string{"--help"}, wantOut: []string{"Exit codes", "--print-config", "--kubeconfig"},
+		},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			out, code, err := run(t, tc.args...)
+			if code != tc.wantCode {
+				t.Fatalf("exit code = %d, want %d (err: %v)", code, tc.wantCode, err)
+			}
+			for _, want := range tc.wantOut {
+				if !strings.Contains(out, want) {
+					t.Errorf("output does not contain %q:\n%s", want, out)
+				}
+			}
+			for _, want := range tc.wantErr {
+				if err == nil || !strings.Contains(err.Error(), want) {
+					t.Errorf("error %v does not contain %q", err, want)
+				}
+			}
+		})
+	}
+}
+
+func TestPrintedConfigLoadsBack(t *testing.T) {
+	out, code, err := run(t, "--print-config")
+	if code != 0 {
+		t.Fatalf("exit %d: %v", code, err)
+	}
+	path := filepath.Join(t.TempDir(), "printed.yaml")
+	if err := os.WriteFile(path, []byte(out), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := config.LoadFile(path); err != nil {
+		t.Fatalf("the printed configuration must be a valid --config file: %v", err)
+	}
+}

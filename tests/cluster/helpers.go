@@ -1,0 +1,210 @@
+package cluster
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/rand"
+	"k8s.io/apimachinery/pkg/util/wait"
+)
+
+// Labels the helpers put on nodes, as EKS managed node groups do.
+const (
+	CapacityTypeLabel = "eks.amazonaws.com/capacityType"
+	PoolLabel         = "eks.amazonaws.com/nodegroup"
+	// OwnerLabel names the test that made a node, so tests can pin their
+	// pods to their own nodes.
+	OwnerLabel = "e2e.spot-rebalancer.io/owner"
+)
+
+// Node describes a kwok node to add.
+type Node struct {
+	Name       string // default: generated from the pool
+	Spot       bool
+	Pool       string
+	Zone       string // default: us-east-1a
+	InstanceID string // default: generated
+	Taints     []corev1.Taint
+	Labels     map[string]string
+	CPU        string // allocatable; default 4
+	Memory     string // default 16Gi
+	Pods       string // default 110
+}
+
+// AddNode creates a Node that kwok manages and waits until it is Ready. The
+// node is deleted when the test ends.
+func (c *Cluster) AddNode(t testing.TB, n Node) *corev1.Node {
+	t.Helper()
+	if n.Zone == "" {
+		n.Zone = "us-east-1a"
+	}
+	if n.InstanceID == "" {
+		n.InstanceID = "i-" + rand.String(17)
+	}
+	if n.Name == "" {
+		n.Name = fmt.Sprintf("%s-%s", nonEmpty(n.Pool, "node"), rand.String(5))
+	}
+	capacityType := "ON_DEMAND"
+	if n.Spot {
+		capacityType = "SPOT"
+	}
+	labels := map[string]string{
+		"kubernetes.io/hostname":       n.Name,
+		"kubernetes.io/os":             "linux",
+		"type":                         "kwok",
+		corev1.LabelTopologyZone:       n.Zone,
+		corev1.LabelInstanceTypeStable: "m5.xlarge",
+		CapacityTypeLabel:              capacityType,
+		OwnerLabel:                     Owner(t),
+	}
+	if n.Pool != "" {
+		labels[PoolLabel] = n.Pool
+	}
+	for k, v := range n.Labels {
+		labels[k] = v
+	}
+	resources := corev1.ResourceList{
+		corev1.ResourceCPU:    resource.MustParse(nonEmpty(n.CPU, "4")),
+		corev1.ResourceMemory: resource.MustParse(nonEmpty(n.Memory, "16Gi")),
+		corev1.ResourcePods:   resource.MustParse(nonEmpty(n.Pods, "110")),
+	}
+	node := &corev1.Node{
+		ObjectMeta: metav1.ObjectMeta{
+			Name:        n.Name,
+			Labels:      labels,
+			Annotations: map[string]string{"kwok.x-k8s.io/node": "fake"},
+		},
+		Spec: corev1.NodeSpec{
+			ProviderID: fmt.Sprintf("aws:///%s/%s", n.Zone, n.InstanceID),
+			Taints:     n.Taints,
+		},
+		Status: corev1.NodeStatus{Capacity: resources, Allocatable: resources},
+	}
+	ctx := Context(t)
+	created, err := c.Client.CoreV1().Nodes().Create(ctx, node, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatalf("creating node %s: %v", n.Name, err)
+	}
+	t.Cleanup(func() {
+		err := c.Client.CoreV1().Nodes().Delete(context.Background(), n.Name, metav1.DeleteOptions{})
+		if err != nil && !apierrors.IsNotFound(err) {
+			t.Errorf("deleting node %s: %v", n.Name, err)
+		}
+	})
+	c.WaitFor(t, 30*time.Second, "node "+n.Name+" to be Ready", func(ctx context.Context) (bool, error) {
+		got, err := c.Client.CoreV1().Nodes().Get(ctx, n.Name, metav1.GetOptions{})
+		if err != nil {
+			return false, err
+		}
+		created = got
+		return NodeIsReady(got), nil
+	})
+	return created
+}
+
+// NodeIsReady tells whether the node's Ready condition is True.
+func NodeIsReady(n *corev1.Node) bool {
+	for _, c := range n.Status.Conditions {
+		if c.Type == corev1.NodeReady {
+			return c.Status == corev1.ConditionTrue
+		}
+	}
+	return false
+}
+
+// PodIsReady tells whether the pod runs and its Ready condition is True.
+func PodIsReady(p *corev1.Pod) bool {
+	if p.Status.Phase != corev1.PodRunning || p.DeletionTimestamp != nil {
+		return false
+	}
+	for _, c := range p.Status.Conditions {
+		if c.Type == corev1.PodReady {
+			return c.Status == corev1.ConditionTrue
+		}
+	}
+	return false
+}
+
+// Namespace creates a namespace for the test, deleted when it ends.
+func (c *Cluster) Namespace(t testing.TB, labels map[string]string) string {
+	t.Helper()
+	name := Owner(t)
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: labels}}
+	if _, err := c.Client.CoreV1().Namespaces().Create(Context(t), ns, metav1.CreateOptions{}); err != nil {
+		t.Fatalf("creating namespace %s: %v", name, err)
+	}
+	t.Cleanup(func() {
+		err := c.Client.CoreV1().Namespaces().Delete(context.Background(), name, metav1.DeleteOptions{})
+		if err != nil && !apierrors.IsNotFound(err) {
+			t.Errorf("deleting namespace %s: %v", name, err)
+		}
+	})
+	return name
+}
+
+// WaitFor polls cond every 100 ms until it is true, fails the test when it
+// returns an error or timeout passes. what completes "timed out waiting
+// for ...".
+func (c *Cluster) WaitFor(t testing.TB, timeout time.Duration, what string, cond func(ctx context.Context) (bool, error)) {
+	t.Helper()
+	if err := WaitFor(Context(t), timeout, cond); err != nil {
+		t.Fatalf("waiting for %s: %v", what, err)
+	}
+}
+
+// WaitFor polls cond every 100 ms until it is true, returns its error, or
+// timeout passes.
+func WaitFor(ctx context.Context, timeout time.Duration, cond func(ctx context.Context) (bool, error)) error {
+	return wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, timeout, true, cond)
+}
+
+// Context is the test's context: cancelled when the test ends.
+func Context(t testing.TB) context.Context {
+	return t.Context()
+}
+
+var owners sync.Map // testing.TB -> string
+
+// Owner is a DNS-label form of the test's name, unique per run and stable
+// within the test, used for its namespace and its nodes' owner label.
+func Owner(t testing.TB) string {
+	if o, ok := owners.Load(t); ok {
+		return o.(string)
+	}
+	o := owner(t)
+	owners.Store(t, o)
+	t.Cleanup(func() { owners.Delete(t) })
+	return o
+}
+
+func owner(t testing.TB) string {
+	name := strings.ToLower(t.Name())
+	var b strings.Builder
+	for _, r := range name {
+		if (r >= 'a' && r <= 'z') || (r >= '0' && r <= '9') {
+			b.WriteRune(r)
+		} else {
+			b.WriteRune('-')
+		}
+	}
+	s := strings.Trim(b.String(), "-")
+	if len(s) > 40 {
+		s = strings.Trim(s[:40], "-")
+	}
+	return s + "-" + rand.String(4)
+}
+
+func nonEmpty(s, def string) string {
+	if s == "" {
+		return def
+	}
+	return s
+}
