@@ -2,6 +2,7 @@ package config
 
 import (
 	"fmt"
+	"net"
 	"net/url"
 	"time"
 
@@ -129,10 +130,8 @@ func (cs *Certs) validate(p *field.Path) field.ErrorList {
 	}
 	errs = append(errs, dnsLabel(p.Child("serviceName"), cs.ServiceName)...)
 	for i, n := range cs.ExtraDNSNames {
-		if msgs := validation.IsDNS1123Subdomain(n); len(msgs) > 0 {
-			if msgs := validation.IsWildcardDNS1123Subdomain(n); len(msgs) > 0 {
-				errs = append(errs, field.Invalid(p.Child("extraDNSNames").Index(i), n, "must be a DNS name"))
-			}
+		if net.ParseIP(n) == nil && len(validation.IsDNS1123Subdomain(n)) > 0 && len(validation.IsWildcardDNS1123Subdomain(n)) > 0 {
+			errs = append(errs, field.Invalid(p.Child("extraDNSNames").Index(i), n, "must be a DNS name or an IP address"))
 		}
 	}
 	errs = append(errs, dnsSubdomain(p.Child("caSecretName"), cs.CASecretName)...)

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/go-logr/logr"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -18,6 +19,8 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 )
 
 // Binaries the cluster needs, all built by `make tools` into bin/.
@@ -44,6 +47,9 @@ func Main(m *testing.M) {
 }
 
 func run(m *testing.M) int {
+	// Logs of the code under test go to stderr, which go test shows for a
+	// failing package or with -v.
+	ctrllog.SetLogger(zap.New(zap.WriteTo(os.Stderr), zap.UseDevMode(true)))
 	binDir, err := BinDir()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "e2e:", err)
@@ -75,6 +81,9 @@ func run(m *testing.M) int {
 	c.stop()
 	return code
 }
+
+// Logger is the logger the code under test should log through.
+func Logger() logr.Logger { return ctrllog.Log }
 
 // Get returns the cluster TestMain started.
 func Get(t testing.TB) *Cluster {

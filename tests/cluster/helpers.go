@@ -147,6 +147,15 @@ func (c *Cluster) Namespace(t testing.TB, labels map[string]string) string {
 			t.Errorf("deleting namespace %s: %v", name, err)
 		}
 	})
+	// Pods cannot be created before the service account controller has
+	// made the namespace's default ServiceAccount.
+	c.WaitFor(t, 30*time.Second, "the default ServiceAccount of "+name, func(ctx context.Context) (bool, error) {
+		_, err := c.Client.CoreV1().ServiceAccounts(name).Get(ctx, "default", metav1.GetOptions{})
+		if apierrors.IsNotFound(err) {
+			return false, nil
+		}
+		return err == nil, err
+	})
 	return name
 }
 
