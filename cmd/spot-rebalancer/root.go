@@ -7,7 +7,10 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"k8s.io/client-go/rest"
+
 	"github.com/spot-rebalancer/spot-rebalancer/config"
+	"github.com/spot-rebalancer/spot-rebalancer/internal/kubeconfig"
 )
 
 // Exit codes, as DESIGN.md defines them.
@@ -86,7 +89,7 @@ Exit codes: 0 success, 1 runtime failure, 2 bad usage or invalid configuration.`
 	pf.StringVar(&opts.configFile, "config", "", "configuration file (YAML, kind Config); default: built-in defaults")
 	pf.BoolVar(&opts.printConfig, "print-config", false, "print the effective configuration (file, flags and defaults) as YAML and exit")
 
-	cmd.AddCommand(newVersionCommand())
+	cmd.AddCommand(newVersionCommand(), newWebhookCommand(opts))
 	return cmd
 }
 
@@ -132,6 +135,15 @@ type printedError struct{}
 
 func (printedError) Error() string { return "configuration printed" }
 func (printedError) ExitCode() int { return exitOK }
+
+// restConfig resolves the API server for commands that talk to one.
+func (o *globalOptions) restConfig() (*rest.Config, error) {
+	cfg, _, err := kubeconfig.Default.Resolve(o.kubeconfig)
+	if err != nil {
+		return nil, err
+	}
+	return cfg, nil
+}
 
 func printConfig(w io.Writer, c *config.Config) error {
 	out, err := config.Marshal(c)

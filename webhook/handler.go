@@ -1,0 +1,204 @@
+package webhook
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/clock"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
+
+	"github.com/spot-rebalancer/spot-rebalancer/config"
+)
+
+// Handler answers pod and workload admission requests. Reader must be
+// backed by informer caches: nothing on the request path calls the API
+// server.
+type Handler struct {
+	Config  *config.Webhook
+	Reader  client.Reader
+	Metrics *Metrics
+	Clock   clock.PassiveClock
+}
+
+var _ admission.Handler = (*Handler)(nil)
+
+// outcome is what a request led to, for the response and the metrics.
+type outcome struct {
+	resp    admission.Response
+	result  string
+	profile string
+}
+
+// Handle admits every request: it mutates pods on CREATE and annotates
+// Deployments and StatefulSets; on any internal error, a panic included, it
+// admits the request unchanged.
+func (h *Handler) Handle(ctx context.Context, req admission.Request) admission.Response {
+	start := h.Clock.Now()
+	kind := strings.ToLower(req.Kind.Kind)
+	out := h.handle(ctx, req)
+	if out.profile == "" {
+		out.profile = "none"
+	}
+	if kind != "pod" && kind != "deployment" && kind != "statefulset" {
+		kind = "other"
+	}
+	h.Metrics.Requests.WithLabelValues(kind, string(req.Operation), out.result, out.profile).Inc()
+	h.Metrics.Latency.WithLabelValues(kind).Observe(h.Clock.Since(start).Seconds())
+	return out.resp
+}
+
+func (h *Handler) handle(ctx context.Context, req admission.Request) (out outcome) {
+	log := ctrllog.FromContext(ctx).WithValues("kind", req.Kind.Kind, "namespace", req.Namespace, "name", req.Name, "operation", req.Operation)
+	defer func() {
+		if r := recover(); r != nil {
+			log.Error(fmt.Errorf("panic: %v", r), "Admitting unchanged after a panic")
+			out = outcome{resp: admission.Allowed(""), result: ResultError, profile: out.profile}
+		}
+	}()
+	var err error
+	switch {
+	case req.Kind.Group == "" && req.Kind.Kind == "Pod":
+		out, err = h.pod(ctx, req)
+	case req.Kind.Group == "apps" && (req.Kind.Kind == "Deployment" || req.Kind.Kind == "StatefulSet"):
+		out, err = h.workload(ctx, req)
+	default:
+		out = outcome{resp: admission.Allowed(""), result: ResultSkipped}
+	}
+	if err != nil {
+		log.Error(err, "Admitting unchanged after an internal error")
+		return outcome{resp: admission.Allowed(""), result: ResultError, profile: out.profile}
+	}
+	return out
+}
+
+func (h *Handler) pod(ctx context.Context, req admission.Request) (outcome, error) {
+	if req.Operation != "CREATE" {
+		return outcome{resp: admission.Allowed(""), result: ResultSkipped}, nil
+	}
+	var pod corev1.Pod
+	if err := json.Unmarshal(req.Object.Raw, &pod); err != nil {
+		return outcome{}, fmt.Errorf("decoding pod: %w", err)
+	}
+	nsLabels, err := h.namespaceLabels(ctx, req.Namespace)
+	if err != nil {
+		return outcome{}, err
+	}
+	name, skip := SelectProfile(&pod, req.Namespace, nsLabels, h.Config)
+	switch skip {
+	case "":
+	case SkipUnknownProfile:
+		return outcome{result: ResultSkipped, profile: "unknown", resp: admission.Allowed("").WithWarnings(
+			truncate(fmt.Sprintf("spot-rebalancer: profile %q is not configured; pod left unchanged", name)))}, nil
+	default:
+		return outcome{resp: admission.Allowed(""), result: ResultSkipped}, nil
+	}
+	m := Plan(&pod, name, h.Config.Profiles[name])
+	if m.Empty() {
+		return outcome{resp: admission.Allowed(""), result: ResultUnchanged, profile: name}, nil
+	}
+	mutated, err := m.Apply(req.Object.Raw)
+	if err != nil {
+		return outcome{profile: name}, err
+	}
+	resp := admission.PatchResponseFromRaw(req.Object.Raw, mutated)
+	if !resp.Allowed {
+		return outcome{profile: name}, fmt.Errorf("computing patch: %s", resp.Result.Message)
+	}
+	return outcome{resp: resp, result: ResultMutated, profile: name}, nil
+}
+
+// workloadFields is the part of a Deployment or StatefulSet a hint needs.
+type workloadFields struct {
+	Metadata metav1.ObjectMeta `json:"metadata"`
+	Spec     struct {
+		Replicas *int32 `json:"replicas"`
+		Template struct {
+			Metadata metav1.ObjectMeta `json:"metadata"`
+		} `json:"template"`
+	} `json:"spec"`
+}
+
+func (h *Handler) workload(ctx context.Context, req admission.Request) (outcome, error) {
+	if req.Operation != "CREATE" && req.Operation != "UPDATE" {
+		return outcome{resp: admission.Allowed(""), result: ResultSkipped}, nil
+	}
+	if req.Namespace == h.Config.Namespace || slices.Contains(h.Config.ExcludedNamespaces, req.Namespace) {
+		return outcome{resp: admission.Allowed(""), result: ResultSkipped}, nil
+	}
+	nsLabels, err := h.namespaceLabels(ctx, req.Namespace)
+	if err != nil {
+		return outcome{}, err
+	}
+	if p := nsLabels[ProfileKey]; p == "" || p == config.ProfileNone {
+		return outcome{resp: admission.Allowed(""), result: ResultSkipped}, nil
+	}
+	var w workloadFields
+	if err := json.Unmarshal(req.Object.Raw, &w); err != nil {
+		return outcome{}, fmt.Errorf("decoding %s: %w", req.Kind.Kind, err)
+	}
+	var pdbs policyv1.PodDisruptionBudgetList
+	if err := h.Reader.List(ctx, &pdbs, client.InNamespace(req.Namespace)); err != nil {
+		return outcome{}, fmt.Errorf("listing PodDisruptionBudgets from the cache: %w", err)
+	}
+	replicas := int32(1)
+	if w.Spec.Replicas != nil {
+		replicas = *w.Spec.Replicas
+	}
+	items := make([]*policyv1.PodDisruptionBudget, len(pdbs.Items))
+	for i := range pdbs.Items {
+		items[i] = &pdbs.Items[i]
+	}
+	hint := Hint(replicas, w.Spec.Template.Metadata.Labels, items)
+	var warnings []string
+	if warning := hint.Warning(req.Kind.Kind, w.Metadata.Name); warning != "" {
+		warnings = append(warnings, warning)
+	}
+	if w.Metadata.Annotations[PDBHintAnnotation] == hint.Text {
+		return outcome{resp: admission.Allowed("").WithWarnings(warnings...), result: ResultUnchanged}, nil
+	}
+	mutated, err := setAnnotation(req.Object.Raw, PDBHintAnnotation, hint.Text)
+	if err != nil {
+		return outcome{}, err
+	}
+	resp := admission.PatchResponseFromRaw(req.Object.Raw, mutated)
+	if !resp.Allowed {
+		return outcome{}, fmt.Errorf("computing patch: %s", resp.Result.Message)
+	}
+	return outcome{resp: resp.WithWarnings(warnings...), result: ResultMutated}, nil
+}
+
+// namespaceLabels reads a namespace's labels from the metadata cache.
+func (h *Handler) namespaceLabels(ctx context.Context, name string) (map[string]string, error) {
+	ns := &metav1.PartialObjectMetadata{}
+	ns.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("Namespace"))
+	if err := h.Reader.Get(ctx, client.ObjectKey{Name: name}, ns); err != nil {
+		return nil, fmt.Errorf("reading namespace %s from the cache: %w", name, err)
+	}
+	return ns.Labels, nil
+}
+
+// setAnnotation sets one annotation in an object's raw JSON, leaving every
+// other field as it was.
+func setAnnotation(raw []byte, key, value string) ([]byte, error) {
+	var obj map[string]any
+	if err := json.Unmarshal(raw, &obj); err != nil {
+		return nil, fmt.Errorf("decoding object: %w", err)
+	}
+	child(child(obj, "metadata"), "annotations")[key] = value
+	return json.Marshal(obj)
+}
+
+func truncate(s string) string {
+	if len(s) > maxWarning {
+		return s[:maxWarning-3] + "..."
+	}
+	return s
+}
