@@ -21,6 +21,8 @@ import (
 	"k8s.io/utils/clock"
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
+
+	"github.com/spot-rebalancer/spot-rebalancer/config"
 )
 
 // EventRecorder is the part of client-go's record.EventRecorder we use.
@@ -137,6 +139,11 @@ func (r *Rotator) Start(ctx context.Context) error {
 		}
 		recheck, err := r.Reconcile(ctx)
 		switch {
+		case apierrors.IsConflict(err) || apierrors.IsAlreadyExists(err):
+			// Decided on a cache that had not yet seen our last write;
+			// the optimistic write refused it. Look again.
+			log.V(1).Info("Certificate cache was stale; retrying", "error", err.Error())
+			r.queue.AddRateLimited(key)
 		case err != nil:
 			log.Error(err, "Reconciling certificates failed; retrying")
 			r.queue.AddRateLimited(key)
@@ -317,4 +324,17 @@ func (r *Rotator) writeBundle(ctx context.Context, c *admissionregistrationv1.Mu
 		return fmt.Errorf("writing the CA bundle into mutatingwebhookconfiguration %s: %w", c.Name, err)
 	}
 	return nil
+}
+
+// OptionsFromConfig are the rotator options the configuration asks for.
+func OptionsFromConfig(cfg *config.Config) RotatorOptions {
+	return RotatorOptions{
+		Namespace:             cfg.Webhook.Namespace,
+		CASecretName:          cfg.Certs.CASecretName,
+		ServingSecretName:     cfg.Certs.ServingSecretName,
+		WebhookConfigurations: cfg.Certs.WebhookConfigurations,
+		DNSNames:              DNSNames(cfg.Certs.ServiceName, cfg.Webhook.Namespace, cfg.Certs.ExtraDNSNames),
+		CAValidity:            cfg.Certs.CAValidity.Duration,
+		ServingValidity:       cfg.Certs.ServingValidity.Duration,
+	}
 }

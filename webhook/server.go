@@ -50,7 +50,7 @@ func Run(ctx context.Context, opts Options) error {
 	if err != nil {
 		return err
 	}
-	dnsNames := certs.DNSNames(cfg.Certs.ServiceName, cfg.Webhook.Namespace, cfg.Certs.ExtraDNSNames)
+	dnsNames := certs.OptionsFromConfig(cfg).DNSNames
 	var source certs.Source
 	switch cfg.Certs.Mode {
 	case config.CertModeExternal:
@@ -83,7 +83,8 @@ func Run(ctx context.Context, opts Options) error {
 		return fmt.Errorf("creating manager: %w", err)
 	}
 	handler := &Handler{Config: &cfg.Webhook, Reader: mgr.GetCache(), Metrics: NewMetrics(ctrlmetrics.Registry), Clock: clock.RealClock{}}
-	server.Register(Path, &admission.Webhook{Handler: handler, RecoverPanic: new(true)})
+	// GetWebhookServer adds the server to the manager's runnables.
+	mgr.GetWebhookServer().Register(Path, &admission.Webhook{Handler: handler, RecoverPanic: new(true)})
 
 	if err := mgr.Add(manager.RunnableFunc(source.Start)); err != nil {
 		return err

@@ -28,6 +28,11 @@ var Default = Resolver{InCluster: rest.InClusterConfig, Getenv: os.Getenv, HomeD
 // (for logs). explicit is the --kubeconfig flag.
 func (r Resolver) Resolve(explicit string) (*rest.Config, string, error) {
 	if explicit != "" {
+		// clientcmd skips files that do not exist; the one named by the
+		// flag must.
+		if _, err := os.Stat(explicit); err != nil {
+			return nil, "", fmt.Errorf("loading --kubeconfig: %w", err)
+		}
 		cfg, err := fromFiles([]string{explicit})
 		if err != nil {
 			return nil, "", fmt.Errorf("loading --kubeconfig %s: %w", explicit, err)

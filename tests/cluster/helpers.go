@@ -133,10 +133,11 @@ func PodIsReady(p *corev1.Pod) bool {
 	return false
 }
 
-// Namespace creates a namespace for the test, deleted when it ends.
+// Namespace creates a namespace for the test, deleted when it ends. Its
+// name starts with the test's Owner.
 func (c *Cluster) Namespace(t testing.TB, labels map[string]string) string {
 	t.Helper()
-	name := Owner(t)
+	name := Owner(t) + "-" + rand.String(3)
 	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: labels}}
 	if _, err := c.Client.CoreV1().Namespaces().Create(Context(t), ns, metav1.CreateOptions{}); err != nil {
 		t.Fatalf("creating namespace %s: %v", name, err)

@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/go-logr/logr"
 	"net"
 	"net/http"
 	"sync"
@@ -22,7 +21,6 @@ import (
 	"k8s.io/utils/clock"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
-	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"github.com/spot-rebalancer/spot-rebalancer/certs"
 	"github.com/spot-rebalancer/spot-rebalancer/tests/cluster"
@@ -122,38 +120,9 @@ func TestCertificatesRotateWithoutAGap(t *testing.T) {
 
 	// The rotator runs as a leader-elected runnable of a manager, as in
 	// `spot-rebalancer controller`.
-	mgr, err := manager.New(c.Config, manager.Options{
-		Metrics:                 metricsserver.Options{BindAddress: "0"},
-		HealthProbeBindAddress:  "0",
-		LeaderElection:          true,
-		LeaderElectionID:        "e2e-certs",
-		LeaderElectionNamespace: ns,
-		// Hand the lease back on shutdown, as the controller does.
-		LeaderElectionReleaseOnCancel: true,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	rotator := certs.NewRotator(c.Client, nil, certs.RotatorOptions{
-		Namespace: ns, CASecretName: "webhook-ca", ServingSecretName: "webhook-tls",
-		WebhookConfigurations: []string{configName}, DNSNames: dnsNames,
-		CAValidity: 45 * time.Second, ServingValidity: 15 * time.Second, Settle: 2 * time.Second,
-	})
-	if err := mgr.Add(rotator); err != nil {
-		t.Fatal(err)
-	}
-	if err := mgr.Add(manager.RunnableFunc(source.Start)); err != nil {
-		t.Fatal(err)
-	}
-	mgrCtx, stopMgr := context.WithCancel(logr.NewContext(ctx, cluster.Logger()))
-	mgrDone := make(chan error, 1)
-	go func() { mgrDone <- mgr.Start(mgrCtx) }()
-	t.Cleanup(func() {
-		stopMgr()
-		if err := <-mgrDone; err != nil {
-			t.Errorf("manager: %v", err)
-		}
-	})
+	startLeaderManager(t, c, ns,
+		rotatorFor(c, ns, configName, dnsNames, 45*time.Second, 15*time.Second),
+		manager.RunnableFunc(source.Start))
 
 	c.WaitFor(t, 30*time.Second, "the webhook to be ready (a certificate that verifies against the published bundle)",
 		func(context.Context) (bool, error) { return source.Ready(nil) == nil, nil })
