@@ -75,6 +75,18 @@ func TestCommandLine(t *testing.T) {
 		"version -o yaml is bad usage": {
 			args: []string{"version", "-o", "yaml"}, wantCode: 2, wantErr: []string{"text or json"},
 		},
+		"webhook --port overrides webhook.port": {
+			args: []string{"webhook", "--port", "7443", "--print-config"}, wantOut: []string{"port: 7443"},
+		},
+		"a bad --log-level exits 2 naming the allowed values": {
+			args: []string{"webhook", "--log-level", "loud", "--kubeconfig", "unused"}, wantCode: 2, wantErr: []string{"debug, info or error"},
+		},
+		"a missing --kubeconfig file is a runtime failure naming it": {
+			args: []string{"controller", "--kubeconfig", filepath.Join(dir, "nope"), "--log-level", "error"}, wantCode: 1, wantErr: []string{"nope"},
+		},
+		"webhook --help explains opting in": {
+			args: []string{"webhook", "--help"}, wantOut: []string{"spot-rebalancer.io/profile", "fails open"},
+		},
 		"--help teaches the exit codes": {
 			args: []string{"--help"}, wantOut: []string{"Exit codes", "--print-config", "--kubeconfig"},
 		},

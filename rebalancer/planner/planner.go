@@ -1,0 +1,429 @@
+package planner
+
+import (
+	"cmp"
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/apimachinery/pkg/util/sets"
+	schedcorev1 "k8s.io/component-helpers/scheduling/corev1"
+
+	"github.com/spot-rebalancer/spot-rebalancer/config"
+	"github.com/spot-rebalancer/spot-rebalancer/rebalancer/signals"
+	"github.com/spot-rebalancer/spot-rebalancer/rebalancer/simulation"
+	"github.com/spot-rebalancer/spot-rebalancer/rebalancer/snapshot"
+)
+
+// Options say what to plan and how.
+type Options struct {
+	Config *config.Rebalancer
+	// Nodes, when set, are planned as if they had just received a
+	// rebalance recommendation. Otherwise every node with a signal is.
+	Nodes []string
+}
+
+// target is a node being planned with its signal.
+type target struct {
+	node   *corev1.Node
+	signal signals.Signal
+}
+
+// New plans every at-risk node of the snapshot (or opts.Nodes).
+func New(snap *snapshot.Snapshot, opts Options) (*Plan, error) {
+	targets, err := targetsOf(snap, opts)
+	if err != nil {
+		return nil, err
+	}
+	atRisk := sets.New[string]()
+	for _, n := range snap.Nodes {
+		if _, ok := signals.FromNode(n, snap.Now); ok {
+			atRisk.Insert(n.Name)
+		}
+	}
+	for _, t := range targets {
+		atRisk.Insert(t.node.Name)
+	}
+
+	p := &planning{snap: snap, cfg: opts.Config, pdbsByNS: map[string][]*policyv1.PodDisruptionBudget{}}
+	for _, pdb := range snap.PDBs {
+		p.pdbsByNS[pdb.Namespace] = append(p.pdbsByNS[pdb.Namespace], pdb)
+	}
+
+	// Classify every pod of every planned node, then place all pods that
+	// must move in one simulation.
+	plan := &Plan{Complete: true}
+	var moving []*corev1.Pod
+	movingUIDs := sets.New[types.UID]()
+	pods := map[types.UID]*PodPlan{}
+	for _, t := range targets {
+		np := NodePlan{Name: t.node.Name, Signal: t.signal.Kind, SignalSource: t.signal.Source,
+			State: cmp.Or(t.node.Annotations[signals.AnnotationState], "at-risk"), Pool: p.pool(t.node),
+			Pods: []PodPlan{}, Blockers: []Blocker{}, Unprotected: []Unprotected{}}
+		if t.signal.Kind == signals.InterruptionNotice && !t.signal.TerminationTime.IsZero() {
+			d := t.signal.TerminationTime.Add(-opts.Config.DeadlineSafety.Duration)
+			np.Deadline = &d
+		}
+		for _, pod := range snap.PodsOn(t.node.Name) {
+			pp := p.classify(pod)
+			np.Pods = append(np.Pods, pp)
+			if pp.Action == ActionEvict {
+				moving = append(moving, pod)
+				movingUIDs.Insert(pod.UID)
+			}
+		}
+		plan.Nodes = append(plan.Nodes, np)
+	}
+	for i := range plan.Nodes {
+		for j, pod := range snap.PodsOn(plan.Nodes[i].Name) {
+			pods[pod.UID] = &plan.Nodes[i].Pods[j]
+		}
+	}
+
+	sim := simulation.New(snap, atRisk, movingUIDs)
+	unplaced := map[string]int{} // node -> pods that fit nowhere
+	for _, r := range sim.Place(moving) {
+		pp := pods[r.Pod.UID]
+		if r.Node == "" {
+			pp.Action = ActionBlocked
+			pp.Reasons = append(pp.Reasons, r.Reason)
+			unplaced[r.Pod.Spec.NodeName]++
+			continue
+		}
+		pp.Destination = r.Node
+	}
+
+	p.assignWaves(targets, plan, moving, pods)
+	for i, t := range targets {
+		np := &plan.Nodes[i]
+		np.Replacement = p.replacement(t, np, targets, unplaced[t.node.Name] == 0)
+		for _, pp := range np.Pods {
+			if pp.Action == ActionBlocked {
+				np.Blockers = append(np.Blockers, Blocker{Namespace: pp.Namespace, Name: pp.Name, Reason: strings.Join(pp.Reasons, "; ")})
+				plan.Complete = false
+			}
+		}
+		np.Unprotected = p.unprotected(snap.PodsOn(t.node.Name), np.Pods)
+	}
+	return plan, nil
+}
+
+func targetsOf(snap *snapshot.Snapshot, opts Options) ([]target, error) {
+	var out []target
+	if len(opts.Nodes) > 0 {
+		for _, name := range opts.Nodes {
+			n := snap.Node(name)
+			if n == nil {
+				return nil, fmt.Errorf("node %q not found", name)
+			}
+			out = append(out, target{node: n, signal: signals.Signal{Kind: signals.RebalanceRecommendation, Source: signals.SourcePlan, Since: snap.Now}})
+		}
+		return out, nil
+	}
+	for _, n := range snap.Nodes {
+		if s, ok := signals.FromNode(n, snap.Now); ok {
+			out = append(out, target{node: n, signal: s})
+		}
+	}
+	return out, nil
+}
+
+type planning struct {
+	snap     *snapshot.Snapshot
+	cfg      *config.Rebalancer
+	pdbsByNS map[string][]*policyv1.PodDisruptionBudget
+}
+
+func (p *planning) pool(n *corev1.Node) string {
+	for _, l := range p.cfg.PoolLabels {
+		if v, ok := n.Labels[l]; ok {
+			return v
+		}
+	}
+	return ""
+}
+
+// classify decides skip, blocked or evict from the pod alone and its PDBs.
+func (p *planning) classify(pod *corev1.Pod) PodPlan {
+	pp := PodPlan{Namespace: pod.Namespace, Name: pod.Name, Action: ActionEvict, Reasons: []string{}, PDBs: []PDBRef{},
+		Priority: schedcorev1.PodPriority(pod), Critical: isCritical(pod)}
+	owner := metav1.GetControllerOfNoCopy(pod)
+	switch {
+	case owner != nil && owner.Kind == "DaemonSet":
+		return skip(pp, "DaemonSet pod")
+	case pod.Annotations[corev1.MirrorPodAnnotationKey] != "":
+		return skip(pp, "mirror pod")
+	case pod.Status.Phase == corev1.PodSucceeded || pod.Status.Phase == corev1.PodFailed:
+		return skip(pp, "finished ("+string(pod.Status.Phase)+")")
+	case pod.DeletionTimestamp != nil:
+		return skip(pp, "already terminating")
+	}
+	for _, pdb := range p.pdbsFor(pod) {
+		pp.PDBs = append(pp.PDBs, PDBRef{Name: pdb.Name, DisruptionsAllowed: pdb.Status.DisruptionsAllowed})
+	}
+	switch {
+	case owner == nil:
+		return block(pp, "no controller: nothing would recreate it, so it is left until the deadline")
+	case pod.Annotations[signals.AnnotationDoNotEvict] == "true":
+		return block(pp, "annotated "+signals.AnnotationDoNotEvict+"=true")
+	case len(pp.PDBs) > 1:
+		names := make([]string, len(pp.PDBs))
+		for i, r := range pp.PDBs {
+			names[i] = r.Name
+		}
+		return block(pp, fmt.Sprintf("covered by %d PDBs (%s): the Eviction API refuses such pods", len(names), strings.Join(names, ", ")))
+	case len(pp.PDBs) == 1:
+		pdb := p.pdbsFor(pod)[0]
+		if pdb.Status.ObservedGeneration == pdb.Generation && pdb.Status.ExpectedPods > 0 &&
+			pdb.Status.ExpectedPods-pdb.Status.DesiredHealthy <= 0 {
+			return block(pp, fmt.Sprintf("PDB %s allows 0 disruptions even with all %d pods healthy", pdb.Name, pdb.Status.ExpectedPods))
+		}
+	}
+	return pp
+}
+
+func skip(pp PodPlan, reason string) PodPlan {
+	pp.Action, pp.Reasons = ActionSkip, append(pp.Reasons, reason)
+	return pp
+}
+
+func block(pp PodPlan, reason string) PodPlan {
+	pp.Action, pp.Reasons = ActionBlocked, append(pp.Reasons, reason)
+	return pp
+}
+
+func isCritical(pod *corev1.Pod) bool {
+	return pod.Spec.PriorityClassName == "system-node-critical" || pod.Spec.PriorityClassName == "system-cluster-critical"
+}
+
+func (p *planning) pdbsFor(pod *corev1.Pod) []*policyv1.PodDisruptionBudget {
+	var out []*policyv1.PodDisruptionBudget
+	for _, pdb := range p.pdbsByNS[pod.Namespace] {
+		if pdb.Spec.Selector == nil {
+			continue
+		}
+		sel, err := metav1.LabelSelectorAsSelector(pdb.Spec.Selector)
+		if err == nil && sel.Matches(labels.Set(pod.Labels)) {
+			out = append(out, pdb)
+		}
+	}
+	return out
+}
+
+// budget is a disruption allowance shared by the pods of one group: a PDB,
+// or for workloads without one, the implicit budget.
+type budget struct {
+	first, later int // allowance in the first wave and once recovered
+	used         map[int]int
+}
+
+// assignWaves puts every evictable pod into the earliest wave its budget
+// and maxParallelEvictions allow: non-critical pods before critical ones,
+// lower priority first.
+func (p *planning) assignWaves(targets []target, plan *Plan, moving []*corev1.Pod, pods map[types.UID]*PodPlan) {
+	interruption := map[string]bool{}
+	for _, t := range targets {
+		interruption[t.node.Name] = t.signal.Kind == signals.InterruptionNotice
+	}
+	replicas := map[types.UID]int{}
+	for _, pod := range p.snap.Pods {
+		if o := metav1.GetControllerOfNoCopy(pod); o != nil && pod.Status.Phase != corev1.PodSucceeded && pod.Status.Phase != corev1.PodFailed {
+			replicas[o.UID]++
+		}
+	}
+	order := slices.Clone(moving)
+	slices.SortStableFunc(order, func(a, b *corev1.Pod) int {
+		pa, pb := pods[a.UID], pods[b.UID]
+		return cmp.Or(boolCmp(pa.Critical, pb.Critical), cmp.Compare(pa.Priority, pb.Priority),
+			strings.Compare(a.Namespace, b.Namespace), strings.Compare(a.Name, b.Name))
+	})
+	budgets := map[string]*budget{}
+	perWave := map[int]int{}
+	lastNonCritical := 0
+	for _, pod := range order {
+		pp := pods[pod.UID]
+		if pp.Action != ActionEvict {
+			continue
+		}
+		key, b := p.budgetOf(pod, pp, replicas, interruption[pod.Spec.NodeName], budgets)
+		start := 1
+		if pp.Critical {
+			start = lastNonCritical + 1
+		}
+		wave := start
+		for {
+			allowance := b.later
+			if wave == 1 {
+				allowance = b.first
+			}
+			if b.used[wave] < allowance && perWave[wave] < int(p.cfg.MaxParallelEvictions) {
+				break
+			}
+			wave++
+		}
+		b.used[wave]++
+		perWave[wave]++
+		budgets[key] = b
+		pp.Wave = wave
+		if !pp.Critical {
+			lastNonCritical = max(lastNonCritical, wave)
+		}
+	}
+}
+
+func (p *planning) budgetOf(pod *corev1.Pod, pp *PodPlan, replicas map[types.UID]int, interruption bool, budgets map[string]*budget) (string, *budget) {
+	if len(pp.PDBs) == 1 {
+		key := "pdb/" + pod.Namespace + "/" + pp.PDBs[0].Name
+		if b, ok := budgets[key]; ok {
+			return key, b
+		}
+		pdb := p.pdbsFor(pod)[0]
+		first := int(pdb.Status.DisruptionsAllowed)
+		if pdb.Status.ObservedGeneration < pdb.Generation {
+			first = 0 // the Eviction API refuses until the status catches up
+		}
+		later := int(pdb.Status.ExpectedPods - pdb.Status.DesiredHealthy)
+		return key, &budget{first: first, later: max(later, 1), used: map[int]int{}}
+	}
+	owner := metav1.GetControllerOfNoCopy(pod)
+	key := "implicit/" + string(owner.UID)
+	if b, ok := budgets[key]; ok {
+		return key, b
+	}
+	if interruption {
+		// No deadline-free waiting: as fast as the PDBs allow.
+		return key, &budget{first: 1 << 30, later: 1 << 30, used: map[int]int{}}
+	}
+	n := ImplicitBudget(p.cfg.ImplicitBudget.MaxUnavailable, replicas[owner.UID])
+	return key, &budget{first: n, later: n, used: map[int]int{}}
+}
+
+// ImplicitBudget is how many pods of a workload without a PDB may be down
+// at once: maxUnavailable of its replicas, rounded down, at least 1.
+func ImplicitBudget(maxUnavailable *intstr.IntOrString, replicas int) int {
+	n, err := intstr.GetScaledValueFromIntOrPercent(maxUnavailable, replicas, false)
+	if err != nil {
+		return 1
+	}
+	return max(n, 1)
+}
+
+func boolCmp(a, b bool) int {
+	switch {
+	case a == b:
+		return 0
+	case a:
+		return 1
+	default:
+		return -1
+	}
+}
+
+// replacement reports whether the capacity the node waits for is there.
+func (p *planning) replacement(t target, np *NodePlan, targets []target, allPlaced bool) Replacement {
+	mode := p.cfg.Replacement.Mode
+	if t.signal.Kind == signals.InterruptionNotice {
+		return Replacement{Mode: config.ReplacementNone, Ready: true, Nodes: []string{}, Reason: "an interruption notice never waits for a replacement"}
+	}
+	switch mode {
+	case config.ReplacementNone:
+		return Replacement{Mode: mode, Ready: true, Nodes: []string{}, Reason: "mode none drains at once"}
+	case config.ReplacementCapacity:
+		if allPlaced {
+			return Replacement{Mode: mode, Ready: true, Nodes: []string{}, Reason: "every pod fits on Ready nodes"}
+		}
+		return Replacement{Mode: mode, Nodes: []string{}, Reason: "some pods fit nowhere yet"}
+	}
+	atRiskInPool := 0
+	for _, other := range targets {
+		if p.pool(other.node) == np.Pool {
+			atRiskInPool++
+		}
+	}
+	var found []string
+	for _, n := range p.snap.Nodes {
+		if np.Pool == "" || p.pool(n) != np.Pool || !n.CreationTimestamp.After(t.signal.Since) || n.Spec.Unschedulable || !nodeReady(n) {
+			continue
+		}
+		if _, atRisk := signals.FromNode(n, p.snap.Now); atRisk {
+			continue
+		}
+		found = append(found, n.Name)
+	}
+	r := Replacement{Mode: mode, Nodes: append([]string{}, found...)}
+	switch {
+	case np.Pool == "":
+		r.Reason = "the node belongs to no known pool (none of rebalancer.poolLabels is set)"
+	case len(found) < atRiskInPool:
+		r.Reason = fmt.Sprintf("waiting for a new Ready node in pool %s (%d of %d)", np.Pool, len(found), atRiskInPool)
+	case !allPlaced:
+		r.Reason = "replacement Ready, but some pods fit nowhere yet"
+	default:
+		r.Ready, r.Reason = true, fmt.Sprintf("%d replacement node(s) Ready in pool %s", len(found), np.Pool)
+	}
+	return r
+}
+
+func nodeReady(n *corev1.Node) bool {
+	for _, c := range n.Status.Conditions {
+		if c.Type == corev1.NodeReady {
+			return c.Status == corev1.ConditionTrue
+		}
+	}
+	return false
+}
+
+// unprotected lists the workloads with evictable pods and no PDB.
+func (p *planning) unprotected(pods []*corev1.Pod, plans []PodPlan) []Unprotected {
+	byKey := map[string]*Unprotected{}
+	for i, pod := range pods {
+		pp := plans[i]
+		if pp.Action == ActionSkip || len(pp.PDBs) > 0 {
+			continue
+		}
+		kind, name := workloadOf(pod)
+		if kind == "" {
+			continue
+		}
+		key := pod.Namespace + "/" + kind + "/" + name
+		u, ok := byKey[key]
+		if !ok {
+			sel := maps.Clone(pod.Labels)
+			for _, k := range []string{"pod-template-hash", "controller-revision-hash", "statefulset.kubernetes.io/pod-name", "apps.kubernetes.io/pod-index"} {
+				delete(sel, k)
+			}
+			u = &Unprotected{Namespace: pod.Namespace, Kind: kind, Name: name,
+				SuggestedPDB: SuggestedPDB{Name: name, Selector: sel, MaxUnavailable: 1}}
+			byKey[key] = u
+		}
+		u.Pods++
+	}
+	out := make([]Unprotected, 0, len(byKey))
+	for _, k := range slices.Sorted(maps.Keys(byKey)) {
+		out = append(out, *byKey[k])
+	}
+	return out
+}
+
+// workloadOf names the workload a pod belongs to: the Deployment behind a
+// ReplicaSet (by the pod-template-hash naming convention), else its
+// controller.
+func workloadOf(pod *corev1.Pod) (kind, name string) {
+	o := metav1.GetControllerOfNoCopy(pod)
+	if o == nil {
+		return "", ""
+	}
+	if o.Kind == "ReplicaSet" {
+		if h := pod.Labels["pod-template-hash"]; h != "" && strings.HasSuffix(o.Name, "-"+h) {
+			return "Deployment", strings.TrimSuffix(o.Name, "-"+h)
+		}
+	}
+	return o.Kind, o.Name
+}

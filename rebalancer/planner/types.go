@@ -1,0 +1,107 @@
+// Package planner decides what the rebalancer does about at-risk nodes:
+// which pods move and where the scheduler would put them, which are
+// skipped or blocked and why, and in which waves they are evicted so that
+// no PodDisruptionBudget (or, for workloads without one, the implicit
+// budget) is ever exceeded. It is pure: a Snapshot and options in, a Plan
+// out. The controller executes plans; `spot-rebalancer plan` prints them.
+package planner
+
+import (
+	"time"
+
+	"github.com/spot-rebalancer/spot-rebalancer/config"
+	"github.com/spot-rebalancer/spot-rebalancer/rebalancer/signals"
+)
+
+// Action is what happens to one pod.
+type Action string
+
+const (
+	// ActionEvict evicts the pod through the Eviction API in its wave.
+	ActionEvict Action = "evict"
+	// ActionSkip leaves the pod: DaemonSet, mirror, finished or already
+	// terminating pods.
+	ActionSkip Action = "skip"
+	// ActionBlocked cannot move now; the reasons say why.
+	ActionBlocked Action = "blocked"
+)
+
+// Plan is the decision for every planned node. Its JSON field names are a
+// stable interface (docs/plan.md).
+type Plan struct {
+	// Complete is true when nothing blocks: every pod that must move has
+	// a destination and a wave.
+	Complete bool       `json:"complete"`
+	Nodes    []NodePlan `json:"nodes"`
+}
+
+// NodePlan is the decision for one at-risk node.
+type NodePlan struct {
+	Name         string       `json:"name"`
+	Signal       signals.Kind `json:"signal"`
+	SignalSource string       `json:"signalSource"`
+	// Deadline is when pods still there are deleted (interruptions).
+	Deadline    *time.Time    `json:"deadline,omitempty"`
+	State       string        `json:"state"`
+	Pool        string        `json:"pool"`
+	Replacement Replacement   `json:"replacement"`
+	Pods        []PodPlan     `json:"pods"`
+	Blockers    []Blocker     `json:"blockers"`
+	Unprotected []Unprotected `json:"unprotected"`
+}
+
+// Replacement is whether the capacity this node waits for is there.
+type Replacement struct {
+	Mode config.ReplacementMode `json:"mode"`
+	// Ready is true when draining may start as far as capacity goes.
+	Ready bool `json:"ready"`
+	// Nodes are the replacement nodes found (mode node).
+	Nodes []string `json:"nodes"`
+	// Reason explains Ready.
+	Reason string `json:"reason"`
+}
+
+// PodPlan is the decision for one pod.
+type PodPlan struct {
+	Namespace string `json:"namespace"`
+	Name      string `json:"name"`
+	Action    Action `json:"action"`
+	// Wave is 1-based for evictions, 0 otherwise.
+	Wave int `json:"wave"`
+	// Destination is where the scheduler is predicted to place the pod.
+	Destination string   `json:"destination"`
+	Reasons     []string `json:"reasons"`
+	PDBs        []PDBRef `json:"pdbs"`
+	// Critical pods (system-*-critical) go last.
+	Critical bool  `json:"critical,omitempty"`
+	Priority int32 `json:"priority"`
+}
+
+// PDBRef is a PodDisruptionBudget covering a pod, with its live allowance.
+type PDBRef struct {
+	Name               string `json:"name"`
+	DisruptionsAllowed int32  `json:"disruptionsAllowed"`
+}
+
+// Blocker is a pod that stops the node from draining.
+type Blocker struct {
+	Namespace string `json:"namespace"`
+	Name      string `json:"name"`
+	Reason    string `json:"reason"`
+}
+
+// Unprotected is a workload with pods on the node and no PDB.
+type Unprotected struct {
+	Namespace    string       `json:"namespace"`
+	Kind         string       `json:"kind"`
+	Name         string       `json:"name"`
+	Pods         int          `json:"pods"`
+	SuggestedPDB SuggestedPDB `json:"suggestedPDB"`
+}
+
+// SuggestedPDB is a budget that would protect an unprotected workload.
+type SuggestedPDB struct {
+	Name           string            `json:"name"`
+	Selector       map[string]string `json:"selector"`
+	MaxUnavailable int               `json:"maxUnavailable"`
+}

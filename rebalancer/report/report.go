@@ -1,0 +1,159 @@
+// Package report renders a planner.Plan for people (a table) and for
+// machines (JSON with stable field names). It has no logic of its own: what
+// it prints is what the controller would do.
+package report
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"maps"
+	"slices"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spot-rebalancer/spot-rebalancer/rebalancer/planner"
+)
+
+// Formats.
+const (
+	FormatTable = "table"
+	FormatJSON  = "json"
+)
+
+// Write renders the plan in the given format.
+func Write(w io.Writer, plan *planner.Plan, format string) error {
+	switch format {
+	case FormatJSON:
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		return enc.Encode(plan)
+	case FormatTable:
+		return writeTable(w, plan)
+	default:
+		return fmt.Errorf("unknown format %q: use table or json", format)
+	}
+}
+
+func writeTable(w io.Writer, plan *planner.Plan) error {
+	if len(plan.Nodes) == 0 {
+		_, err := fmt.Fprintln(w, "No node is at risk. Name nodes with --nodes to see what a rebalance would do.")
+		return err
+	}
+	for i, n := range plan.Nodes {
+		if i > 0 {
+			fmt.Fprintln(w)
+		}
+		writeNode(w, &n)
+	}
+	fmt.Fprintln(w)
+	_, err := fmt.Fprintln(w, summary(plan))
+	return err
+}
+
+func writeNode(w io.Writer, n *planner.NodePlan) {
+	fmt.Fprintf(w, "NODE %s\n", n.Name)
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintf(tw, "  signal:\t%s (from %s)\n", n.Signal, n.SignalSource)
+	if n.Deadline != nil {
+		fmt.Fprintf(tw, "  deadline:\t%s\n", n.Deadline.UTC().Format(time.RFC3339))
+	}
+	fmt.Fprintf(tw, "  state:\t%s\n", n.State)
+	fmt.Fprintf(tw, "  pool:\t%s\n", orDash(n.Pool))
+	ready := "not ready"
+	if n.Replacement.Ready {
+		ready = "ready"
+	}
+	fmt.Fprintf(tw, "  replacement:\tmode %s, %s: %s\n", n.Replacement.Mode, ready, n.Replacement.Reason)
+	if len(n.Replacement.Nodes) > 0 {
+		fmt.Fprintf(tw, "  replacement nodes:\t%s\n", strings.Join(n.Replacement.Nodes, ", "))
+	}
+	tw.Flush()
+
+	if len(n.Blockers) > 0 {
+		fmt.Fprintf(w, "\n  BLOCKERS (%d)\n", len(n.Blockers))
+		tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+		for _, b := range n.Blockers {
+			fmt.Fprintf(tw, "  %s/%s\t%s\n", b.Namespace, b.Name, b.Reason)
+		}
+		tw.Flush()
+	}
+
+	fmt.Fprintf(w, "\n  PODS (%d)\n", len(n.Pods))
+	tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "  NAMESPACE\tNAME\tACTION\tWAVE\tDESTINATION\tPDB (ALLOWED)\tREASON")
+	for _, p := range sortedPods(n.Pods) {
+		wave := "-"
+		if p.Wave > 0 {
+			wave = fmt.Sprint(p.Wave)
+		}
+		var pdbs []string
+		for _, r := range p.PDBs {
+			pdbs = append(pdbs, fmt.Sprintf("%s (%d)", r.Name, r.DisruptionsAllowed))
+		}
+		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\t%s\t%s\n", p.Namespace, p.Name, p.Action, wave, orDash(p.Destination),
+			orDash(strings.Join(pdbs, ", ")), strings.Join(p.Reasons, "; "))
+	}
+	tw.Flush()
+
+	if len(n.Unprotected) > 0 {
+		fmt.Fprintf(w, "\n  WORKLOADS WITHOUT A PDB (%d)\n", len(n.Unprotected))
+		tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+		for _, u := range n.Unprotected {
+			fmt.Fprintf(tw, "  %s/%s %s\t%d pod(s) here\tsuggest: PDB %s maxUnavailable=%d selector %s\n",
+				u.Namespace, strings.ToLower(u.Kind), u.Name, u.Pods, u.SuggestedPDB.Name, u.SuggestedPDB.MaxUnavailable, selector(u.SuggestedPDB.Selector))
+		}
+		tw.Flush()
+	}
+}
+
+// sortedPods puts blocked pods first, then evictions by wave, then skips.
+func sortedPods(pods []planner.PodPlan) []planner.PodPlan {
+	rank := map[planner.Action]int{planner.ActionBlocked: 0, planner.ActionEvict: 1, planner.ActionSkip: 2}
+	out := slices.Clone(pods)
+	slices.SortStableFunc(out, func(a, b planner.PodPlan) int {
+		if d := rank[a.Action] - rank[b.Action]; d != 0 {
+			return d
+		}
+		if d := a.Wave - b.Wave; d != 0 {
+			return d
+		}
+		return strings.Compare(a.Namespace+"/"+a.Name, b.Namespace+"/"+b.Name)
+	})
+	return out
+}
+
+func summary(plan *planner.Plan) string {
+	evict, blocked, waves := 0, 0, 0
+	for _, n := range plan.Nodes {
+		for _, p := range n.Pods {
+			switch p.Action {
+			case planner.ActionEvict:
+				evict++
+				waves = max(waves, p.Wave)
+			case planner.ActionBlocked:
+				blocked++
+			}
+		}
+	}
+	if plan.Complete {
+		return fmt.Sprintf("Plan can complete: %d node(s), %d pod(s) to move in %d wave(s).", len(plan.Nodes), evict, waves)
+	}
+	return fmt.Sprintf("Plan is blocked: %d pod(s) cannot move; %d pod(s) can, in %d wave(s).", blocked, evict, waves)
+}
+
+func selector(m map[string]string) string {
+	parts := make([]string, 0, len(m))
+	for _, k := range slices.Sorted(maps.Keys(m)) {
+		parts = append(parts, k+"="+m[k])
+	}
+	return strings.Join(parts, ",")
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}

@@ -1,0 +1,112 @@
+// Package signals owns how a node becomes at risk: the Node conditions set
+// by the agent and the queue, AWS Node Termination Handler's taints, and the
+// operator's annotation, plus the names the rebalancer records its progress
+// under.
+package signals
+
+import (
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+)
+
+// Names on Nodes.
+const (
+	ConditionRebalance    corev1.NodeConditionType = "SpotRebalanceRecommended"
+	ConditionInterruption corev1.NodeConditionType = "SpotInterruptionNotice"
+
+	TaintNTHRebalance    = "aws-node-termination-handler/rebalance-recommendation"
+	TaintNTHInterruption = "aws-node-termination-handler/spot-itn"
+
+	// AnnotationAtRisk set to "true" by an operator marks a node at risk.
+	AnnotationAtRisk = "spot-rebalancer.io/at-risk"
+	// AnnotationTerminationTime is the interruption's RFC 3339 time.
+	AnnotationTerminationTime = "spot-rebalancer.io/termination-time"
+	// AnnotationSignalTime is when the rebalancer first saw the signal, for
+	// signals that carry no time of their own.
+	AnnotationSignalTime = "spot-rebalancer.io/signal-time"
+	// AnnotationState and AnnotationStateReason record the rebalancer's
+	// progress so that a restart resumes where it stopped.
+	AnnotationState       = "spot-rebalancer.io/state"
+	AnnotationStateReason = "spot-rebalancer.io/state-reason"
+	// TaintDraining keeps new pods off a node while the rebalancer works.
+	TaintDraining = "spot-rebalancer.io/draining"
+	// AnnotationDoNotEvict set to "true" on a pod makes it a blocker.
+	AnnotationDoNotEvict = "spot-rebalancer.io/do-not-evict"
+)
+
+// Kind is the kind of risk.
+type Kind string
+
+const (
+	// RebalanceRecommendation: elevated risk, no deadline.
+	RebalanceRecommendation Kind = "rebalance-recommendation"
+	// InterruptionNotice: reclaimed at TerminationTime.
+	InterruptionNotice Kind = "interruption-notice"
+)
+
+// Sources of a signal.
+const (
+	SourceCondition  = "condition"
+	SourceNTHTaint   = "nth-taint"
+	SourceAnnotation = "annotation"
+	// SourcePlan is a node named on `spot-rebalancer plan --nodes`.
+	SourcePlan = "plan"
+)
+
+// Signal is why a node is at risk.
+type Signal struct {
+	Kind   Kind
+	Source string
+	// Since is when the risk was signalled; replacements must be newer.
+	Since time.Time
+	// TerminationTime is set for interruption notices when known.
+	TerminationTime time.Time
+}
+
+// FromNode returns the node's signal, if any. An interruption notice wins
+// over a rebalance recommendation. now stands in for signals that carry no
+// time and have no recorded AnnotationSignalTime.
+func FromNode(node *corev1.Node, now time.Time) (Signal, bool) {
+	recorded := now
+	if t, err := time.Parse(time.RFC3339, node.Annotations[AnnotationSignalTime]); err == nil {
+		recorded = t
+	}
+	termination := time.Time{}
+	if t, err := time.Parse(time.RFC3339, node.Annotations[AnnotationTerminationTime]); err == nil {
+		termination = t
+	}
+	var rebalance *Signal
+	for _, c := range node.Status.Conditions {
+		if c.Status != corev1.ConditionTrue {
+			continue
+		}
+		switch c.Type {
+		case ConditionInterruption:
+			return Signal{Kind: InterruptionNotice, Source: SourceCondition, Since: c.LastTransitionTime.Time, TerminationTime: termination}, true
+		case ConditionRebalance:
+			rebalance = &Signal{Kind: RebalanceRecommendation, Source: SourceCondition, Since: c.LastTransitionTime.Time}
+		}
+	}
+	for _, t := range node.Spec.Taints {
+		since := recorded
+		if t.TimeAdded != nil {
+			since = t.TimeAdded.Time
+		}
+		switch t.Key {
+		case TaintNTHInterruption:
+			return Signal{Kind: InterruptionNotice, Source: SourceNTHTaint, Since: since, TerminationTime: termination}, true
+		case TaintNTHRebalance:
+			if rebalance == nil {
+				rebalance = &Signal{Kind: RebalanceRecommendation, Source: SourceNTHTaint, Since: since}
+			}
+		}
+	}
+	if rebalance != nil {
+		return *rebalance, true
+	}
+	if node.Annotations[AnnotationAtRisk] == "true" {
+		return Signal{Kind: RebalanceRecommendation, Source: SourceAnnotation, Since: recorded}, true
+	}
+	return Signal{}, false
+}

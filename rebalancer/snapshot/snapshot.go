@@ -1,0 +1,99 @@
+// Package snapshot owns the rebalancer's view of the cluster at one moment:
+// nodes, pods by node, PodDisruptionBudgets and the time. Planning is a pure
+// function of a Snapshot.
+package snapshot
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/pager"
+	"k8s.io/utils/clock"
+)
+
+// Snapshot is the cluster at Now. Build it with New; its slices are sorted
+// by name so that everything computed from it is deterministic.
+type Snapshot struct {
+	Now   time.Time
+	Nodes []*corev1.Node
+	Pods  []*corev1.Pod
+	PDBs  []*policyv1.PodDisruptionBudget
+
+	nodes      map[string]*corev1.Node
+	podsByNode map[string][]*corev1.Pod
+}
+
+// New indexes the objects. It does not copy them: callers must not modify
+// them afterwards.
+func New(now time.Time, nodes []*corev1.Node, pods []*corev1.Pod, pdbs []*policyv1.PodDisruptionBudget) *Snapshot {
+	s := &Snapshot{Now: now, Nodes: slices.Clone(nodes), Pods: slices.Clone(pods), PDBs: slices.Clone(pdbs),
+		nodes: make(map[string]*corev1.Node, len(nodes)), podsByNode: make(map[string][]*corev1.Pod, len(nodes))}
+	slices.SortFunc(s.Nodes, func(a, b *corev1.Node) int { return strings.Compare(a.Name, b.Name) })
+	slices.SortFunc(s.Pods, func(a, b *corev1.Pod) int { return compareKeys(a.Namespace, a.Name, b.Namespace, b.Name) })
+	slices.SortFunc(s.PDBs, func(a, b *policyv1.PodDisruptionBudget) int {
+		return compareKeys(a.Namespace, a.Name, b.Namespace, b.Name)
+	})
+	for _, n := range s.Nodes {
+		s.nodes[n.Name] = n
+	}
+	for _, p := range s.Pods {
+		if p.Spec.NodeName != "" {
+			s.podsByNode[p.Spec.NodeName] = append(s.podsByNode[p.Spec.NodeName], p)
+		}
+	}
+	return s
+}
+
+func compareKeys(ns1, n1, ns2, n2 string) int {
+	if c := strings.Compare(ns1, ns2); c != 0 {
+		return c
+	}
+	return strings.Compare(n1, n2)
+}
+
+// Node returns the named node, or nil.
+func (s *Snapshot) Node(name string) *corev1.Node { return s.nodes[name] }
+
+// PodsOn returns the pods bound to the named node.
+func (s *Snapshot) PodsOn(node string) []*corev1.Pod { return s.podsByNode[node] }
+
+// FromClient lists everything once, in pages, as `spot-rebalancer plan`
+// does against any cluster.
+func FromClient(ctx context.Context, client kubernetes.Interface, clk clock.PassiveClock) (*Snapshot, error) {
+	var nodes []*corev1.Node
+	if err := list(ctx, func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
+		return client.CoreV1().Nodes().List(ctx, o)
+	}, func(obj runtime.Object) { nodes = append(nodes, obj.(*corev1.Node)) }); err != nil {
+		return nil, fmt.Errorf("listing nodes: %w", err)
+	}
+	var pods []*corev1.Pod
+	if err := list(ctx, func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
+		return client.CoreV1().Pods("").List(ctx, o)
+	}, func(obj runtime.Object) { pods = append(pods, obj.(*corev1.Pod)) }); err != nil {
+		return nil, fmt.Errorf("listing pods: %w", err)
+	}
+	var pdbs []*policyv1.PodDisruptionBudget
+	if err := list(ctx, func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
+		return client.PolicyV1().PodDisruptionBudgets("").List(ctx, o)
+	}, func(obj runtime.Object) { pdbs = append(pdbs, obj.(*policyv1.PodDisruptionBudget)) }); err != nil {
+		return nil, fmt.Errorf("listing PodDisruptionBudgets: %w", err)
+	}
+	return New(clk.Now(), nodes, pods, pdbs), nil
+}
+
+func list(ctx context.Context, fn pager.ListPageFunc, each func(runtime.Object)) error {
+	p := pager.New(fn)
+	p.PageSize = 500
+	return p.EachListItem(ctx, metav1.ListOptions{}, func(obj runtime.Object) error {
+		each(obj)
+		return nil
+	})
+}
