@@ -149,9 +149,11 @@ func TestWavesAndBlockers(t *testing.T) {
 				"web-h-3": "", "web-h-4": "", "web-h-5": "", "web-h-6": "", "web-h-7": ""},
 		},
 		"an interruption notice drains unprotected workloads at once": {
-			pods:   []*corev1.Pod{rsPod("web", 0, "risky"), rsPod("web", 1, "risky"), rsPod("web", 2, "risky")},
-			signal: func(n *corev1.Node) { n.Spec.Taints = []corev1.Taint{{Key: signals.TaintNTHInterruption, Effect: corev1.TaintEffectNoSchedule}} },
-			want:   map[string]string{"web-h-0": "wave 1", "web-h-1": "wave 1", "web-h-2": "wave 1"},
+			pods: []*corev1.Pod{rsPod("web", 0, "risky"), rsPod("web", 1, "risky"), rsPod("web", 2, "risky")},
+			signal: func(n *corev1.Node) {
+				n.Spec.Taints = []corev1.Taint{{Key: signals.TaintNTHInterruption, Effect: corev1.TaintEffectNoSchedule}}
+			},
+			want: map[string]string{"web-h-0": "wave 1", "web-h-1": "wave 1", "web-h-2": "wave 1"},
 		},
 		"critical pods go after everything else, lower priority first": {
 			pods: []*corev1.Pod{

@@ -31,7 +31,7 @@ func node(name string, opts ...nodeOpt) *corev1.Node {
 	return n
 }
 
-func zone(z string) nodeOpt { return func(n *corev1.Node) { n.Labels[corev1.LabelTopologyZone] = z } }
+func zone(z string) nodeOpt     { return func(n *corev1.Node) { n.Labels[corev1.LabelTopologyZone] = z } }
 func label(k, v string) nodeOpt { return func(n *corev1.Node) { n.Labels[k] = v } }
 func cpu(c string) nodeOpt {
 	return func(n *corev1.Node) { n.Status.Allocatable[corev1.ResourceCPU] = resource.MustParse(c) }
@@ -81,7 +81,9 @@ func tolerate(k, v string) podOpt {
 		p.Spec.Tolerations = append(p.Spec.Tolerations, corev1.Toleration{Key: k, Operator: corev1.TolerationOpEqual, Value: v, Effect: corev1.TaintEffectNoSchedule})
 	}
 }
-func selectNode(k, v string) podOpt { return func(p *corev1.Pod) { p.Spec.NodeSelector = map[string]string{k: v} } }
+func selectNode(k, v string) podOpt {
+	return func(p *corev1.Pod) { p.Spec.NodeSelector = map[string]string{k: v} }
+}
 func withHostPort(port int32) podOpt {
 	return func(p *corev1.Pod) {
 		p.Spec.Containers[0].Ports = []corev1.ContainerPort{{ContainerPort: port, HostPort: port}}
