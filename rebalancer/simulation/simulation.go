@@ -11,6 +11,7 @@ package simulation
 import (
 	"cmp"
 	"fmt"
+	"math"
 	"slices"
 	"sort"
 	"strings"
@@ -72,6 +73,9 @@ type nodeState struct {
 	requested   map[corev1.ResourceName]int64
 	pods        []*corev1.Pod
 	ports       []hostPort
+	// nonZero is what the scheduler's scoring counts as requested: a
+	// container without a CPU or memory request counts as 100m or 200Mi.
+	nonZeroCPU, nonZeroMemory int64
 	// unusable is why no pod may go here at all, or "".
 	unusable string
 }
@@ -130,6 +134,9 @@ func (s *Simulator) add(ns *nodeState, p *corev1.Pod) {
 		ns.requested[name] += q.MilliValue()
 	}
 	ns.requested[corev1.ResourcePods] += 1000
+	cpu, mem := nonZeroRequests(p)
+	ns.nonZeroCPU += cpu
+	ns.nonZeroMemory += mem
 	ns.ports = append(ns.ports, podHostPorts(p)...)
 	ns.pods = append(ns.pods, p)
 	if a := p.Spec.Affinity; a != nil && a.PodAntiAffinity != nil && len(a.PodAntiAffinity.RequiredDuringSchedulingIgnoredDuringExecution) > 0 {
@@ -183,15 +190,93 @@ func Order(pods []*corev1.Pod) []*corev1.Pod {
 func (s *Simulator) placeOne(p *corev1.Pod, requests corev1.ResourceList) Result {
 	f := newPodFilter(s, p, requests)
 	reasons := map[string]int{}
+	var best *nodeState
+	bestScore := int64(-1)
 	for _, ns := range s.nodes {
-		reason := f.check(ns)
-		if reason == "" {
-			s.add(ns, p)
-			return Result{Pod: p, Node: ns.node.Name}
+		if reason := f.check(ns); reason != "" {
+			reasons[reason]++
+			continue
 		}
-		reasons[reason]++
+		// Among the nodes that fit, take the one the scheduler's default
+		// scoring prefers (least allocated, balanced), so that later pods
+		// find the room the scheduler would have left them.
+		if score := score(ns, p, requests); score > bestScore {
+			best, bestScore = ns, score
+		}
 	}
-	return Result{Pod: p, Reason: explain(len(s.nodes), reasons)}
+	if best == nil {
+		return Result{Pod: p, Reason: explain(len(s.nodes), reasons)}
+	}
+	s.add(best, p)
+	return Result{Pod: p, Node: best.node.Name}
+}
+
+// Defaults the scheduler's scoring assumes for containers without a
+// request (k8s.io/kubernetes/pkg/scheduler/util.DefaultMilliCPURequest and
+// DefaultMemoryRequest).
+const (
+	defaultMilliCPU = 100
+	defaultMemory   = 200 * 1024 * 1024
+)
+
+func nonZeroRequests(p *corev1.Pod) (milliCPU, memory int64) {
+	for _, c := range p.Spec.Containers {
+		if q, ok := c.Resources.Requests[corev1.ResourceCPU]; ok {
+			milliCPU += q.MilliValue()
+		} else {
+			milliCPU += defaultMilliCPU
+		}
+		if q, ok := c.Resources.Requests[corev1.ResourceMemory]; ok {
+			memory += q.Value()
+		} else {
+			memory += defaultMemory
+		}
+	}
+	return milliCPU, memory
+}
+
+// score is the default scheduler profile's NodeResourcesFit
+// (LeastAllocated over cpu and memory, non-zero requests) plus
+// NodeResourcesBalancedAllocation (actual requests, scored by the change in
+// balance), in the scheduler's own integer arithmetic. The other default
+// scores are equal across nodes for pods without preferences. Ties are
+// broken by node name here, at random by the scheduler.
+func score(ns *nodeState, p *corev1.Pod, requests corev1.ResourceList) int64 {
+	allocCPU := ns.allocatable[corev1.ResourceCPU]
+	allocMem := ns.allocatable[corev1.ResourceMemory] / 1000
+	nzCPU, nzMem := nonZeroRequests(p)
+	least := (leastRequested(ns.nonZeroCPU+nzCPU, allocCPU) + leastRequested(ns.nonZeroMemory+nzMem, allocMem)) / 2
+
+	cpuBefore, memBefore := ns.requested[corev1.ResourceCPU], ns.requested[corev1.ResourceMemory]/1000
+	cpuAfter, memAfter := cpuBefore+requests.Cpu().MilliValue(), memBefore+requests.Memory().Value()
+	with := balance([]int64{cpuAfter, memAfter}, []int64{allocCPU, allocMem})
+	without := balance([]int64{cpuBefore, memBefore}, []int64{allocCPU, allocMem})
+	balanced := maxNodeScore/2 + (maxNodeScore/2+with-without)/2
+	return least + balanced
+}
+
+const maxNodeScore = 100
+
+func leastRequested(requested, capacity int64) int64 {
+	if capacity == 0 || requested > capacity {
+		return 0
+	}
+	return (capacity - requested) * maxNodeScore / capacity
+}
+
+func balance(requested, allocatable []int64) int64 {
+	var fractions []float64
+	for i := range requested {
+		if allocatable[i] == 0 {
+			continue
+		}
+		fractions = append(fractions, min(float64(requested[i])/float64(allocatable[i]), 1))
+	}
+	std := 0.0
+	if len(fractions) == 2 {
+		std = math.Abs((fractions[0] - fractions[1]) / 2)
+	}
+	return int64((1 - std) * maxNodeScore)
 }
 
 // explain renders reasons the way the scheduler does, most common first.

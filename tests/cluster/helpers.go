@@ -99,12 +99,20 @@ func (c *Cluster) AddNode(t testing.TB, n Node) *corev1.Node {
 			t.Errorf("deleting node %s: %v", n.Name, err)
 		}
 	})
-	c.WaitFor(t, 30*time.Second, "node "+n.Name+" to be Ready", func(ctx context.Context) (bool, error) {
+	// Ready is not enough: the node lifecycle controller removes its
+	// not-ready taint a few seconds later, and until then the scheduler
+	// keeps pods off the node.
+	c.WaitFor(t, 60*time.Second, "node "+n.Name+" to be Ready and untainted by the node lifecycle controller", func(ctx context.Context) (bool, error) {
 		got, err := c.Client.CoreV1().Nodes().Get(ctx, n.Name, metav1.GetOptions{})
 		if err != nil {
 			return false, err
 		}
 		created = got
+		for _, taint := range got.Spec.Taints {
+			if taint.Key == corev1.TaintNodeNotReady || taint.Key == corev1.TaintNodeUnreachable {
+				return false, nil
+			}
+		}
 		return NodeIsReady(got), nil
 	})
 	return created
