@@ -43,25 +43,19 @@ func New(snap *snapshot.Snapshot, opts Options) (*Plan, error) {
 		return nil, err
 	}
 	atRisk := sets.New[string]()
-	for _, n := range snap.Nodes {
-		if _, ok := signals.FromNode(n, snap.Now); ok {
-			atRisk.Insert(n.Name)
-		}
+	for name := range signalsOf(snap) {
+		atRisk.Insert(name)
 	}
 	for _, t := range targets {
 		atRisk.Insert(t.node.Name)
 	}
 
-	p := &planning{snap: snap, cfg: opts.Config, pdbsByNS: map[string][]*policyv1.PodDisruptionBudget{}}
-	for _, pdb := range snap.PDBs {
-		p.pdbsByNS[pdb.Namespace] = append(p.pdbsByNS[pdb.Namespace], pdb)
-	}
+	p := &planning{snap: snap, cfg: opts.Config, pdbsByNS: pdbsOf(snap)}
 
 	// Classify every pod of every planned node, then place all pods that
 	// must move in one simulation.
 	plan := &Plan{Complete: true}
 	var moving []*corev1.Pod
-	movingUIDs := sets.New[types.UID]()
 	pods := map[types.UID]*PodPlan{}
 	for _, t := range targets {
 		np := NodePlan{Name: t.node.Name, Signal: t.signal.Kind, SignalSource: t.signal.Source,
@@ -76,7 +70,6 @@ func New(snap *snapshot.Snapshot, opts Options) (*Plan, error) {
 			np.Pods = append(np.Pods, pp)
 			if pp.Action == ActionEvict {
 				moving = append(moving, pod)
-				movingUIDs.Insert(pod.UID)
 			}
 		}
 		plan.Nodes = append(plan.Nodes, np)
@@ -87,7 +80,7 @@ func New(snap *snapshot.Snapshot, opts Options) (*Plan, error) {
 		}
 	}
 
-	sim := simulation.New(snap, atRisk, movingUIDs)
+	sim := simulation.New(snap, atRisk, moving)
 	unplaced := map[string]int{} // node -> pods that fit nowhere
 	for _, r := range sim.Place(moving) {
 		pp := pods[r.Pod.UID]
@@ -127,18 +120,70 @@ func targetsOf(snap *snapshot.Snapshot, opts Options) ([]target, error) {
 		}
 		return out, nil
 	}
+	sigs := signalsOf(snap)
 	for _, n := range snap.Nodes {
-		if s, ok := signals.FromNode(n, snap.Now); ok {
+		if s, ok := sigs[n.Name]; ok {
 			out = append(out, target{node: n, signal: s})
 		}
 	}
 	return out, nil
 }
 
+// pdbsOf parses every PDB's selector once per snapshot, by namespace.
+func pdbsOf(snap *snapshot.Snapshot) map[string][]compiledPDB {
+	return snap.Memo("planner.pdbs", func() any {
+		out := map[string][]compiledPDB{}
+		for _, pdb := range snap.PDBs {
+			// A nil selector selects nothing in policy/v1.
+			if pdb.Spec.Selector == nil {
+				continue
+			}
+			sel, err := metav1.LabelSelectorAsSelector(pdb.Spec.Selector)
+			if err != nil {
+				continue
+			}
+			out[pdb.Namespace] = append(out[pdb.Namespace], compiledPDB{pdb: pdb, selector: sel})
+		}
+		return out
+	}).(map[string][]compiledPDB)
+}
+
+// replicasOf counts the running pods of every controller, once per
+// snapshot: the implicit budget is a share of them.
+func replicasOf(snap *snapshot.Snapshot) map[types.UID]int {
+	return snap.Memo("planner.replicas", func() any {
+		out := map[types.UID]int{}
+		for _, pod := range snap.Pods {
+			if o := metav1.GetControllerOfNoCopy(pod); o != nil && pod.Status.Phase != corev1.PodSucceeded && pod.Status.Phase != corev1.PodFailed {
+				out[o.UID]++
+			}
+		}
+		return out
+	}).(map[types.UID]int)
+}
+
+// signalsOf returns the signal of every at-risk node, once per snapshot.
+func signalsOf(snap *snapshot.Snapshot) map[string]signals.Signal {
+	return snap.Memo("planner.signals", func() any {
+		out := map[string]signals.Signal{}
+		for _, n := range snap.Nodes {
+			if s, ok := signals.FromNode(n, snap.Now); ok {
+				out[n.Name] = s
+			}
+		}
+		return out
+	}).(map[string]signals.Signal)
+}
+
 type planning struct {
 	snap     *snapshot.Snapshot
 	cfg      *config.Rebalancer
-	pdbsByNS map[string][]*policyv1.PodDisruptionBudget
+	pdbsByNS map[string][]compiledPDB
+}
+
+type compiledPDB struct {
+	pdb      *policyv1.PodDisruptionBudget
+	selector labels.Selector
 }
 
 func (p *planning) pool(n *corev1.Node) string {
@@ -205,13 +250,9 @@ func isCritical(pod *corev1.Pod) bool {
 
 func (p *planning) pdbsFor(pod *corev1.Pod) []*policyv1.PodDisruptionBudget {
 	var out []*policyv1.PodDisruptionBudget
-	for _, pdb := range p.pdbsByNS[pod.Namespace] {
-		if pdb.Spec.Selector == nil {
-			continue
-		}
-		sel, err := metav1.LabelSelectorAsSelector(pdb.Spec.Selector)
-		if err == nil && sel.Matches(labels.Set(pod.Labels)) {
-			out = append(out, pdb)
+	for _, c := range p.pdbsByNS[pod.Namespace] {
+		if c.selector.Matches(labels.Set(pod.Labels)) {
+			out = append(out, c.pdb)
 		}
 	}
 	return out
@@ -232,12 +273,7 @@ func (p *planning) assignWaves(targets []target, plan *Plan, moving []*corev1.Po
 	for _, t := range targets {
 		interruption[t.node.Name] = t.signal.Kind == signals.InterruptionNotice
 	}
-	replicas := map[types.UID]int{}
-	for _, pod := range p.snap.Pods {
-		if o := metav1.GetControllerOfNoCopy(pod); o != nil && pod.Status.Phase != corev1.PodSucceeded && pod.Status.Phase != corev1.PodFailed {
-			replicas[o.UID]++
-		}
-	}
+	replicas := replicasOf(p.snap)
 	order := slices.Clone(moving)
 	slices.SortStableFunc(order, func(a, b *corev1.Pod) int {
 		pa, pb := pods[a.UID], pods[b.UID]
@@ -352,7 +388,7 @@ func (p *planning) replacement(t target, np *NodePlan, targets []target, allPlac
 		if np.Pool == "" || p.pool(n) != np.Pool || !n.CreationTimestamp.After(t.signal.Since) || n.Spec.Unschedulable || !nodeReady(n) {
 			continue
 		}
-		if _, atRisk := signals.FromNode(n, p.snap.Now); atRisk {
+		if _, atRisk := signalsOf(p.snap)[n.Name]; atRisk {
 			continue
 		}
 		found = append(found, n.Name)

@@ -14,30 +14,123 @@ import (
 	"k8s.io/klog/v2"
 )
 
-// termMatches tells whether an affinity term of owner selects pod.
-func termMatches(owner *corev1.Pod, term *corev1.PodAffinityTerm, pod *corev1.Pod) bool {
-	namespaces := term.Namespaces
-	if len(namespaces) == 0 && term.NamespaceSelector == nil {
-		namespaces = []string{owner.Namespace}
+// allNamespaces keys terms that select pods in every namespace.
+const allNamespaces = "*"
+
+// compiledTerm is a pod affinity term with its selector parsed once.
+type compiledTerm struct {
+	key        string
+	namespaces []string // or [allNamespaces]
+	selector   labels.Selector
+}
+
+func compile(owner *corev1.Pod, term *corev1.PodAffinityTerm) compiledTerm {
+	c := compiledTerm{key: term.TopologyKey, namespaces: term.Namespaces, selector: labels.Nothing()}
+	if term.LabelSelector != nil {
+		if sel, err := metav1.LabelSelectorAsSelector(term.LabelSelector); err == nil {
+			c.selector = sel
+		}
 	}
-	// A namespaceSelector needs namespace labels the snapshot does not
-	// hold; only the empty selector (all namespaces) is understood.
-	allNamespaces := term.NamespaceSelector != nil && len(term.NamespaceSelector.MatchLabels) == 0 && len(term.NamespaceSelector.MatchExpressions) == 0
-	if !allNamespaces && !slices.Contains(namespaces, pod.Namespace) {
-		return false
+	switch {
+	case term.NamespaceSelector != nil && len(term.NamespaceSelector.MatchLabels) == 0 && len(term.NamespaceSelector.MatchExpressions) == 0:
+		// The empty namespaceSelector selects every namespace. Others need
+		// namespace labels the snapshot does not hold; they fall back to
+		// the namespaces listed.
+		c.namespaces = []string{allNamespaces}
+	case len(c.namespaces) == 0:
+		c.namespaces = []string{owner.Namespace}
 	}
-	sel, err := metav1.LabelSelectorAsSelector(term.LabelSelector)
-	if err != nil || term.LabelSelector == nil {
-		return false
-	}
-	return sel.Matches(labels.Set(pod.Labels))
+	return c
+}
+
+func (c *compiledTerm) matches(p *corev1.Pod) bool {
+	return (c.namespaces[0] == allNamespaces || slices.Contains(c.namespaces, p.Namespace)) && c.selector.Matches(labels.Set(p.Labels))
+}
+
+// antiTerm is a required anti-affinity term of a pod that stays or was
+// placed, with the topology value of that pod's node.
+type antiTerm struct {
+	compiledTerm
+	pod      *corev1.Pod
+	value    string
+	hasValue bool
 }
 
 func terminating(p *corev1.Pod) bool { return p.DeletionTimestamp != nil }
 
-// interPod checks required pod affinity and anti-affinity, the pod's own
-// and that of the pods already there.
-func (f *podFilter) interPod(ns *nodeState) string {
+func antiTermsOf(p *corev1.Pod, n *corev1.Node) []antiTerm {
+	a := p.Spec.Affinity
+	if a == nil || a.PodAntiAffinity == nil {
+		return nil
+	}
+	var out []antiTerm
+	for i := range a.PodAntiAffinity.RequiredDuringSchedulingIgnoredDuringExecution {
+		t := antiTerm{compiledTerm: compile(p, &a.PodAntiAffinity.RequiredDuringSchedulingIgnoredDuringExecution[i]), pod: p}
+		t.value, t.hasValue = n.Labels[t.key]
+		out = append(out, t)
+	}
+	return out
+}
+
+// podsIn are the pods in a namespace that stay or were placed.
+func (s *Simulator) podsIn(namespace string) []placedPod {
+	var out []placedPod
+	for _, pp := range s.base.byNamespace[namespace] {
+		if !s.removed.Has(pp.pod.UID) {
+			out = append(out, pp)
+		}
+	}
+	return append(out, s.added[namespace]...)
+}
+
+// antiTermsIn are the anti-affinity terms of staying or placed pods that
+// select pods in namespace.
+func (s *Simulator) antiTermsIn(namespace string) []antiTerm {
+	var out []antiTerm
+	for _, t := range s.base.antiTerms[namespace] {
+		if !s.removed.Has(t.pod.UID) {
+			out = append(out, t)
+		}
+	}
+	return append(out, s.addedAnti[namespace]...)
+}
+
+// interPodRules is what the pod's required affinity and anti-affinity, and
+// the anti-affinity of pods already placed, allow: computed once per pod.
+type interPodRules struct {
+	// forbidden: topology key -> values where the pod may not go.
+	forbidden map[string]sets.Set[string]
+	// required: one entry per affinity term, the values where it holds.
+	required []requiredDomain
+	// anywhere is true when the pod's affinity cannot hold yet but the
+	// pod may start the group (it matches its own terms).
+	anywhere bool
+}
+
+type requiredDomain struct {
+	key    string
+	values sets.Set[string]
+}
+
+func (f *podFilter) rules() *interPodRules {
+	if f.interPod != nil {
+		return f.interPod
+	}
+	r := &interPodRules{forbidden: map[string]sets.Set[string]{}}
+	forbid := func(key, value string) {
+		if r.forbidden[key] == nil {
+			r.forbidden[key] = sets.New[string]()
+		}
+		r.forbidden[key].Insert(value)
+	}
+	s := f.s
+	for _, ns := range []string{f.pod.Namespace, allNamespaces} {
+		for _, t := range s.antiTermsIn(ns) {
+			if t.hasValue && t.selector.Matches(labels.Set(f.pod.Labels)) {
+				forbid(t.key, t.value)
+			}
+		}
+	}
 	var affinity, anti []corev1.PodAffinityTerm
 	if a := f.pod.Spec.Affinity; a != nil {
 		if a.PodAffinity != nil {
@@ -47,86 +140,92 @@ func (f *podFilter) interPod(ns *nodeState) string {
 			anti = a.PodAntiAffinity.RequiredDuringSchedulingIgnoredDuringExecution
 		}
 	}
-	// Existing pods whose anti-affinity rejects this pod in this domain.
-	for _, e := range f.s.withAntiAffinity {
-		for i := range e.pod.Spec.Affinity.PodAntiAffinity.RequiredDuringSchedulingIgnoredDuringExecution {
-			term := &e.pod.Spec.Affinity.PodAntiAffinity.RequiredDuringSchedulingIgnoredDuringExecution[i]
-			v, ok := ns.node.Labels[term.TopologyKey]
-			if ok && e.node.node.Labels[term.TopologyKey] == v && !terminating(e.pod) && termMatches(e.pod, term, f.pod) {
-				return ReasonExistingAnti
-			}
-		}
-	}
 	for i := range anti {
-		term := &anti[i]
-		v, ok := ns.node.Labels[term.TopologyKey]
-		if !ok {
-			continue
-		}
-		if f.domainHasMatch(term, v) {
-			return ReasonAntiAffinity
+		t := compile(f.pod, &anti[i])
+		for _, pp := range s.candidatesFor(t) {
+			if v, ok := pp.node.Labels[t.key]; ok && t.matches(pp.pod) {
+				forbid(t.key, v)
+			}
 		}
 	}
 	if len(affinity) == 0 {
+		f.interPod = r
+		return r
+	}
+	terms := make([]compiledTerm, len(affinity))
+	for i := range affinity {
+		terms[i] = compile(f.pod, &affinity[i])
+		d := requiredDomain{key: terms[i].key, values: sets.New[string]()}
+		for _, pp := range s.candidatesFor(terms[i]) {
+			if v, ok := pp.node.Labels[d.key]; ok && terms[i].matches(pp.pod) {
+				d.values.Insert(v)
+			}
+		}
+		r.required = append(r.required, d)
+	}
+	// The scheduler lets the first pod of a group that selects itself go
+	// anywhere, or the group could never start.
+	matchesAll := func(p *corev1.Pod) bool {
+		for i := range terms {
+			if !terms[i].matches(p) {
+				return false
+			}
+		}
+		return true
+	}
+	if matchesAll(f.pod) {
+		r.anywhere = true
+		for _, pp := range s.candidatesFor(terms[0]) {
+			if matchesAll(pp.pod) {
+				r.anywhere = false
+				break
+			}
+		}
+	}
+	f.interPod = r
+	return r
+}
+
+// candidatesFor are the pods a term could select, by namespace.
+func (s *Simulator) candidatesFor(t compiledTerm) []placedPod {
+	namespaces := t.namespaces
+	if namespaces[0] == allNamespaces {
+		all := sets.New[string]()
+		for ns := range s.base.byNamespace {
+			all.Insert(ns)
+		}
+		for ns := range s.added {
+			all.Insert(ns)
+		}
+		namespaces = sets.List(all)
+	}
+	var out []placedPod
+	for _, ns := range namespaces {
+		out = append(out, s.podsIn(ns)...)
+	}
+	return out
+}
+
+// checkInterPod returns why ns breaks a required inter-pod rule, or "".
+func (f *podFilter) checkInterPod(ns *nodeState) string {
+	r := f.rules()
+	if len(r.forbidden) == 0 && (r.anywhere || len(r.required) == 0) {
 		return ""
 	}
-	for i := range affinity {
-		term := &affinity[i]
-		v, ok := ns.node.Labels[term.TopologyKey]
-		if ok && f.domainHasMatch(term, v) {
-			continue
+	for key, values := range r.forbidden {
+		if v, ok := ns.node.Labels[key]; ok && values.Has(v) {
+			return ReasonAntiAffinity
 		}
-		// The scheduler lets the first pod of a group that selects
-		// itself go anywhere, or it could never start.
-		if !f.anyMatchAnywhere(affinity) && f.matchesOwnTerms(affinity) {
-			return ""
+	}
+	if r.anywhere {
+		return ""
+	}
+	for _, d := range r.required {
+		if v, ok := ns.node.Labels[d.key]; !ok || !d.values.Has(v) {
+			return ReasonPodAffinity
 		}
-		return ReasonPodAffinity
 	}
 	return ""
-}
-
-// domainHasMatch tells whether a pod selected by term runs on a node whose
-// term.TopologyKey label is value.
-func (f *podFilter) domainHasMatch(term *corev1.PodAffinityTerm, value string) bool {
-	for _, ns := range f.s.nodes {
-		if v, ok := ns.node.Labels[term.TopologyKey]; !ok || v != value {
-			continue
-		}
-		for _, p := range ns.pods {
-			if !terminating(p) && termMatches(f.pod, term, p) {
-				return true
-			}
-		}
-	}
-	return false
-}
-
-func (f *podFilter) anyMatchAnywhere(terms []corev1.PodAffinityTerm) bool {
-	for _, ns := range f.s.nodes {
-		for _, p := range ns.pods {
-			all := true
-			for i := range terms {
-				if !termMatches(f.pod, &terms[i], p) {
-					all = false
-					break
-				}
-			}
-			if all && !terminating(p) {
-				return true
-			}
-		}
-	}
-	return false
-}
-
-func (f *podFilter) matchesOwnTerms(terms []corev1.PodAffinityTerm) bool {
-	for i := range terms {
-		if !termMatches(f.pod, &terms[i], f.pod) {
-			return false
-		}
-	}
-	return true
 }
 
 // spreadCounts counts, per topology domain, the pods a spread constraint
@@ -136,12 +235,14 @@ type spreadCounts struct {
 	selector  labels.Selector
 	key       string
 	// eligible decides which nodes form domains.
-	eligible func(*corev1.Node) bool
+	eligible map[string]bool
 	counts   map[string]int
+	// byNode is counts by node index, taken for one pod's filtering.
+	byNode []int
 }
 
 func (c *spreadCounts) add(p *corev1.Pod, n *corev1.Node) {
-	if p.Namespace != c.namespace || terminating(p) || !c.eligible(n) || !c.selector.Matches(labels.Set(p.Labels)) {
+	if p.Namespace != c.namespace || terminating(p) || !c.eligible[n.Name] || !c.selector.Matches(labels.Set(p.Labels)) {
 		return
 	}
 	c.counts[n.Labels[c.key]]++
@@ -149,36 +250,44 @@ func (c *spreadCounts) add(p *corev1.Pod, n *corev1.Node) {
 
 // spread checks the DoNotSchedule topology spread constraints.
 func (f *podFilter) spread(ns *nodeState) string {
-	var constraints []corev1.TopologySpreadConstraint
-	for _, c := range f.pod.Spec.TopologySpreadConstraints {
-		if c.WhenUnsatisfiable == corev1.DoNotSchedule {
-			constraints = append(constraints, c)
-		}
-	}
-	if len(constraints) == 0 {
+	if len(f.hardSpread) == 0 {
 		return ""
 	}
-	for _, c := range constraints {
-		if _, ok := ns.node.Labels[c.TopologyKey]; !ok {
-			return ReasonSpread
-		}
-	}
-	for _, c := range constraints {
-		counts := f.spreadCountsFor(c, constraints)
-		minCount := -1
-		for _, n := range counts.counts {
-			if minCount < 0 || n < minCount {
-				minCount = n
+	if f.spreadCounts == nil {
+		// Counts change only when a pod is placed, never while one pod
+		// is being filtered: take what does not depend on the node once.
+		f.spreadCounts = make([]*spreadCounts, len(f.hardSpread))
+		f.spreadBase = make([]int, len(f.hardSpread))
+		for i, c := range f.hardSpread {
+			counts := f.spreadCountsFor(i, c)
+			minCount := -1
+			for _, n := range counts.counts {
+				if minCount < 0 || n < minCount {
+					minCount = n
+				}
+			}
+			if minCount < 0 || (c.MinDomains != nil && len(counts.counts) < int(*c.MinDomains)) {
+				minCount = 0
+			}
+			self := 0
+			if counts.selector.Matches(labels.Set(f.pod.Labels)) {
+				self = 1
+			}
+			f.spreadCounts[i], f.spreadBase[i] = counts, self-minCount
+			// Per node, the count of its domain; a node without the key
+			// can never take the pod.
+			counts.byNode = make([]int, len(f.s.nodes))
+			for j, other := range f.s.nodes {
+				if v, ok := other.node.Labels[c.TopologyKey]; ok {
+					counts.byNode[j] = counts.counts[v]
+				} else {
+					counts.byNode[j] = 1 << 30
+				}
 			}
 		}
-		if minCount < 0 || (c.MinDomains != nil && len(counts.counts) < int(*c.MinDomains)) {
-			minCount = 0
-		}
-		self := 0
-		if counts.selector.Matches(labels.Set(f.pod.Labels)) {
-			self = 1
-		}
-		if counts.counts[ns.node.Labels[c.TopologyKey]]+self-minCount > int(c.MaxSkew) {
+	}
+	for i, c := range f.hardSpread {
+		if f.spreadCounts[i].byNode[ns.index]+f.spreadBase[i] > int(c.MaxSkew) {
 			return ReasonSpread
 		}
 	}
@@ -190,7 +299,16 @@ func (f *podFilter) spread(ns *nodeState) string {
 // (nodeAffinityPolicy Honor, the default) and, with nodeTaintsPolicy Honor,
 // its tolerations, and that carry every constraint's topology key. As in
 // the scheduler, cordoned and at-risk nodes still form domains.
-func (f *podFilter) spreadCountsFor(c corev1.TopologySpreadConstraint, all []corev1.TopologySpreadConstraint) *spreadCounts {
+func (f *podFilter) spreadCountsFor(i int, c corev1.TopologySpreadConstraint) *spreadCounts {
+	// Pods of one controller share their template, so their constraints
+	// share counts; keyed by owner, nothing needs parsing twice.
+	var ownerKey string
+	if o := metav1.GetControllerOfNoCopy(f.pod); o != nil {
+		ownerKey = fmt.Sprintf("owner|%s|%d", o.UID, i)
+		if cached, ok := f.s.spreadCache[ownerKey]; ok {
+			return cached
+		}
+	}
 	sel, err := metav1.LabelSelectorAsSelector(c.LabelSelector)
 	if err != nil || c.LabelSelector == nil {
 		sel = labels.Nothing()
@@ -210,51 +328,53 @@ func (f *podFilter) spreadCountsFor(c corev1.TopologySpreadConstraint, all []cor
 	honorAffinity := c.NodeAffinityPolicy == nil || *c.NodeAffinityPolicy == corev1.NodeInclusionPolicyHonor
 	honorTaints := c.NodeTaintsPolicy != nil && *c.NodeTaintsPolicy == corev1.NodeInclusionPolicyHonor
 	keys := sets.New[string]()
-	for _, other := range all {
+	for _, other := range f.hardSpread {
 		keys.Insert(other.TopologyKey)
 	}
-	cacheKey := fmt.Sprintf("%s|%s|%s|%v|%v|%v|%v|%v", f.pod.Namespace, sel.String(), c.TopologyKey, sets.List(keys),
+	cacheKey := fmt.Sprintf("%s|%s|%s|%v|%v|%v|%v|%s", f.pod.Namespace, sel.String(), c.TopologyKey, sets.List(keys),
 		honorAffinity, honorTaints, f.pod.Spec.NodeSelector, affinityKey(f.pod))
 	if honorTaints {
 		cacheKey += fmt.Sprintf("|%v", f.pod.Spec.Tolerations)
 	}
 	if cached, ok := f.s.spreadCache[cacheKey]; ok {
+		if ownerKey != "" {
+			f.s.spreadCache[ownerKey] = cached
+		}
 		return cached
 	}
 	required := nodeaffinity.GetRequiredNodeAffinity(f.pod)
-	tolerations := f.pod.Spec.Tolerations
-	counts := &spreadCounts{
-		namespace: f.pod.Namespace, selector: sel, key: c.TopologyKey, counts: map[string]int{},
-		eligible: func(n *corev1.Node) bool {
-			for k := range keys {
-				if _, ok := n.Labels[k]; !ok {
-					return false
-				}
-			}
-			if honorAffinity {
-				if ok, err := required.Match(n); err != nil || !ok {
-					return false
-				}
-			}
-			if honorTaints {
-				if _, bad := schedcorev1.FindMatchingUntoleratedTaint(klog.Background(), n.Spec.Taints, tolerations, noScheduleOrExecute, false); bad {
-					return false
-				}
-			}
-			return true
-		},
-	}
+	counts := &spreadCounts{namespace: f.pod.Namespace, selector: sel, key: c.TopologyKey, counts: map[string]int{}, eligible: map[string]bool{}}
 	for _, ns := range f.s.nodes {
-		if !counts.eligible(ns.node) {
-			continue
+		n := ns.node
+		ok := true
+		for k := range keys {
+			if _, has := n.Labels[k]; !has {
+				ok = false
+				break
+			}
 		}
-		value := ns.node.Labels[c.TopologyKey]
-		counts.counts[value] += 0 // the domain exists even when empty
-		for _, p := range ns.pods {
-			counts.add(p, ns.node)
+		if ok && honorAffinity {
+			if match, err := required.Match(n); err != nil || !match {
+				ok = false
+			}
 		}
+		if ok && honorTaints {
+			if _, bad := schedcorev1.FindMatchingUntoleratedTaint(klog.Background(), n.Spec.Taints, f.pod.Spec.Tolerations, noScheduleOrExecute, false); bad {
+				ok = false
+			}
+		}
+		if ok {
+			counts.eligible[n.Name] = true
+			counts.counts[n.Labels[c.TopologyKey]] += 0 // the domain exists even when empty
+		}
+	}
+	for _, pp := range f.s.podsIn(f.pod.Namespace) {
+		counts.add(pp.pod, pp.node)
 	}
 	f.s.spreadCache[cacheKey] = counts
+	if ownerKey != "" {
+		f.s.spreadCache[ownerKey] = counts
+	}
 	return counts
 }
 

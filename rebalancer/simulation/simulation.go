@@ -19,7 +19,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/sets"
-	"k8s.io/component-helpers/resource"
 	schedcorev1 "k8s.io/component-helpers/scheduling/corev1"
 	"k8s.io/component-helpers/scheduling/corev1/nodeaffinity"
 	"k8s.io/klog/v2"
@@ -53,25 +52,32 @@ type Result struct {
 }
 
 // Simulator holds the free capacity of every node and the pods that stay.
+// What does not depend on the plan is computed once per snapshot (base);
+// a Simulator overlays the moving pods' departure and the placements.
 type Simulator struct {
-	nodes  []*nodeState
-	byName map[string]*nodeState
-	// withAntiAffinity are staying or placed pods with required
-	// anti-affinity terms, which every placement must respect.
-	withAntiAffinity []placedPod
-	spreadCache      map[string]*spreadCounts
+	base  *base
+	nodes []*nodeState
+	// removed are the moving pods; added the pods placed so far, with
+	// their required anti-affinity terms, by namespace.
+	removed     sets.Set[types.UID]
+	added       map[string][]placedPod
+	addedAnti   map[string][]antiTerm
+	spreadCache map[string]*spreadCounts
+	// nextStart is where the next search for a node begins.
+	nextStart int
 }
 
 type placedPod struct {
 	pod  *corev1.Pod
-	node *nodeState
+	node *corev1.Node
 }
 
 type nodeState struct {
 	node        *corev1.Node
-	allocatable map[corev1.ResourceName]int64 // milli-units
-	requested   map[corev1.ResourceName]int64
-	pods        []*corev1.Pod
+	index       int // in Simulator.nodes
+	allocatable resources
+	requested   resources
+	taints      int // index of the node's taint set in base.taintSets
 	ports       []hostPort
 	// nonZero is what the scheduler's scoring counts as requested: a
 	// container without a CPU or memory request counts as 100m or 200Mi.
@@ -86,31 +92,97 @@ type hostPort struct {
 	port     int32
 }
 
-// New builds a simulator over the snapshot. atRisk nodes take no pods;
-// moving pods are taken off their nodes, as an eviction would.
-func New(snap *snapshot.Snapshot, atRisk sets.Set[string], moving sets.Set[types.UID]) *Simulator {
-	s := &Simulator{byName: make(map[string]*nodeState, len(snap.Nodes)), spreadCache: map[string]*spreadCounts{}}
-	for _, n := range snap.Nodes {
-		ns := &nodeState{node: n, allocatable: map[corev1.ResourceName]int64{}, requested: map[corev1.ResourceName]int64{}}
-		for name, q := range n.Status.Allocatable {
-			ns.allocatable[name] = q.MilliValue()
+// base is the part of the simulation that depends on the snapshot alone.
+type base struct {
+	nodes       []nodeState
+	index       map[string]int
+	byNamespace map[string][]placedPod
+	antiTerms   map[string][]antiTerm
+	// taintSets are the distinct NoSchedule/NoExecute taint sets; 0 is none.
+	taintSets [][]corev1.Taint
+}
+
+func baseOf(snap *snapshot.Snapshot) *base {
+	return snap.Memo("simulation.base", func() any { return buildBase(snap) }).(*base)
+}
+
+func buildBase(snap *snapshot.Snapshot) *base {
+	b := &base{nodes: make([]nodeState, len(snap.Nodes)), index: make(map[string]int, len(snap.Nodes)),
+		byNamespace: map[string][]placedPod{}, antiTerms: map[string][]antiTerm{}, taintSets: [][]corev1.Taint{nil}}
+	taintIDs := map[string]int{"": 0}
+	for i, n := range snap.Nodes {
+		ns := nodeState{node: n, index: i, allocatable: fromList(n.Status.Allocatable)}
+		key := taintKey(n)
+		id, ok := taintIDs[key]
+		if !ok {
+			id = len(b.taintSets)
+			taintIDs[key] = id
+			b.taintSets = append(b.taintSets, n.Spec.Taints)
 		}
+		ns.taints = id
 		switch {
-		case atRisk.Has(n.Name):
-			ns.unusable = ReasonAtRisk
 		case !isReady(n):
 			ns.unusable = ReasonNotReady
 		case n.Spec.Unschedulable:
 			ns.unusable = ReasonUnschedulable
 		}
 		for _, p := range snap.PodsOn(n.Name) {
-			if moving.Has(p.UID) || isFinished(p) {
+			if isFinished(p) {
 				continue
 			}
-			s.add(ns, p)
+			ns.take(p, requestsOf(p))
+			if !terminating(p) {
+				b.byNamespace[p.Namespace] = append(b.byNamespace[p.Namespace], placedPod{pod: p, node: n})
+				for _, t := range antiTermsOf(p, n) {
+					for _, namespace := range t.namespaces {
+						b.antiTerms[namespace] = append(b.antiTerms[namespace], t)
+					}
+				}
+			}
 		}
-		s.nodes = append(s.nodes, ns)
-		s.byName[n.Name] = ns
+		b.nodes[i] = ns
+		b.index[n.Name] = i
+	}
+	return b
+}
+
+// New builds a simulator over the snapshot. atRisk nodes take no pods;
+// moving pods are taken off their nodes, as an eviction would.
+func New(snap *snapshot.Snapshot, atRisk sets.Set[string], moving []*corev1.Pod) *Simulator {
+	b := baseOf(snap)
+	removed := sets.New[types.UID]()
+	touched := sets.New[string]()
+	for _, p := range moving {
+		removed.Insert(p.UID)
+		if p.Spec.NodeName != "" {
+			touched.Insert(p.Spec.NodeName)
+		}
+	}
+	s := &Simulator{base: b, nodes: make([]*nodeState, len(b.nodes)), removed: removed,
+		added: map[string][]placedPod{}, addedAnti: map[string][]antiTerm{}, spreadCache: map[string]*spreadCounts{}}
+	states := slices.Clone(b.nodes)
+	for i := range states {
+		ns := &states[i]
+		// Placements append; never into the shared base array.
+		ns.ports = slices.Clip(ns.ports)
+		if atRisk.Has(ns.node.Name) {
+			ns.unusable = ReasonAtRisk
+		}
+		s.nodes[i] = ns
+	}
+	// Nodes that lose moving pods are recounted without them.
+	for name := range touched {
+		i, ok := b.index[name]
+		if !ok {
+			continue
+		}
+		ns := s.nodes[i]
+		ns.requested, ns.nonZeroCPU, ns.nonZeroMemory, ns.ports = resources{}, 0, 0, nil
+		for _, p := range snap.PodsOn(name) {
+			if !removed.Has(p.UID) && !isFinished(p) {
+				ns.take(p, requestsOf(p))
+			}
+		}
 	}
 	return s
 }
@@ -128,19 +200,25 @@ func isFinished(p *corev1.Pod) bool {
 	return p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed
 }
 
-// add records p as running on ns.
-func (s *Simulator) add(ns *nodeState, p *corev1.Pod) {
-	for name, q := range resource.PodRequests(p, resource.PodResourcesOptions{}) {
-		ns.requested[name] += q.MilliValue()
-	}
-	ns.requested[corev1.ResourcePods] += 1000
-	cpu, mem := nonZeroRequests(p)
-	ns.nonZeroCPU += cpu
-	ns.nonZeroMemory += mem
+// take counts p, which asks for r, as running on ns.
+func (ns *nodeState) take(p *corev1.Pod, r podResources) {
+	ns.requested.add(r.requests)
+	ns.nonZeroCPU += r.nonZeroCPU
+	ns.nonZeroMemory += r.nonZero
 	ns.ports = append(ns.ports, podHostPorts(p)...)
-	ns.pods = append(ns.pods, p)
-	if a := p.Spec.Affinity; a != nil && a.PodAntiAffinity != nil && len(a.PodAntiAffinity.RequiredDuringSchedulingIgnoredDuringExecution) > 0 {
-		s.withAntiAffinity = append(s.withAntiAffinity, placedPod{pod: p, node: ns})
+}
+
+// place records p, which asks for r, as placed on ns.
+func (s *Simulator) place(ns *nodeState, p *corev1.Pod, r podResources) {
+	ns.take(p, r)
+	if terminating(p) {
+		return
+	}
+	s.added[p.Namespace] = append(s.added[p.Namespace], placedPod{pod: p, node: ns.node})
+	for _, t := range antiTermsOf(p, ns.node) {
+		for _, namespace := range t.namespaces {
+			s.addedAnti[namespace] = append(s.addedAnti[namespace], t)
+		}
 	}
 	for _, c := range s.spreadCache {
 		c.add(p, ns.node)
@@ -152,18 +230,18 @@ func (s *Simulator) add(ns *nodeState, p *corev1.Pod) {
 // order of pods.
 func (s *Simulator) Place(pods []*corev1.Pod) []Result {
 	order := make([]int, len(pods))
-	requests := make([]corev1.ResourceList, len(pods))
+	requests := make([]podResources, len(pods))
 	for i, p := range pods {
 		order[i] = i
-		requests[i] = resource.PodRequests(p, resource.PodResourcesOptions{})
+		requests[i] = requestsOf(p)
 	}
 	sort.SliceStable(order, func(a, b int) bool {
-		ra, rb := requests[order[a]], requests[order[b]]
-		if c := ra.Cpu().Cmp(*rb.Cpu()); c != 0 {
-			return c > 0
+		ra, rb := requests[order[a]].requests, requests[order[b]].requests
+		if ra.cpu != rb.cpu {
+			return ra.cpu > rb.cpu
 		}
-		if c := ra.Memory().Cmp(*rb.Memory()); c != 0 {
-			return c > 0
+		if ra.memory != rb.memory {
+			return ra.memory > rb.memory
 		}
 		return cmp.Or(strings.Compare(pods[order[a]].Namespace, pods[order[b]].Namespace),
 			strings.Compare(pods[order[a]].Name, pods[order[b]].Name)) < 0
@@ -179,60 +257,56 @@ func (s *Simulator) Place(pods []*corev1.Pod) []Result {
 func Order(pods []*corev1.Pod) []*corev1.Pod {
 	out := slices.Clone(pods)
 	slices.SortStableFunc(out, func(a, b *corev1.Pod) int {
-		ra := resource.PodRequests(a, resource.PodResourcesOptions{})
-		rb := resource.PodRequests(b, resource.PodResourcesOptions{})
-		return cmp.Or(rb.Cpu().Cmp(*ra.Cpu()), rb.Memory().Cmp(*ra.Memory()),
+		ra, rb := requestsOf(a).requests, requestsOf(b).requests
+		return cmp.Or(cmp.Compare(rb.cpu, ra.cpu), cmp.Compare(rb.memory, ra.memory),
 			strings.Compare(a.Namespace, b.Namespace), strings.Compare(a.Name, b.Name))
 	})
 	return out
 }
 
-func (s *Simulator) placeOne(p *corev1.Pod, requests corev1.ResourceList) Result {
-	f := newPodFilter(s, p, requests)
+func (s *Simulator) placeOne(p *corev1.Pod, r podResources) Result {
+	f := newPodFilter(s, p, r)
 	reasons := map[string]int{}
 	var best *nodeState
 	bestScore := int64(-1)
-	for _, ns := range s.nodes {
+	// Like the scheduler, stop looking once enough nodes fit (all of them
+	// in clusters under 100 nodes, 10% of 5,000), starting where the last
+	// search stopped so that placements spread over the cluster.
+	enough, found, n := numFeasibleNodesToFind(len(s.nodes)), 0, len(s.nodes)
+	checked := 0
+	for ; checked < n && found < enough; checked++ {
+		ns := s.nodes[(s.nextStart+checked)%n]
 		if reason := f.check(ns); reason != "" {
 			reasons[reason]++
 			continue
 		}
+		found++
 		// Among the nodes that fit, take the one the scheduler's default
 		// scoring prefers (least allocated, balanced), so that later pods
 		// find the room the scheduler would have left them.
-		if score := score(ns, p, requests); score > bestScore {
+		if score := score(ns, r); score > bestScore || (score == bestScore && ns.index < best.index) {
 			best, bestScore = ns, score
 		}
+	}
+	if n > 0 {
+		s.nextStart = (s.nextStart + checked) % n
 	}
 	if best == nil {
 		return Result{Pod: p, Reason: explain(len(s.nodes), reasons)}
 	}
-	s.add(best, p)
+	s.place(best, p, r)
 	return Result{Pod: p, Node: best.node.Name}
 }
 
-// Defaults the scheduler's scoring assumes for containers without a
-// request (k8s.io/kubernetes/pkg/scheduler/util.DefaultMilliCPURequest and
-// DefaultMemoryRequest).
-const (
-	defaultMilliCPU = 100
-	defaultMemory   = 200 * 1024 * 1024
-)
-
-func nonZeroRequests(p *corev1.Pod) (milliCPU, memory int64) {
-	for _, c := range p.Spec.Containers {
-		if q, ok := c.Resources.Requests[corev1.ResourceCPU]; ok {
-			milliCPU += q.MilliValue()
-		} else {
-			milliCPU += defaultMilliCPU
-		}
-		if q, ok := c.Resources.Requests[corev1.ResourceMemory]; ok {
-			memory += q.Value()
-		} else {
-			memory += defaultMemory
-		}
+// numFeasibleNodesToFind is the kube-scheduler's own bound
+// (percentageOfNodesToScore left to its adaptive default).
+func numFeasibleNodesToFind(all int) int {
+	const minNodes, minPercentage = 100, 5
+	if all < minNodes {
+		return all
 	}
-	return milliCPU, memory
+	percentage := max(50-all/125, minPercentage)
+	return max(all*percentage/100, minNodes)
 }
 
 // score is the default scheduler profile's NodeResourcesFit
@@ -241,16 +315,11 @@ func nonZeroRequests(p *corev1.Pod) (milliCPU, memory int64) {
 // balance), in the scheduler's own integer arithmetic. The other default
 // scores are equal across nodes for pods without preferences. Ties are
 // broken by node name here, at random by the scheduler.
-func score(ns *nodeState, p *corev1.Pod, requests corev1.ResourceList) int64 {
-	allocCPU := ns.allocatable[corev1.ResourceCPU]
-	allocMem := ns.allocatable[corev1.ResourceMemory] / 1000
-	nzCPU, nzMem := nonZeroRequests(p)
-	least := (leastRequested(ns.nonZeroCPU+nzCPU, allocCPU) + leastRequested(ns.nonZeroMemory+nzMem, allocMem)) / 2
-
-	cpuBefore, memBefore := ns.requested[corev1.ResourceCPU], ns.requested[corev1.ResourceMemory]/1000
-	cpuAfter, memAfter := cpuBefore+requests.Cpu().MilliValue(), memBefore+requests.Memory().Value()
-	with := balance([]int64{cpuAfter, memAfter}, []int64{allocCPU, allocMem})
-	without := balance([]int64{cpuBefore, memBefore}, []int64{allocCPU, allocMem})
+func score(ns *nodeState, r podResources) int64 {
+	alloc := ns.allocatable
+	least := (leastRequested(ns.nonZeroCPU+r.nonZeroCPU, alloc.cpu) + leastRequested(ns.nonZeroMemory+r.nonZero, alloc.memory)) / 2
+	with := balance(ns.requested.cpu+r.requests.cpu, ns.requested.memory+r.requests.memory, alloc)
+	without := balance(ns.requested.cpu, ns.requested.memory, alloc)
 	balanced := maxNodeScore/2 + (maxNodeScore/2+with-without)/2
 	return least + balanced
 }
@@ -264,18 +333,11 @@ func leastRequested(requested, capacity int64) int64 {
 	return (capacity - requested) * maxNodeScore / capacity
 }
 
-func balance(requested, allocatable []int64) int64 {
-	var fractions []float64
-	for i := range requested {
-		if allocatable[i] == 0 {
-			continue
-		}
-		fractions = append(fractions, min(float64(requested[i])/float64(allocatable[i]), 1))
+func balance(cpu, memory int64, alloc resources) int64 {
+	if alloc.cpu == 0 || alloc.memory == 0 {
+		return maxNodeScore // one resource: no imbalance
 	}
-	std := 0.0
-	if len(fractions) == 2 {
-		std = math.Abs((fractions[0] - fractions[1]) / 2)
-	}
+	std := math.Abs((min(float64(cpu)/float64(alloc.cpu), 1) - min(float64(memory)/float64(alloc.memory), 1)) / 2)
 	return int64((1 - std) * maxNodeScore)
 }
 
@@ -305,13 +367,27 @@ func explain(total int, reasons map[string]int) string {
 type podFilter struct {
 	s            *Simulator
 	pod          *corev1.Pod
-	requests     corev1.ResourceList
+	requests     resources
 	nodeAffinity nodeaffinity.RequiredNodeAffinity
 	ports        []hostPort
+	hardSpread   []corev1.TopologySpreadConstraint
+	spreadCounts []*spreadCounts // per hardSpread entry, on first use
+	spreadBase   []int           // per entry: self match minus the minimum
+	interPod     *interPodRules  // on first use
+	// tolerates caches the taint check per distinct taint set:
+	// 0 unknown, 1 tolerated, 2 not.
+	tolerates []uint8
 }
 
-func newPodFilter(s *Simulator, p *corev1.Pod, requests corev1.ResourceList) *podFilter {
-	return &podFilter{s: s, pod: p, requests: requests, nodeAffinity: nodeaffinity.GetRequiredNodeAffinity(p), ports: podHostPorts(p)}
+func newPodFilter(s *Simulator, p *corev1.Pod, r podResources) *podFilter {
+	f := &podFilter{s: s, pod: p, requests: r.requests, nodeAffinity: nodeaffinity.GetRequiredNodeAffinity(p),
+		ports: podHostPorts(p), tolerates: make([]uint8, len(s.base.taintSets))}
+	for _, c := range p.Spec.TopologySpreadConstraints {
+		if c.WhenUnsatisfiable == corev1.DoNotSchedule {
+			f.hardSpread = append(f.hardSpread, c)
+		}
+	}
+	return f
 }
 
 var noScheduleOrExecute = func(t *corev1.Taint) bool {
@@ -323,44 +399,30 @@ func (f *podFilter) check(ns *nodeState) string {
 	if ns.unusable != "" {
 		return ns.unusable
 	}
-	if _, untolerated := schedcorev1.FindMatchingUntoleratedTaint(klog.Background(), ns.node.Spec.Taints, f.pod.Spec.Tolerations, noScheduleOrExecute, false); untolerated {
-		return ReasonTaint
+	if ns.taints != 0 {
+		if f.tolerates[ns.taints] == 0 {
+			f.tolerates[ns.taints] = 1
+			if _, untolerated := schedcorev1.FindMatchingUntoleratedTaint(klog.Background(), f.s.base.taintSets[ns.taints], f.pod.Spec.Tolerations, noScheduleOrExecute, false); untolerated {
+				f.tolerates[ns.taints] = 2
+			}
+		}
+		if f.tolerates[ns.taints] == 2 {
+			return ReasonTaint
+		}
 	}
 	if ok, err := f.nodeAffinity.Match(ns.node); err != nil || !ok {
 		return ReasonNodeAffinity
 	}
-	if r := f.fits(ns); r != "" {
+	if r := insufficient(ns.requested, f.requests, ns.allocatable); r != "" {
 		return r
 	}
 	if f.portConflict(ns) {
 		return ReasonHostPort
 	}
-	if r := f.interPod(ns); r != "" {
+	if r := f.checkInterPod(ns); r != "" {
 		return r
 	}
 	return f.spread(ns)
-}
-
-func (f *podFilter) fits(ns *nodeState) string {
-	if ns.requested[corev1.ResourcePods]+1000 > ns.allocatable[corev1.ResourcePods] {
-		return ReasonTooManyPods
-	}
-	names := make([]corev1.ResourceName, 0, len(f.requests))
-	for name := range f.requests {
-		names = append(names, name)
-	}
-	slices.Sort(names)
-	for _, name := range names {
-		q := f.requests[name]
-		want := q.MilliValue()
-		if want == 0 {
-			continue
-		}
-		if ns.requested[name]+want > ns.allocatable[name] {
-			return "Insufficient " + string(name)
-		}
-	}
-	return ""
 }
 
 func podHostPorts(p *corev1.Pod) []hostPort {

@@ -269,18 +269,16 @@ func TestPlacement(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			snap := snapshot.New(time.Now(), tc.nodes, tc.pods, nil)
 			var moving []*corev1.Pod
-			uids := sets.New[types.UID]()
 			for _, p := range tc.pods {
 				if p.Spec.NodeName == "risky" {
 					moving = append(moving, p)
-					uids.Insert(p.UID)
 				}
 			}
 			atRisk := sets.New("risky")
 			if snap.Node("also-risky") != nil {
 				atRisk.Insert("also-risky")
 			}
-			results := New(snap, atRisk, uids).Place(moving)
+			results := New(snap, atRisk, moving).Place(moving)
 			if len(results) != len(moving) {
 				t.Fatalf("%d results for %d pods", len(results), len(moving))
 			}

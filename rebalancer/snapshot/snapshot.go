@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -29,13 +30,18 @@ type Snapshot struct {
 
 	nodes      map[string]*corev1.Node
 	podsByNode map[string][]*corev1.Pod
+	podsByNS   map[string][]*corev1.Pod
+
+	memoMu sync.Mutex
+	memo   map[string]any
 }
 
 // New indexes the objects. It does not copy them: callers must not modify
 // them afterwards.
 func New(now time.Time, nodes []*corev1.Node, pods []*corev1.Pod, pdbs []*policyv1.PodDisruptionBudget) *Snapshot {
 	s := &Snapshot{Now: now, Nodes: slices.Clone(nodes), Pods: slices.Clone(pods), PDBs: slices.Clone(pdbs),
-		nodes: make(map[string]*corev1.Node, len(nodes)), podsByNode: make(map[string][]*corev1.Pod, len(nodes))}
+		nodes: make(map[string]*corev1.Node, len(nodes)), podsByNode: make(map[string][]*corev1.Pod, len(nodes)),
+		podsByNS: map[string][]*corev1.Pod{}, memo: map[string]any{}}
 	slices.SortFunc(s.Nodes, func(a, b *corev1.Node) int { return strings.Compare(a.Name, b.Name) })
 	slices.SortFunc(s.Pods, func(a, b *corev1.Pod) int { return compareKeys(a.Namespace, a.Name, b.Namespace, b.Name) })
 	slices.SortFunc(s.PDBs, func(a, b *policyv1.PodDisruptionBudget) int {
@@ -45,6 +51,7 @@ func New(now time.Time, nodes []*corev1.Node, pods []*corev1.Pod, pdbs []*policy
 		s.nodes[n.Name] = n
 	}
 	for _, p := range s.Pods {
+		s.podsByNS[p.Namespace] = append(s.podsByNS[p.Namespace], p)
 		if p.Spec.NodeName != "" {
 			s.podsByNode[p.Spec.NodeName] = append(s.podsByNode[p.Spec.NodeName], p)
 		}
@@ -64,6 +71,22 @@ func (s *Snapshot) Node(name string) *corev1.Node { return s.nodes[name] }
 
 // PodsOn returns the pods bound to the named node.
 func (s *Snapshot) PodsOn(node string) []*corev1.Pod { return s.podsByNode[node] }
+
+// PodsIn returns the pods of a namespace.
+func (s *Snapshot) PodsIn(namespace string) []*corev1.Pod { return s.podsByNS[namespace] }
+
+// Memo returns what build returns, building it once per snapshot: the
+// place for indexes derived from the snapshot that several plans share.
+func (s *Snapshot) Memo(key string, build func() any) any {
+	s.memoMu.Lock()
+	defer s.memoMu.Unlock()
+	if v, ok := s.memo[key]; ok {
+		return v
+	}
+	v := build()
+	s.memo[key] = v
+	return v
+}
 
 // FromClient lists everything once, in pages, as `spot-rebalancer plan`
 // does against any cluster.

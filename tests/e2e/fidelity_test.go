@@ -14,7 +14,6 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/sets"
 	"k8s.io/utils/clock"
 	"k8s.io/utils/ptr"
@@ -185,17 +184,12 @@ func runScenario(t *testing.T, c *cluster.Cluster, seed uint64) (int, int) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var moving []*corev1.Pod
-	uids := sets.New[types.UID]()
-	for _, p := range snap.PodsOn(s.risky) {
-		moving = append(moving, p)
-		uids.Insert(p.UID)
-	}
+	moving := snap.PodsOn(s.risky)
 	if len(moving) != len(s.moving) {
 		t.Fatalf("seed %d: snapshot has %d pods on %s, want %d", seed, len(moving), s.risky, len(s.moving))
 	}
 	predicted := map[string]simulation.Result{}
-	for _, r := range simulation.New(snap, sets.New(s.risky), uids).Place(moving) {
+	for _, r := range simulation.New(snap, sets.New(s.risky), moving).Place(moving) {
 		predicted[r.Pod.Name] = r
 	}
 

@@ -1,0 +1,131 @@
+package planner
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/intstr"
+
+	"github.com/spot-rebalancer/spot-rebalancer/rebalancer/signals"
+	"github.com/spot-rebalancer/spot-rebalancer/rebalancer/snapshot"
+)
+
+// syntheticCluster builds a cluster of nodes nodes and about pods pods: three
+// zones, Spot and on-demand pools, tainted Spot nodes, Deployments of 2 to
+// 20 replicas with requests, some with zone spread or host anti-affinity,
+// most with a PDB. The first atRisk nodes carry a rebalance recommendation
+// and 110 pods each.
+func syntheticCluster(nodes, pods, atRisk int) *snapshot.Snapshot {
+	r := rand.New(rand.NewPCG(1, 2))
+	zones := []string{"us-east-1a", "us-east-1b", "us-east-1c"}
+	var ns []*corev1.Node
+	for i := range nodes {
+		spot := i%3 != 0
+		pool := "on-demand"
+		n := &corev1.Node{
+			ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("node-%05d", i), CreationTimestamp: metav1.NewTime(now.Add(-time.Hour)),
+				Labels: map[string]string{corev1.LabelHostname: fmt.Sprintf("node-%05d", i), corev1.LabelTopologyZone: zones[i%3]}},
+			Status: corev1.NodeStatus{
+				Allocatable: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("32"), corev1.ResourceMemory: resource.MustParse("128Gi"), corev1.ResourcePods: resource.MustParse("250")},
+				Conditions:  []corev1.NodeCondition{{Type: corev1.NodeReady, Status: corev1.ConditionTrue}},
+			},
+		}
+		if spot {
+			pool = fmt.Sprintf("spot-%d", i%4)
+			n.Spec.Taints = []corev1.Taint{{Key: "eks.amazonaws.com/capacityType", Value: "SPOT", Effect: corev1.TaintEffectNoSchedule}}
+		}
+		n.Labels["eks.amazonaws.com/nodegroup"] = pool
+		if i < atRisk {
+			n.Status.Conditions = append(n.Status.Conditions, corev1.NodeCondition{Type: signals.ConditionRebalance, Status: corev1.ConditionTrue,
+				LastTransitionTime: metav1.NewTime(now.Add(-time.Minute))})
+		}
+		ns = append(ns, n)
+	}
+	var ps []*corev1.Pod
+	var pdbs []*policyv1.PodDisruptionBudget
+	spotTol := []corev1.Toleration{{Key: "eks.amazonaws.com/capacityType", Operator: corev1.TolerationOpEqual, Value: "SPOT", Effect: corev1.TaintEffectNoSchedule}}
+	for app := 0; len(ps) < pods; app++ {
+		name := fmt.Sprintf("app-%d", app)
+		replicas := 2 + r.IntN(19)
+		labels := map[string]string{"app": name, "pod-template-hash": "h"}
+		cpu := resource.MustParse(fmt.Sprintf("%dm", 50+r.IntN(20)*25))
+		mem := resource.MustParse(fmt.Sprintf("%dMi", 64+r.IntN(16)*64))
+		spread, anti := r.IntN(10) == 0, r.IntN(20) == 0
+		for k := range replicas {
+			// Fill the at-risk nodes to 110 pods first, then spread.
+			node := ns[len(ps)%len(ns)].Name
+			if len(ps) < 110*atRisk {
+				node = ns[len(ps)/110].Name
+			}
+			p := &corev1.Pod{
+				ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("%s-h-%d", name, k), Namespace: "ns-" + fmt.Sprint(app%50),
+					UID: types.UID(fmt.Sprintf("%s-%d", name, k)), Labels: labels,
+					OwnerReferences: []metav1.OwnerReference{{APIVersion: "apps/v1", Kind: "ReplicaSet", Name: name + "-h", UID: types.UID("rs-" + name), Controller: new(true)}}},
+				Spec: corev1.PodSpec{NodeName: node, Tolerations: spotTol, Containers: []corev1.Container{{Name: "c",
+					Resources: corev1.ResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceCPU: cpu, corev1.ResourceMemory: mem}}}}},
+				Status: corev1.PodStatus{Phase: corev1.PodRunning},
+			}
+			if spread {
+				p.Spec.TopologySpreadConstraints = []corev1.TopologySpreadConstraint{{MaxSkew: 1, TopologyKey: corev1.LabelTopologyZone,
+					WhenUnsatisfiable: corev1.DoNotSchedule, LabelSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": name}}}}
+			}
+			if anti {
+				p.Spec.Affinity = &corev1.Affinity{PodAntiAffinity: &corev1.PodAntiAffinity{RequiredDuringSchedulingIgnoredDuringExecution: []corev1.PodAffinityTerm{{
+					TopologyKey: corev1.LabelHostname, LabelSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": name}}}}}}
+			}
+			ps = append(ps, p)
+		}
+		if r.IntN(4) != 0 {
+			pdbs = append(pdbs, &policyv1.PodDisruptionBudget{
+				ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "ns-" + fmt.Sprint(app%50), Generation: 1},
+				Spec:       policyv1.PodDisruptionBudgetSpec{MaxUnavailable: new(intstr.FromInt(1)), Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": name}}},
+				Status:     policyv1.PodDisruptionBudgetStatus{ObservedGeneration: 1, DisruptionsAllowed: 1, ExpectedPods: int32(replicas), DesiredHealthy: int32(replicas - 1)},
+			})
+		}
+	}
+	return snapshot.New(now, ns, ps, pdbs)
+}
+
+func benchmarkPlan(b *testing.B, nodes, pods, atRisk int) {
+	snap := syntheticCluster(nodes, pods, atRisk)
+	c := cfg()
+	b.ReportAllocs()
+	b.ResetTimer()
+	for b.Loop() {
+		plan, err := New(snap, Options{Config: c})
+		if err != nil {
+			b.Fatal(err)
+		}
+		if len(plan.Nodes) != atRisk {
+			b.Fatalf("planned %d nodes, want %d", len(plan.Nodes), atRisk)
+		}
+	}
+}
+
+func BenchmarkPlanOneNode500Nodes10kPods(b *testing.B)  { benchmarkPlan(b, 500, 10_000, 1) }
+func BenchmarkPlanOneNode5kNodes100kPods(b *testing.B)  { benchmarkPlan(b, 5_000, 100_000, 1) }
+func BenchmarkPlan100Nodes5kNodes100kPods(b *testing.B) { benchmarkPlan(b, 5_000, 100_000, 100) }
+func BenchmarkPlan100Nodes500Nodes10kPods(b *testing.B) { benchmarkPlan(b, 500, 10_000, 100) }
+
+// The first plan on a snapshot also builds what later plans on it share
+// (node usage, pod indexes, signals, replica counts): the cost of a plan
+// from fresh object lists, as `spot-rebalancer plan` pays it.
+func BenchmarkPlanOneNodeFreshSnapshot5kNodes100kPods(b *testing.B) {
+	snap := syntheticCluster(5_000, 100_000, 1)
+	c := cfg()
+	b.ReportAllocs()
+	b.ResetTimer()
+	for b.Loop() {
+		fresh := snapshot.New(snap.Now, snap.Nodes, snap.Pods, snap.PDBs)
+		if _, err := New(fresh, Options{Config: c}); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
