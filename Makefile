@@ -35,6 +35,13 @@ test-unit: ## Run the tests that need no cluster
 e2e: tools ## Run the end-to-end tests on a local cluster
 	go test -count=1 -timeout 30m $(E2E_PKGS)
 
+.PHONY: bench
+bench: bench-plan ## Run every benchmark (figures in docs/benchmarks.md)
+
+.PHONY: bench-plan
+bench-plan: ## Planner benchmarks: 500 nodes/10k pods and 5,000 nodes/100k pods
+	go test -run '^$$' -bench . -benchmem -benchtime 20x ./rebalancer/planner/
+
 .PHONY: lint
 lint: ## gofmt and go vet
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi

@@ -97,7 +97,7 @@ func Get(t testing.TB) *Cluster {
 // BinDir finds the repository's bin/ and checks that every cluster binary is
 // there.
 func BinDir() (string, error) {
-	root, err := repoRoot()
+	root, err := RepoRoot()
 	if err != nil {
 		return "", err
 	}
@@ -115,7 +115,8 @@ func BinDir() (string, error) {
 	return dir, nil
 }
 
-func repoRoot() (string, error) {
+// RepoRoot finds the repository root above the working directory.
+func RepoRoot() (string, error) {
 	dir, err := os.Getwd()
 	if err != nil {
 		return "", err
