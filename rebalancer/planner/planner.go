@@ -3,6 +3,7 @@ package planner
 import (
 	"cmp"
 	"fmt"
+	"time"
 	"maps"
 	"slices"
 	"strings"
@@ -383,9 +384,12 @@ func (p *planning) replacement(t target, np *NodePlan, targets []target, allPlac
 			atRiskInPool++
 		}
 	}
+	// Creation times have second precision: a node created in the second
+	// of the signal counts as new.
+	since := t.signal.Since.Truncate(time.Second)
 	var found []string
 	for _, n := range p.snap.Nodes {
-		if np.Pool == "" || p.pool(n) != np.Pool || !n.CreationTimestamp.After(t.signal.Since) || n.Spec.Unschedulable || !nodeReady(n) {
+		if np.Pool == "" || p.pool(n) != np.Pool || n.CreationTimestamp.Time.Before(since) || n.Spec.Unschedulable || !nodeReady(n) {
 			continue
 		}
 		if _, atRisk := signalsOf(p.snap)[n.Name]; atRisk {

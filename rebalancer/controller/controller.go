@@ -1,0 +1,478 @@
+// Package controller runs the rebalancer's state machine on each at-risk
+// node: at-risk -> awaiting-replacement -> draining -> drained (or blocked).
+// Every step re-plans from a fresh snapshot with the planner and carries out
+// only what the plan says: replacement first, then the first wave of
+// evictions, never more than the PodDisruptionBudgets allow. Progress lives
+// on the Node (annotations and a taint), so a restart or a new leader
+// resumes where the last one stopped.
+package controller
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/klog/v2"
+	"k8s.io/utils/clock"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	ctrlcontroller "sigs.k8s.io/controller-runtime/pkg/controller"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
+
+	"github.com/spot-rebalancer/spot-rebalancer/config"
+	"github.com/spot-rebalancer/spot-rebalancer/rebalancer/executor"
+	"github.com/spot-rebalancer/spot-rebalancer/rebalancer/planner"
+	"github.com/spot-rebalancer/spot-rebalancer/rebalancer/signals"
+	"github.com/spot-rebalancer/spot-rebalancer/rebalancer/snapshot"
+)
+
+// The states recorded in signals.AnnotationState.
+const (
+	StateAtRisk              = "at-risk"
+	StateAwaitingReplacement = "awaiting-replacement"
+	StateDraining            = "draining"
+	StateDrained             = "drained"
+	StateBlocked             = "blocked"
+)
+
+// Reasons of a blocked state that a later pass may lift.
+const blockedByPods = "blocked pods: "
+
+// EventRecorder is the part of client-go's record.EventRecorder we use.
+type EventRecorder interface {
+	Eventf(object runtime.Object, eventtype, reason, messageFmt string, args ...any)
+}
+
+// Reconciler drives at-risk nodes. Client reads from the manager's caches
+// and writes Nodes; Kube evicts and deletes pods.
+type Reconciler struct {
+	Client   client.Client
+	Kube     kubernetes.Interface
+	Config   *config.Rebalancer
+	Clock    clock.Clock
+	Recorder EventRecorder
+	Metrics  *Metrics
+	// Name names the controller (default "rebalancer"); names are unique
+	// per process.
+	Name string
+
+	mu sync.Mutex
+	// backoff is the last wait after a 429 and until when it lasts, per
+	// node: other events must not cut it short.
+	backoff map[string]time.Duration
+	until   map[string]time.Time
+}
+
+// SetupWithManager registers the reconciler; it runs on the leader only.
+func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
+	r.backoff, r.until = map[string]time.Duration{}, map[string]time.Time{}
+	return ctrl.NewControllerManagedBy(mgr).
+		For(&corev1.Node{}).
+		Named(cmp.Or(r.Name, "rebalancer")).
+		WithOptions(ctrlcontroller.Options{MaxConcurrentReconciles: 4}).
+		Complete(r)
+}
+
+// Reconcile advances one node by one step.
+func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+	log := ctrllog.FromContext(ctx)
+	var node corev1.Node
+	if err := r.Client.Get(ctx, req.NamespacedName, &node); err != nil {
+		return ctrl.Result{}, client.IgnoreNotFound(err)
+	}
+	now := r.Clock.Now()
+	sig, atRisk := signals.FromNode(&node, now)
+	state := node.Annotations[signals.AnnotationState]
+	if !atRisk {
+		return r.signalGone(ctx, &node, state)
+	}
+	if state == StateDrained {
+		return ctrl.Result{}, nil
+	}
+	snap, err := r.snapshot(ctx, now)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	plan, err := planner.New(snap, planner.Options{Config: r.Config})
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	np := nodePlan(plan, node.Name)
+	if np == nil {
+		return ctrl.Result{}, fmt.Errorf("node %s is at risk but not in the plan", node.Name)
+	}
+	if r.Config.DryRun {
+		log.Info("Dry run: plan for an at-risk node", "node", klog.KObj(&node), "signal", sig.Kind,
+			"replacementReady", np.Replacement.Ready, "summary", summary(np))
+		r.Recorder.Eventf(&node, corev1.EventTypeNormal, "DryRunPlan", "dry run: %s; %s", np.Replacement.Reason, summary(np))
+		return ctrl.Result{RequeueAfter: 30 * time.Second}, nil
+	}
+	if state == "" {
+		return r.transition(ctx, &node, StateAtRisk, fmt.Sprintf("%s (from %s)", sig.Kind, sig.Source), 0)
+	}
+	switch state {
+	case StateAtRisk, StateAwaitingReplacement:
+		return r.awaitReplacement(ctx, &node, sig, np, snap)
+	case StateDraining:
+		return r.drain(ctx, &node, sig, np, snap)
+	case StateBlocked:
+		if reason := node.Annotations[signals.AnnotationStateReason]; strings.HasPrefix(reason, blockedByPods) && !hasBlocked(np) {
+			return r.transition(ctx, &node, StateDraining, "the blocking pods are gone", 0)
+		}
+		if sig.Kind == signals.InterruptionNotice {
+			return r.drain(ctx, &node, sig, np, snap)
+		}
+		return ctrl.Result{RequeueAfter: 30 * time.Second}, nil
+	default:
+		log.Info("Unknown state on node; starting over", "node", klog.KObj(&node), "state", state)
+		return r.transition(ctx, &node, StateAtRisk, "unknown state "+state+" replaced", 0)
+	}
+}
+
+func (r *Reconciler) awaitReplacement(ctx context.Context, node *corev1.Node, sig signals.Signal, np *planner.NodePlan, snap *snapshot.Snapshot) (ctrl.Result, error) {
+	if sig.Kind == signals.InterruptionNotice {
+		return r.transition(ctx, node, StateDraining, "interruption notice: draining at once", 0)
+	}
+	if np.Replacement.Ready {
+		if busy := r.drainingInPool(snap, np.Pool, node.Name); busy >= int(r.Config.MaxConcurrentNodes) {
+			return r.transition(ctx, node, StateAwaitingReplacement,
+				fmt.Sprintf("queued: %d node(s) of pool %s already draining (maxConcurrentNodes %d)", busy, orNone(np.Pool), r.Config.MaxConcurrentNodes), 2*time.Second)
+		}
+		return r.transition(ctx, node, StateDraining, np.Replacement.Reason, 0)
+	}
+	waited := r.Clock.Since(sig.Since)
+	timeout := r.Config.Replacement.Timeout.Duration
+	if waited < timeout {
+		return r.transition(ctx, node, StateAwaitingReplacement, np.Replacement.Reason, min(2*time.Second, timeout-waited))
+	}
+	switch r.Config.Replacement.OnTimeout {
+	case config.OnTimeoutDrainIfFits:
+		if !unplaceable(np) {
+			return r.transition(ctx, node, StateDraining, fmt.Sprintf("no replacement after %s, but every pod fits elsewhere", timeout), 0)
+		}
+		return r.transition(ctx, node, StateBlocked, fmt.Sprintf("no replacement after %s and some pods fit nowhere", timeout), 30*time.Second)
+	case config.OnTimeoutUncordon:
+		return r.transition(ctx, node, StateBlocked, fmt.Sprintf("no replacement after %s: gave up and made the node schedulable again", timeout), 0)
+	default:
+		return r.transition(ctx, node, StateBlocked, fmt.Sprintf("no replacement after %s: kept cordoned", timeout), 0)
+	}
+}
+
+func (r *Reconciler) drain(ctx context.Context, node *corev1.Node, sig signals.Signal, np *planner.NodePlan, snap *snapshot.Snapshot) (ctrl.Result, error) {
+	now := r.Clock.Now()
+	if np.Deadline != nil && !now.Before(*np.Deadline) {
+		return r.deadline(ctx, node, sig, np, snap)
+	}
+	var wave []planner.PodPlan
+	remaining := 0
+	for _, p := range np.Pods {
+		if p.Action == planner.ActionEvict {
+			remaining++
+			if p.Wave == 1 {
+				wave = append(wave, p)
+			}
+		}
+	}
+	if len(wave) == 0 {
+		switch {
+		case remaining > 0:
+			// The next waves wait for their PDBs to recover.
+			return ctrl.Result{RequeueAfter: time.Second}, nil
+		case hasBlocked(np) && np.Deadline != nil:
+			// Left for the deadline.
+			return r.transition(ctx, node, StateDraining, "waiting for the deadline to remove blocked pods", min(time.Second, np.Deadline.Sub(now)))
+		case hasBlocked(np):
+			return r.transition(ctx, node, StateBlocked, blockedByPods+blockerSummary(np), 30*time.Second)
+		default:
+			return r.transition(ctx, node, StateDrained, "every evictable pod has moved", 0)
+		}
+	}
+	if wait := r.waitAfter429(node.Name); wait > 0 {
+		return ctrl.Result{RequeueAfter: wait}, nil
+	}
+	throttled := false
+	for _, p := range wave {
+		pod := findPod(snap, node.Name, p.Namespace, p.Name)
+		if pod == nil {
+			continue
+		}
+		outcome, err := executor.Evict(ctx, r.Kube, pod)
+		r.Metrics.Evictions.WithLabelValues(string(outcome)).Inc()
+		switch outcome {
+		case executor.Evicted:
+			r.Recorder.Eventf(pod, corev1.EventTypeNormal, "Evicted", "evicted from at-risk node %s (wave 1 of the current plan, destination %s)", node.Name, p.Destination)
+		case executor.BlockedByPDB:
+			throttled = true
+		case executor.MultiplePDBs:
+			r.Recorder.Eventf(pod, corev1.EventTypeWarning, "EvictionBlocked", "cannot be evicted: %v", err)
+		case executor.Failed:
+			ctrllog.FromContext(ctx).Error(err, "Eviction failed", "pod", klog.KObj(pod))
+		}
+	}
+	if throttled {
+		wait := r.backoff429(node.Name)
+		r.Recorder.Eventf(node, corev1.EventTypeNormal, "EvictionThrottled", "a PodDisruptionBudget refused an eviction (429); retrying in %s", wait)
+		return ctrl.Result{RequeueAfter: wait}, nil
+	}
+	r.reset429(node.Name)
+	return ctrl.Result{RequeueAfter: time.Second}, nil
+}
+
+// deadline removes what is left at an interruption's deadline.
+func (r *Reconciler) deadline(ctx context.Context, node *corev1.Node, sig signals.Signal, np *planner.NodePlan, snap *snapshot.Snapshot) (ctrl.Result, error) {
+	if r.Config.ForceAtDeadline == nil || !*r.Config.ForceAtDeadline {
+		return r.transition(ctx, node, StateBlocked, "deadline reached; forceAtDeadline is false, so the remaining pods are left", 0)
+	}
+	left := int64(0)
+	if !sig.TerminationTime.IsZero() {
+		left = max(int64(sig.TerminationTime.Sub(r.Clock.Now()).Seconds()), 0)
+	}
+	deleted := 0
+	for _, p := range np.Pods {
+		if p.Action == planner.ActionSkip {
+			continue
+		}
+		pod := findPod(snap, node.Name, p.Namespace, p.Name)
+		if pod == nil {
+			continue
+		}
+		grace := left
+		if g := pod.Spec.TerminationGracePeriodSeconds; g != nil && *g < grace {
+			grace = *g
+		}
+		outcome, err := executor.Delete(ctx, r.Kube, pod, grace)
+		r.Metrics.Evictions.WithLabelValues(string(outcome)).Inc()
+		if err != nil && outcome == executor.Failed {
+			return ctrl.Result{}, fmt.Errorf("deleting pod %s at the deadline: %w", klog.KObj(pod), err)
+		}
+		deleted++
+		r.Recorder.Eventf(pod, corev1.EventTypeWarning, "DeletedAtDeadline", "deleted with a %ds grace period: node %s is reclaimed at %s", grace, node.Name, sig.TerminationTime.UTC().Format(time.RFC3339))
+	}
+	return r.transition(ctx, node, StateDrained, fmt.Sprintf("deadline reached: %d pod(s) deleted", deleted), 0)
+}
+
+// signalGone rolls back a node whose signal went away before draining.
+func (r *Reconciler) signalGone(ctx context.Context, node *corev1.Node, state string) (ctrl.Result, error) {
+	switch state {
+	case StateAtRisk, StateAwaitingReplacement, StateBlocked:
+	default:
+		return ctrl.Result{}, nil
+	}
+	updated := node.DeepCopy()
+	for _, k := range []string{signals.AnnotationState, signals.AnnotationStateReason, signals.AnnotationSignalTime} {
+		delete(updated.Annotations, k)
+	}
+	updated.Spec.Taints = withoutTaint(updated.Spec.Taints)
+	if err := r.Client.Update(ctx, updated); err != nil {
+		return ctrl.Result{}, err
+	}
+	r.Metrics.Transitions.WithLabelValues("cleared").Inc()
+	r.Recorder.Eventf(node, corev1.EventTypeNormal, "RebalanceCancelled", "the Spot signal went away while %s: node schedulable again", state)
+	return ctrl.Result{}, nil
+}
+
+// transition records state and reason on the node (annotations, taint,
+// cordon) and requeues after the given time. Recording the same state and
+// reason again writes nothing.
+func (r *Reconciler) transition(ctx context.Context, node *corev1.Node, state, reason string, requeue time.Duration) (ctrl.Result, error) {
+	old := node.Annotations[signals.AnnotationState]
+	if old == state && node.Annotations[signals.AnnotationStateReason] == reason {
+		return ctrl.Result{RequeueAfter: requeue}, nil
+	}
+	updated := node.DeepCopy()
+	if updated.Annotations == nil {
+		updated.Annotations = map[string]string{}
+	}
+	updated.Annotations[signals.AnnotationState] = state
+	updated.Annotations[signals.AnnotationStateReason] = reason
+	if _, ok := updated.Annotations[signals.AnnotationSignalTime]; !ok {
+		updated.Annotations[signals.AnnotationSignalTime] = r.Clock.Now().UTC().Format(time.RFC3339)
+	}
+	keepCordoned := !strings.Contains(reason, "made the node schedulable again")
+	updated.Spec.Taints = withoutTaint(updated.Spec.Taints)
+	if keepCordoned {
+		updated.Spec.Taints = append(updated.Spec.Taints, corev1.Taint{Key: signals.TaintDraining, Value: state, Effect: corev1.TaintEffectNoSchedule})
+	}
+	if state == StateDraining || state == StateDrained {
+		updated.Spec.Unschedulable = true
+	}
+	if err := r.Client.Update(ctx, updated); err != nil {
+		if apierrors.IsConflict(err) {
+			return ctrl.Result{Requeue: true}, nil
+		}
+		return ctrl.Result{}, fmt.Errorf("recording state %s on node %s: %w", state, node.Name, err)
+	}
+	if old != state {
+		r.Metrics.Transitions.WithLabelValues(state).Inc()
+		eventType := corev1.EventTypeNormal
+		if state == StateBlocked {
+			eventType = corev1.EventTypeWarning
+		}
+		r.Recorder.Eventf(node, eventType, "Rebalance"+camel(state), "%s: %s", state, reason)
+		ctrllog.FromContext(ctx).Info("Node state changed", "node", klog.KObj(node), "from", old, "to", state, "reason", reason)
+	}
+	return ctrl.Result{RequeueAfter: requeue}, nil
+}
+
+func (r *Reconciler) snapshot(ctx context.Context, now time.Time) (*snapshot.Snapshot, error) {
+	var nodes corev1.NodeList
+	var pods corev1.PodList
+	var pdbs policyv1.PodDisruptionBudgetList
+	if err := errors.Join(r.Client.List(ctx, &nodes), r.Client.List(ctx, &pods), r.Client.List(ctx, &pdbs)); err != nil {
+		return nil, fmt.Errorf("listing from the cache: %w", err)
+	}
+	n := make([]*corev1.Node, len(nodes.Items))
+	for i := range nodes.Items {
+		n[i] = &nodes.Items[i]
+	}
+	p := make([]*corev1.Pod, len(pods.Items))
+	for i := range pods.Items {
+		p[i] = &pods.Items[i]
+	}
+	b := make([]*policyv1.PodDisruptionBudget, len(pdbs.Items))
+	for i := range pdbs.Items {
+		b[i] = &pdbs.Items[i]
+	}
+	return snapshot.New(now, n, p, b), nil
+}
+
+func (r *Reconciler) drainingInPool(snap *snapshot.Snapshot, pool, self string) int {
+	n := 0
+	for _, node := range snap.Nodes {
+		if node.Name == self || node.Annotations[signals.AnnotationState] != StateDraining {
+			continue
+		}
+		for _, l := range r.Config.PoolLabels {
+			if v, ok := node.Labels[l]; ok {
+				if v == pool {
+					n++
+				}
+				break
+			}
+		}
+	}
+	return n
+}
+
+// waitAfter429 is how long the node still waits after a 429.
+func (r *Reconciler) waitAfter429(node string) time.Duration {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return max(r.until[node].Sub(r.Clock.Now()), 0)
+}
+
+// backoff429 doubles the node's wait after a 429, from 100 ms to 10 s.
+func (r *Reconciler) backoff429(node string) time.Duration {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	d := r.backoff[node]
+	switch {
+	case d == 0:
+		d = 100 * time.Millisecond
+	default:
+		d = min(2*d, 10*time.Second)
+	}
+	r.backoff[node] = d
+	r.until[node] = r.Clock.Now().Add(d)
+	return d
+}
+
+func (r *Reconciler) reset429(node string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	delete(r.backoff, node)
+	delete(r.until, node)
+}
+
+func nodePlan(p *planner.Plan, name string) *planner.NodePlan {
+	for i := range p.Nodes {
+		if p.Nodes[i].Name == name {
+			return &p.Nodes[i]
+		}
+	}
+	return nil
+}
+
+func findPod(snap *snapshot.Snapshot, node, namespace, name string) *corev1.Pod {
+	for _, p := range snap.PodsOn(node) {
+		if p.Namespace == namespace && p.Name == name {
+			return p
+		}
+	}
+	return nil
+}
+
+func hasBlocked(np *planner.NodePlan) bool { return len(np.Blockers) > 0 }
+
+// unplaceable tells whether a pod is blocked because no node fits it.
+func unplaceable(np *planner.NodePlan) bool {
+	for _, p := range np.Pods {
+		for _, reason := range p.Reasons {
+			if p.Action == planner.ActionBlocked && strings.HasPrefix(reason, "0/") {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func blockerSummary(np *planner.NodePlan) string {
+	var parts []string
+	for _, b := range np.Blockers {
+		parts = append(parts, fmt.Sprintf("%s/%s (%s)", b.Namespace, b.Name, b.Reason))
+	}
+	s := strings.Join(parts, "; ")
+	if len(s) > 500 {
+		s = s[:497] + "..."
+	}
+	return s
+}
+
+func summary(np *planner.NodePlan) string {
+	evict, blocked := 0, 0
+	for _, p := range np.Pods {
+		switch p.Action {
+		case planner.ActionEvict:
+			evict++
+		case planner.ActionBlocked:
+			blocked++
+		}
+	}
+	return fmt.Sprintf("%d pod(s) to evict, %d blocked", evict, blocked)
+}
+
+func withoutTaint(taints []corev1.Taint) []corev1.Taint {
+	out := taints[:0:0]
+	for _, t := range taints {
+		if t.Key != signals.TaintDraining {
+			out = append(out, t)
+		}
+	}
+	return out
+}
+
+func camel(state string) string {
+	var b strings.Builder
+	for _, part := range strings.Split(state, "-") {
+		if part != "" {
+			b.WriteString(strings.ToUpper(part[:1]) + part[1:])
+		}
+	}
+	return b.String()
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "(none)"
+	}
+	return s
+}
