@@ -102,6 +102,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	if err != nil {
 		return ctrl.Result{}, err
 	}
+	r.countNodes(snap)
 	plan, err := planner.New(snap, planner.Options{Config: r.Config})
 	if err != nil {
 		return ctrl.Result{}, err
@@ -313,6 +314,14 @@ func (r *Reconciler) transition(ctx context.Context, node *corev1.Node, state, r
 	}
 	if old != state {
 		r.Metrics.Transitions.WithLabelValues(state).Inc()
+		if since, ok := signalSince(node, r.Clock.Now()); ok {
+			switch state {
+			case StateDraining:
+				r.Metrics.WaitForReplacement.Observe(r.Clock.Since(since).Seconds())
+			case StateDrained:
+				r.Metrics.SignalToDrained.Observe(r.Clock.Since(since).Seconds())
+			}
+		}
 		eventType := corev1.EventTypeNormal
 		if state == StateBlocked {
 			eventType = corev1.EventTypeWarning
@@ -343,6 +352,24 @@ func (r *Reconciler) snapshot(ctx context.Context, now time.Time) (*snapshot.Sna
 		b[i] = &pdbs.Items[i]
 	}
 	return snapshot.New(now, n, p, b), nil
+}
+
+// countNodes sets the nodes-by-state gauge from the snapshot.
+func (r *Reconciler) countNodes(snap *snapshot.Snapshot) {
+	counts := map[string]int{}
+	for _, n := range snap.Nodes {
+		if s := n.Annotations[signals.AnnotationState]; s != "" {
+			counts[s]++
+		}
+	}
+	for _, s := range States {
+		r.Metrics.Nodes.WithLabelValues(s).Set(float64(counts[s]))
+	}
+}
+
+func signalSince(node *corev1.Node, now time.Time) (time.Time, bool) {
+	s, ok := signals.FromNode(node, now)
+	return s.Since, ok
 }
 
 func (r *Reconciler) drainingInPool(snap *snapshot.Snapshot, pool, self string) int {

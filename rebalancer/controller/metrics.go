@@ -6,10 +6,19 @@ import "github.com/prometheus/client_golang/prometheus"
 type Metrics struct {
 	Transitions *prometheus.CounterVec
 	Evictions   *prometheus.CounterVec
+	Nodes       *prometheus.GaugeVec
+	// WaitForReplacement is the time from the signal to draining;
+	// SignalToDrained the time from the signal to drained.
+	WaitForReplacement prometheus.Histogram
+	SignalToDrained    prometheus.Histogram
 }
+
+// States, the label values of the nodes gauge.
+var States = []string{StateAtRisk, StateAwaitingReplacement, StateDraining, StateDrained, StateBlocked}
 
 // NewMetrics creates the metrics and registers them with reg.
 func NewMetrics(reg prometheus.Registerer) *Metrics {
+	buckets := []float64{1, 5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600}
 	m := &Metrics{
 		Transitions: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "spot_rebalancer_rebalancer_state_transitions_total",
@@ -19,7 +28,19 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "spot_rebalancer_rebalancer_evictions_total",
 			Help: "Eviction and deadline deletion attempts, by result (evicted, gone, blocked-by-pdb, multiple-pdbs, deleted, failed).",
 		}, []string{"result"}),
+		Nodes: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "spot_rebalancer_rebalancer_nodes",
+			Help: "Nodes by the rebalancer state recorded on them.",
+		}, []string{"state"}),
+		WaitForReplacement: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "spot_rebalancer_rebalancer_replacement_wait_seconds", Buckets: buckets,
+			Help: "Time from a node's signal until it starts draining (waiting for replacement capacity).",
+		}),
+		SignalToDrained: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "spot_rebalancer_rebalancer_signal_to_drained_seconds", Buckets: buckets,
+			Help: "Time from a node's signal until it is drained.",
+		}),
 	}
-	reg.MustRegister(m.Transitions, m.Evictions)
+	reg.MustRegister(m.Transitions, m.Evictions, m.Nodes, m.WaitForReplacement, m.SignalToDrained)
 	return m
 }

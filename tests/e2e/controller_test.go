@@ -20,6 +20,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
 	"k8s.io/client-go/tools/record"
 	"k8s.io/utils/clock"
 	"k8s.io/utils/ptr"
@@ -61,6 +62,7 @@ func startStoppableRebalancer(t *testing.T, c *cluster.Cluster, mutate func(*con
 	}
 	metrics := controller.NewMetrics(prometheus.NewRegistry())
 	broadcaster := record.NewBroadcaster()
+	broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: c.Client.CoreV1().Events("")})
 	r := &controller.Reconciler{
 		Client: mgr.GetClient(), Kube: c.Client, Config: &cfg, Clock: clock.RealClock{},
 		Recorder: broadcaster.NewRecorder(mgr.GetScheme(), corev1.EventSource{Component: "spot-rebalancer"}),
@@ -543,5 +545,26 @@ func TestRestartMidDrainResumes(t *testing.T) {
 	})
 	if minReady, _, _ := w.read(); minReady < 3 {
 		t.Errorf("Ready replicas fell to %d, below the PDB's minAvailable 3", minReady)
+	}
+}
+
+// --dry-run computes and reports plans as Events and writes nothing else.
+func TestDryRunWritesOnlyEvents(t *testing.T) {
+	c := cluster.Get(t)
+	ctx := cluster.Context(t)
+	risky := c.AddNode(t, cluster.Node{Spot: true, Pool: "spot-i", Taints: []corev1.Taint{spotTaint}})
+	startRebalancer(t, c, func(r *config.Rebalancer) { r.DryRun = true })
+	annotate(t, c, risky.Name, signals.AnnotationAtRisk, ptr.To("true"))
+	c.WaitFor(t, 30*time.Second, "a DryRunPlan Event on the node", func(ctx context.Context) (bool, error) {
+		events, err := c.Client.CoreV1().Events(metav1.NamespaceDefault).List(ctx, metav1.ListOptions{
+			FieldSelector: "involvedObject.name=" + risky.Name + ",reason=DryRunPlan"})
+		return err == nil && len(events.Items) > 0, err
+	})
+	n, err := c.Client.CoreV1().Nodes().Get(ctx, risky.Name, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := n.Annotations[signals.AnnotationState]; ok || hasTaint(n, signals.TaintDraining) || n.Spec.Unschedulable {
+		t.Errorf("a dry run wrote to the node: annotations %v, taints %v", n.Annotations, n.Spec.Taints)
 	}
 }
