@@ -3,10 +3,10 @@ package planner
 import (
 	"cmp"
 	"fmt"
-	"time"
 	"maps"
 	"slices"
 	"strings"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	policyv1 "k8s.io/api/policy/v1"
