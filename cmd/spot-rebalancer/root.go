@@ -89,7 +89,7 @@ Exit codes: 0 success, 1 runtime failure, 2 bad usage or invalid configuration.`
 	pf.StringVar(&opts.configFile, "config", "", "configuration file (YAML, kind Config); default: built-in defaults")
 	pf.BoolVar(&opts.printConfig, "print-config", false, "print the effective configuration (file, flags and defaults) as YAML and exit")
 
-	cmd.AddCommand(newVersionCommand(), newWebhookCommand(opts), newControllerCommand(opts), newPlanCommand(opts))
+	cmd.AddCommand(newVersionCommand(), newWebhookCommand(opts), newControllerCommand(opts), newPlanCommand(opts), newAgentCommand(opts))
 	return cmd
 }
 

@@ -1,0 +1,42 @@
+package controller
+
+import (
+	"testing"
+	"time"
+
+	clocktesting "k8s.io/utils/clock/testing"
+)
+
+func TestBackoffAfter429DoublesFrom100msTo10s(t *testing.T) {
+	clk := clocktesting.NewFakeClock(time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC))
+	r := &Reconciler{Clock: clk, backoff: map[string]time.Duration{}, until: map[string]time.Time{}}
+	want := []time.Duration{100 * time.Millisecond, 200 * time.Millisecond, 400 * time.Millisecond, 800 * time.Millisecond,
+		1600 * time.Millisecond, 3200 * time.Millisecond, 6400 * time.Millisecond, 10 * time.Second, 10 * time.Second}
+	for i, w := range want {
+		if got := r.backoff429("a"); got != w {
+			t.Fatalf("429 number %d: wait %s, want %s", i+1, got, w)
+		}
+	}
+	if got := r.waitAfter429("a"); got != 10*time.Second {
+		t.Errorf("right after a 429 the node waits %s, want 10s", got)
+	}
+	clk.Step(4 * time.Second)
+	if got := r.waitAfter429("a"); got != 6*time.Second {
+		t.Errorf("4s later the node still waits %s, want 6s", got)
+	}
+	if got := r.waitAfter429("b"); got != 0 {
+		t.Errorf("another node waits %s, want 0", got)
+	}
+	r.reset429("a")
+	if got := r.backoff429("a"); got != 100*time.Millisecond {
+		t.Errorf("after a success the backoff starts again at %s, want 100ms", got)
+	}
+}
+
+func TestCamelNamesEventReasons(t *testing.T) {
+	for in, want := range map[string]string{"awaiting-replacement": "AwaitingReplacement", "drained": "Drained", "at-risk": "AtRisk"} {
+		if got := camel(in); got != want {
+			t.Errorf("camel(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
