@@ -206,14 +206,17 @@ func runScenario(t *testing.T, c *cluster.Cluster, seed uint64) (int, int) {
 			return apierrors.IsNotFound(err), nil
 		})
 	}
+	// The pods come back under new names: kwok may still delete the old
+	// ones by name, and would take a namesake with them.
+	renamed := func(name string) string { return name + "-again" }
 	for _, p := range simulation.Order(moving) {
-		again := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: p.Name, Namespace: ns, Labels: p.Labels}, Spec: *p.Spec.DeepCopy()}
+		again := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: renamed(p.Name), Namespace: ns, Labels: p.Labels}, Spec: *p.Spec.DeepCopy()}
 		again.Spec.NodeName = ""
 		if _, err := pods.Create(ctx, again, metav1.CreateOptions{}); err != nil {
 			t.Fatal(err)
 		}
-		c.WaitFor(t, 30*time.Second, "the scheduler to decide on "+p.Name, func(ctx context.Context) (bool, error) {
-			got, err := pods.Get(ctx, p.Name, metav1.GetOptions{})
+		c.WaitFor(t, 30*time.Second, "the scheduler to decide on "+again.Name, func(ctx context.Context) (bool, error) {
+			got, err := pods.Get(ctx, again.Name, metav1.GetOptions{})
 			if err != nil {
 				return false, err
 			}
@@ -225,7 +228,7 @@ func runScenario(t *testing.T, c *cluster.Cluster, seed uint64) (int, int) {
 	placeable := 0
 	var mismatches []string
 	for _, p := range moving {
-		got, err := pods.Get(ctx, p.Name, metav1.GetOptions{})
+		got, err := pods.Get(ctx, renamed(p.Name), metav1.GetOptions{})
 		if err != nil {
 			t.Fatal(err)
 		}
