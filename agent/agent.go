@@ -2,14 +2,10 @@ package agent
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/utils/clock"
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
@@ -90,83 +86,36 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 }
 
-// apply writes what the poll saw and the node does not carry yet.
+// apply writes what the poll saw and this process has not written yet;
+// the Writer skips what the node already carries (after a restart).
 func (a *Agent) apply(ctx context.Context, obs Observation) error {
-	if obs.Interruption == nil && obs.RebalanceSince == nil {
-		return nil
-	}
-	if (obs.Interruption == nil || a.wroteInterruption) && (obs.RebalanceSince == nil || a.wroteRebalance) {
-		return nil // already written: the metadata service's new times change nothing
-	}
-	node, err := a.Kube.CoreV1().Nodes().Get(ctx, a.Node, metav1.GetOptions{})
-	if err != nil {
-		return fmt.Errorf("reading node %s: %w", a.Node, err)
-	}
+	w := signals.Writer{Kube: a.Kube, Clock: a.Clock}
 	if in := obs.Interruption; in != nil && !a.wroteInterruption {
-		if hasTrue(node, signals.ConditionInterruption) {
-			a.wroteInterruption = true
-		} else {
-			// The termination time first, so that whoever sees the
-			// condition also sees the deadline.
-			if _, ok := node.Annotations[signals.AnnotationTerminationTime]; !ok {
-				if err := a.annotate(ctx, signals.AnnotationTerminationTime, in.Time.UTC().Format(time.RFC3339)); err != nil {
-					return err
-				}
-			}
-			msg := fmt.Sprintf("instance action %q at %s (from the instance metadata service)", in.Action, in.Time.UTC().Format(time.RFC3339))
-			if in.Guessed {
-				msg = fmt.Sprintf("instance action %q; no usable time, assumed %s", in.Action, in.Time.UTC().Format(time.RFC3339))
-			}
-			if err := a.setCondition(ctx, signals.ConditionInterruption, "SpotInterruptionNotice", msg); err != nil {
-				return err
-			}
-			a.wroteInterruption = true
+		msg := fmt.Sprintf("instance action %q at %s (from the instance metadata service)", in.Action, in.Time.UTC().Format(time.RFC3339))
+		if in.Guessed {
+			msg = fmt.Sprintf("instance action %q; no usable time, assumed %s", in.Action, in.Time.UTC().Format(time.RFC3339))
+		}
+		wrote, err := w.Interruption(ctx, a.Node, in.Time, "SpotInterruptionNotice", msg)
+		if err != nil {
+			return err
+		}
+		a.wroteInterruption = true
+		if wrote {
 			a.Metrics.Written.WithLabelValues(string(signals.ConditionInterruption)).Inc()
 			ctrllog.FromContext(ctx).Info("Wrote Spot interruption notice", "node", a.Node, "action", in.Action, "time", in.Time)
 		}
 	}
 	if obs.RebalanceSince != nil && !a.wroteRebalance {
-		if hasTrue(node, signals.ConditionRebalance) {
-			a.wroteRebalance = true
-		} else {
-			msg := fmt.Sprintf("rebalance recommendation noticed at %s (from the instance metadata service)", obs.RebalanceSince.UTC().Format(time.RFC3339))
-			if err := a.setCondition(ctx, signals.ConditionRebalance, "SpotRebalanceRecommendation", msg); err != nil {
-				return err
-			}
-			a.wroteRebalance = true
+		msg := fmt.Sprintf("rebalance recommendation noticed at %s (from the instance metadata service)", obs.RebalanceSince.UTC().Format(time.RFC3339))
+		wrote, err := w.Rebalance(ctx, a.Node, "SpotRebalanceRecommendation", msg)
+		if err != nil {
+			return err
+		}
+		a.wroteRebalance = true
+		if wrote {
 			a.Metrics.Written.WithLabelValues(string(signals.ConditionRebalance)).Inc()
 			ctrllog.FromContext(ctx).Info("Wrote Spot rebalance recommendation", "node", a.Node)
 		}
-	}
-	return nil
-}
-
-func hasTrue(n *corev1.Node, t corev1.NodeConditionType) bool {
-	for _, c := range n.Status.Conditions {
-		if c.Type == t {
-			return c.Status == corev1.ConditionTrue
-		}
-	}
-	return false
-}
-
-func (a *Agent) annotate(ctx context.Context, key, value string) error {
-	patch, _ := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": map[string]string{key: value}}})
-	if _, err := a.Kube.CoreV1().Nodes().Patch(ctx, a.Node, types.MergePatchType, patch, metav1.PatchOptions{}); err != nil {
-		return fmt.Errorf("annotating node %s: %w", a.Node, err)
-	}
-	return nil
-}
-
-// setCondition adds or replaces one condition by type (a strategic merge
-// patch keyed by type, as the kubelet writes its own).
-func (a *Agent) setCondition(ctx context.Context, t corev1.NodeConditionType, reason, message string) error {
-	now := metav1.NewTime(a.Clock.Now())
-	patch, _ := json.Marshal(map[string]any{"status": map[string]any{"conditions": []corev1.NodeCondition{{
-		Type: t, Status: corev1.ConditionTrue, Reason: reason, Message: message, LastTransitionTime: now, LastHeartbeatTime: now,
-	}}}})
-	if _, err := a.Kube.CoreV1().Nodes().PatchStatus(ctx, a.Node, patch); err != nil {
-		return fmt.Errorf("writing condition %s on node %s: %w", t, a.Node, err)
 	}
 	return nil
 }

@@ -3,6 +3,8 @@ package main
 import (
 	"fmt"
 
+	awsconfig "github.com/aws/aws-sdk-go-v2/config"
+	"github.com/aws/aws-sdk-go-v2/service/sqs"
 	"github.com/go-logr/logr"
 	"github.com/spf13/cobra"
 	"k8s.io/client-go/kubernetes"
@@ -16,6 +18,8 @@ import (
 	"github.com/spot-rebalancer/spot-rebalancer/config"
 	"github.com/spot-rebalancer/spot-rebalancer/internal/version"
 	"github.com/spot-rebalancer/spot-rebalancer/rebalancer/controller"
+	"github.com/spot-rebalancer/spot-rebalancer/rebalancer/signals"
+	"github.com/spot-rebalancer/spot-rebalancer/sources/queue"
 )
 
 // leaderElectionID names the Lease the controller replicas compete for.
@@ -44,6 +48,13 @@ annotation and spot-rebalancer.io/draining taint. It waits for replacement
 capacity (rebalancer.replacement.mode), then evicts in waves that never exceed
 a PodDisruptionBudget; an interruption notice never waits and ends at its
 deadline. With --dry-run it only logs plans and records Events.
+
+With aws.queue.url set it also consumes the EventBridge events "EC2 Spot
+Instance Interruption Warning", "EC2 Instance Rebalance Recommendation" and
+"EC2 Instance State-change Notification" from that SQS queue and writes them
+on the Nodes of the instances they name (credentials from the default AWS
+chain: IRSA, Pod Identity, environment). Messages about instances of other
+clusters are left in the queue unless aws.queue.deleteUnknown is true.
 
 With certs.mode self-managed (the default) it keeps the webhook's CA and
 serving certificate in the Secrets certs.caSecretName and
@@ -109,7 +120,24 @@ old one before any certificate it signs is served.`,
 			if err := rebalancer.SetupWithManager(mgr); err != nil {
 				return err
 			}
-			log.Info("Starting controller", "dryRun", cfg.Rebalancer.DryRun, "replacementMode", cfg.Rebalancer.Replacement.Mode, "version", version.Get().Version, "certsMode", cfg.Certs.Mode, "leaderElection", leaderElect)
+			if url := cfg.AWS.Queue.URL; url != "" {
+				awsCfg, err := awsconfig.LoadDefaultConfig(cmd.Context(), awsconfig.WithRegion(cfg.AWS.Region))
+				if err != nil {
+					return fmt.Errorf("loading AWS credentials for the queue: %w", err)
+				}
+				client := sqs.NewFromConfig(awsCfg, func(o *sqs.Options) {
+					if cfg.AWS.Endpoint != "" {
+						o.BaseEndpoint = &cfg.AWS.Endpoint
+					}
+				})
+				consumer := &queue.Consumer{SQS: client, QueueURL: url, DeleteUnknown: cfg.AWS.Queue.DeleteUnknown,
+					Writer: signals.Writer{Kube: kube, Clock: clock.RealClock{}}, Clock: clock.RealClock{},
+					Metrics: queue.NewMetrics(ctrlmetrics.Registry)}
+				if err := mgr.Add(&queue.Source{Consumer: consumer, Kube: kube}); err != nil {
+					return err
+				}
+			}
+			log.Info("Starting controller", "queue", cfg.AWS.Queue.URL != "", "dryRun", cfg.Rebalancer.DryRun, "replacementMode", cfg.Rebalancer.Replacement.Mode, "version", version.Get().Version, "certsMode", cfg.Certs.Mode, "leaderElection", leaderElect)
 			return mgr.Start(logr.NewContext(cmd.Context(), log))
 		},
 	}

@@ -1,0 +1,83 @@
+package queue
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/cache"
+)
+
+// InstanceIDIndex is the informer index from EC2 instance id to Node.
+const InstanceIDIndex = "instanceID"
+
+// InstanceID returns the EC2 instance id in a node's providerID
+// (aws:///us-east-1a/i-0123456789abcdef0), or "".
+func InstanceID(n *corev1.Node) string {
+	id := n.Spec.ProviderID
+	if !strings.HasPrefix(id, "aws://") {
+		return ""
+	}
+	parts := strings.Split(id, "/")
+	last := parts[len(parts)-1]
+	if !strings.HasPrefix(last, "i-") {
+		return ""
+	}
+	return last
+}
+
+// IndexByInstanceID is a cache.IndexFunc over Nodes.
+func IndexByInstanceID(obj any) ([]string, error) {
+	n, ok := obj.(*corev1.Node)
+	if !ok {
+		return nil, fmt.Errorf("expected a Node, got %T", obj)
+	}
+	if id := InstanceID(n); id != "" {
+		return []string{id}, nil
+	}
+	return nil, nil
+}
+
+// NodeIndex finds the Node of an instance without an API call.
+type NodeIndex struct {
+	Indexer cache.Indexer
+}
+
+// NodeFor returns the name of the node running the instance.
+func (x NodeIndex) NodeFor(instanceID string) (string, bool) {
+	objs, err := x.Indexer.ByIndex(InstanceIDIndex, instanceID)
+	if err != nil || len(objs) == 0 {
+		return "", false
+	}
+	return objs[0].(*corev1.Node).Name, true
+}
+
+// Source runs a Consumer with its own Node informer for the instance id
+// index. It runs on the elected leader only.
+type Source struct {
+	Consumer *Consumer
+	Kube     kubernetes.Interface
+}
+
+// NeedLeaderElection: only the leader consumes.
+func (s *Source) NeedLeaderElection() bool { return true }
+
+// Start indexes Nodes by instance id, then consumes until ctx is done.
+func (s *Source) Start(ctx context.Context) error {
+	factory := informers.NewSharedInformerFactory(s.Kube, 0)
+	inf := factory.Core().V1().Nodes().Informer()
+	if err := inf.AddIndexers(cache.Indexers{InstanceIDIndex: IndexByInstanceID}); err != nil {
+		return err
+	}
+	factory.Start(ctx.Done())
+	defer factory.Shutdown()
+	if !cache.WaitForCacheSync(ctx.Done(), inf.HasSynced) {
+		return errors.New("the node cache did not sync")
+	}
+	s.Consumer.Nodes = NodeIndex{Indexer: inf.GetIndexer()}
+	return s.Consumer.Start(ctx)
+}
