@@ -1,9 +1,11 @@
 package main
 
 import (
+	"context"
 	"fmt"
 
 	awsconfig "github.com/aws/aws-sdk-go-v2/config"
+	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
 	"github.com/go-logr/logr"
 	"github.com/spf13/cobra"
@@ -19,6 +21,7 @@ import (
 	"github.com/spot-rebalancer/spot-rebalancer/internal/version"
 	"github.com/spot-rebalancer/spot-rebalancer/rebalancer/controller"
 	"github.com/spot-rebalancer/spot-rebalancer/rebalancer/signals"
+	ec2source "github.com/spot-rebalancer/spot-rebalancer/sources/ec2"
 	"github.com/spot-rebalancer/spot-rebalancer/sources/queue"
 )
 
@@ -55,6 +58,10 @@ Instance Interruption Warning", "EC2 Instance Rebalance Recommendation" and
 on the Nodes of the instances they name (credentials from the default AWS
 chain: IRSA, Pod Identity, environment). Messages about instances of other
 clusters are left in the queue unless aws.queue.deleteUnknown is true.
+With aws.ec2.describeInstances it records the Auto Scaling group of nodes
+whose labels name no pool (annotation spot-rebalancer.io/pool); with
+aws.ec2.pollSpotRequests it treats Spot requests marked for termination or
+stop as interruption notices (one call per aws.ec2.interval for all nodes).
 
 With certs.mode self-managed (the default) it keeps the webhook's CA and
 serving certificate in the Secrets certs.caSecretName and
@@ -120,22 +127,8 @@ old one before any certificate it signs is served.`,
 			if err := rebalancer.SetupWithManager(mgr); err != nil {
 				return err
 			}
-			if url := cfg.AWS.Queue.URL; url != "" {
-				awsCfg, err := awsconfig.LoadDefaultConfig(cmd.Context(), awsconfig.WithRegion(cfg.AWS.Region))
-				if err != nil {
-					return fmt.Errorf("loading AWS credentials for the queue: %w", err)
-				}
-				client := sqs.NewFromConfig(awsCfg, func(o *sqs.Options) {
-					if cfg.AWS.Endpoint != "" {
-						o.BaseEndpoint = &cfg.AWS.Endpoint
-					}
-				})
-				consumer := &queue.Consumer{SQS: client, QueueURL: url, DeleteUnknown: cfg.AWS.Queue.DeleteUnknown,
-					Writer: signals.Writer{Kube: kube, Clock: clock.RealClock{}}, Clock: clock.RealClock{},
-					Metrics: queue.NewMetrics(ctrlmetrics.Registry)}
-				if err := mgr.Add(&queue.Source{Consumer: consumer, Kube: kube}); err != nil {
-					return err
-				}
+			if err := addAWSSources(cmd.Context(), mgr, cfg, kube); err != nil {
+				return err
 			}
 			log.Info("Starting controller", "queue", cfg.AWS.Queue.URL != "", "dryRun", cfg.Rebalancer.DryRun, "replacementMode", cfg.Rebalancer.Replacement.Mode, "version", version.Get().Version, "certsMode", cfg.Certs.Mode, "leaderElection", leaderElect)
 			return mgr.Start(logr.NewContext(cmd.Context(), log))
@@ -148,4 +141,39 @@ old one before any certificate it signs is served.`,
 	cmd.Flags().StringVar(&healthAddr, "health-probe-bind-address", ":8081", "address of /healthz and /readyz")
 	logs.addFlags(cmd)
 	return cmd
+}
+
+// addAWSSources adds the queue and EC2 sources the configuration enables.
+// Credentials come from the default AWS chain (IRSA, Pod Identity,
+// environment).
+func addAWSSources(ctx context.Context, mgr manager.Manager, cfg *config.Config, kube kubernetes.Interface) error {
+	useEC2 := cfg.AWS.EC2.DescribeInstances || cfg.AWS.EC2.PollSpotRequests
+	if cfg.AWS.Queue.URL == "" && !useEC2 {
+		return nil
+	}
+	awsCfg, err := awsconfig.LoadDefaultConfig(ctx, awsconfig.WithRegion(cfg.AWS.Region))
+	if err != nil {
+		return fmt.Errorf("loading AWS configuration: %w", err)
+	}
+	if cfg.AWS.Endpoint != "" {
+		awsCfg.BaseEndpoint = &cfg.AWS.Endpoint
+	}
+	writer := signals.Writer{Kube: kube, Clock: clock.RealClock{}}
+	if url := cfg.AWS.Queue.URL; url != "" {
+		consumer := &queue.Consumer{SQS: sqs.NewFromConfig(awsCfg), QueueURL: url, DeleteUnknown: cfg.AWS.Queue.DeleteUnknown,
+			Writer: writer, Clock: clock.RealClock{}, Metrics: queue.NewMetrics(ctrlmetrics.Registry)}
+		if err := mgr.Add(&queue.Source{Consumer: consumer, Kube: kube}); err != nil {
+			return err
+		}
+	}
+	if useEC2 {
+		source := &ec2source.Source{API: ec2.NewFromConfig(awsCfg), Kube: kube, Writer: writer, Clock: clock.RealClock{},
+			PoolLabels: cfg.Rebalancer.PoolLabels, DescribeInstances: cfg.AWS.EC2.DescribeInstances,
+			PollSpotRequests: cfg.AWS.EC2.PollSpotRequests, Interval: cfg.AWS.EC2.Interval.Duration,
+			Metrics: ec2source.NewMetrics(ctrlmetrics.Registry)}
+		if err := mgr.Add(source); err != nil {
+			return err
+		}
+	}
+	return nil
 }

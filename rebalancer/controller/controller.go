@@ -375,16 +375,8 @@ func signalSince(node *corev1.Node, now time.Time) (time.Time, bool) {
 func (r *Reconciler) drainingInPool(snap *snapshot.Snapshot, pool, self string) int {
 	n := 0
 	for _, node := range snap.Nodes {
-		if node.Name == self || node.Annotations[signals.AnnotationState] != StateDraining {
-			continue
-		}
-		for _, l := range r.Config.PoolLabels {
-			if v, ok := node.Labels[l]; ok {
-				if v == pool {
-					n++
-				}
-				break
-			}
+		if node.Name != self && node.Annotations[signals.AnnotationState] == StateDraining && planner.Pool(node, r.Config.PoolLabels) == pool {
+			n++
 		}
 	}
 	return n

@@ -187,13 +187,17 @@ type compiledPDB struct {
 	selector labels.Selector
 }
 
-func (p *planning) pool(n *corev1.Node) string {
-	for _, l := range p.cfg.PoolLabels {
+func (p *planning) pool(n *corev1.Node) string { return Pool(n, p.cfg.PoolLabels) }
+
+// Pool is a node's pool: the first of poolLabels it has, else the Auto
+// Scaling group the EC2 source recorded, else "".
+func Pool(n *corev1.Node, poolLabels []string) string {
+	for _, l := range poolLabels {
 		if v, ok := n.Labels[l]; ok {
 			return v
 		}
 	}
-	return ""
+	return n.Annotations[signals.AnnotationPool]
 }
 
 // classify decides skip, blocked or evict from the pod alone and its PDBs.

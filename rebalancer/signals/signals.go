@@ -31,6 +31,9 @@ const (
 	AnnotationStateReason = "spot-rebalancer.io/state-reason"
 	// TaintDraining keeps new pods off a node while the rebalancer works.
 	TaintDraining = "spot-rebalancer.io/draining"
+	// AnnotationPool names a node's pool when no pool label does (written
+	// from the instance's Auto Scaling group by the EC2 source).
+	AnnotationPool = "spot-rebalancer.io/pool"
 	// AnnotationDoNotEvict set to "true" on a pod makes it a blocker.
 	AnnotationDoNotEvict = "spot-rebalancer.io/do-not-evict"
 )

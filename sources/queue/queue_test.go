@@ -22,6 +22,7 @@ import (
 	clocktesting "k8s.io/utils/clock/testing"
 
 	"github.com/spot-rebalancer/spot-rebalancer/rebalancer/signals"
+	"github.com/spot-rebalancer/spot-rebalancer/sources"
 	"github.com/spot-rebalancer/spot-rebalancer/sources/queue/sqstest"
 )
 
@@ -89,11 +90,11 @@ func TestConsumer(t *testing.T) {
 					return true, nil, errors.New("api server unavailable")
 				})
 			}
-			indexer := cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{InstanceIDIndex: IndexByInstanceID})
+			indexer := cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{sources.InstanceIDIndex: sources.IndexByInstanceID})
 			_ = indexer.Add(nodeFor("spot-1", "i-0b662ef9931388ba0"))
 			clk := clocktesting.NewFakeClock(now)
 			c := &Consumer{SQS: client, QueueURL: srv.URL + "/123456789012/spot-events", DeleteUnknown: tc.deleteUnknown,
-				Nodes: NodeIndex{Indexer: indexer}, Writer: signals.Writer{Kube: kube, Clock: clk}, Clock: clk,
+				Nodes: sources.NodeIndex{Indexer: indexer}, Writer: signals.Writer{Kube: kube, Clock: clk}, Clock: clk,
 				Metrics: NewMetrics(prometheus.NewRegistry()), WaitTime: time.Second}
 
 			if err := c.ReceiveOnce(t.Context()); err != nil {
@@ -135,18 +136,5 @@ func TestConsumer(t *testing.T) {
 				}
 			}
 		})
-	}
-}
-
-func TestInstanceID(t *testing.T) {
-	for in, want := range map[string]string{
-		"aws:///us-east-1a/i-0123456789abcdef0": "i-0123456789abcdef0",
-		"aws://us-east-1a/i-abc":                "i-abc",
-		"kind://docker/kind/kind-worker":        "",
-		"":                                      "",
-	} {
-		if got := InstanceID(&corev1.Node{Spec: corev1.NodeSpec{ProviderID: in}}); got != want {
-			t.Errorf("InstanceID(%q) = %q, want %q", in, got, want)
-		}
 	}
 }

@@ -1,4 +1,4 @@
-package queue
+package sources
 
 import (
 	"context"
@@ -56,28 +56,18 @@ func (x NodeIndex) NodeFor(instanceID string) (string, bool) {
 	return objs[0].(*corev1.Node).Name, true
 }
 
-// Source runs a Consumer with its own Node informer for the instance id
-// index. It runs on the elected leader only.
-type Source struct {
-	Consumer *Consumer
-	Kube     kubernetes.Interface
-}
-
-// NeedLeaderElection: only the leader consumes.
-func (s *Source) NeedLeaderElection() bool { return true }
-
-// Start indexes Nodes by instance id, then consumes until ctx is done.
-func (s *Source) Start(ctx context.Context) error {
-	factory := informers.NewSharedInformerFactory(s.Kube, 0)
+// StartNodeIndex starts a Node informer indexed by instance id and waits
+// for it to sync; it stops with ctx.
+func StartNodeIndex(ctx context.Context, kube kubernetes.Interface) (NodeIndex, error) {
+	factory := informers.NewSharedInformerFactory(kube, 0)
 	inf := factory.Core().V1().Nodes().Informer()
 	if err := inf.AddIndexers(cache.Indexers{InstanceIDIndex: IndexByInstanceID}); err != nil {
-		return err
+		return NodeIndex{}, err
 	}
 	factory.Start(ctx.Done())
-	defer factory.Shutdown()
+	go func() { <-ctx.Done(); factory.Shutdown() }()
 	if !cache.WaitForCacheSync(ctx.Done(), inf.HasSynced) {
-		return errors.New("the node cache did not sync")
+		return NodeIndex{}, errors.New("the node cache did not sync")
 	}
-	s.Consumer.Nodes = NodeIndex{Indexer: inf.GetIndexer()}
-	return s.Consumer.Start(ctx)
+	return NodeIndex{Indexer: inf.GetIndexer()}, nil
 }
