@@ -39,7 +39,7 @@ unreachable metadata service is retried with backoff, never fatal.`,
   spot-rebalancer agent --node-name kind-worker --imds-endpoint http://127.0.0.1:1338`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, err := global.loadConfig(cmd, func(c *config.Config) {
+			cfg, log, restConfig, err := global.start(cmd, &logs, func(c *config.Config) {
 				if cmd.Flags().Changed("imds-endpoint") {
 					c.Agent.IMDSEndpoint = endpoint
 				}
@@ -52,14 +52,6 @@ unreachable metadata service is retried with backoff, never fatal.`,
 			}
 			if nodeName == "" {
 				return usageError{errors.New("no node name: set --node-name or $NODE_NAME (the downward API's spec.nodeName)")}
-			}
-			log, err := logs.setup()
-			if err != nil {
-				return err
-			}
-			restConfig, err := global.restConfig()
-			if err != nil {
-				return err
 			}
 			kube, err := kubernetes.NewForConfig(restConfig)
 			if err != nil {

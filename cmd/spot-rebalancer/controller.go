@@ -74,19 +74,11 @@ old one before any certificate it signs is served.`,
   spot-rebalancer controller --log-format text`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, err := global.loadConfig(cmd, func(c *config.Config) {
+			cfg, log, restConfig, err := global.start(cmd, &logs, func(c *config.Config) {
 				if cmd.Flags().Changed("dry-run") {
 					c.Rebalancer.DryRun = dryRun
 				}
 			})
-			if err != nil {
-				return err
-			}
-			log, err := logs.setup()
-			if err != nil {
-				return err
-			}
-			restConfig, err := global.restConfig()
 			if err != nil {
 				return err
 			}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 
+	"github.com/go-logr/logr"
 	"github.com/spf13/cobra"
 
 	"k8s.io/client-go/rest"
@@ -135,6 +136,25 @@ type printedError struct{}
 
 func (printedError) Error() string { return "configuration printed" }
 func (printedError) ExitCode() int { return exitOK }
+
+// start is what every long-running command does first: load the
+// configuration with its flag overrides, install the logger, and find the
+// API server.
+func (o *globalOptions) start(cmd *cobra.Command, logs *logOptions, override func(*config.Config)) (*config.Config, logr.Logger, *rest.Config, error) {
+	cfg, err := o.loadConfig(cmd, override)
+	if err != nil {
+		return nil, logr.Logger{}, nil, err
+	}
+	log, err := logs.setup()
+	if err != nil {
+		return nil, logr.Logger{}, nil, err
+	}
+	restConfig, err := o.restConfig()
+	if err != nil {
+		return nil, logr.Logger{}, nil, err
+	}
+	return cfg, log, restConfig, nil
+}
 
 // restConfig resolves the API server for commands that talk to one.
 func (o *globalOptions) restConfig() (*rest.Config, error) {

@@ -41,19 +41,11 @@ MutatingWebhookConfiguration.`,
   spot-rebalancer webhook --print-config`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, err := global.loadConfig(cmd, func(c *config.Config) {
+			cfg, log, restConfig, err := global.start(cmd, &logs, func(c *config.Config) {
 				if cmd.Flags().Changed("port") {
 					c.Webhook.Port = port
 				}
 			})
-			if err != nil {
-				return err
-			}
-			log, err := logs.setup()
-			if err != nil {
-				return err
-			}
-			restConfig, err := global.restConfig()
 			if err != nil {
 				return err
 			}

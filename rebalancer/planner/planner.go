@@ -393,7 +393,7 @@ func (p *planning) replacement(t target, np *NodePlan, targets []target, allPlac
 	since := t.signal.Since.Truncate(time.Second)
 	var found []string
 	for _, n := range p.snap.Nodes {
-		if np.Pool == "" || p.pool(n) != np.Pool || n.CreationTimestamp.Time.Before(since) || n.Spec.Unschedulable || !nodeReady(n) {
+		if np.Pool == "" || p.pool(n) != np.Pool || n.CreationTimestamp.Time.Before(since) || n.Spec.Unschedulable || !simulation.NodeReady(n) {
 			continue
 		}
 		if _, atRisk := signalsOf(p.snap)[n.Name]; atRisk {
@@ -413,15 +413,6 @@ func (p *planning) replacement(t target, np *NodePlan, targets []target, allPlac
 		r.Ready, r.Reason = true, fmt.Sprintf("%d replacement node(s) Ready in pool %s", len(found), np.Pool)
 	}
 	return r
-}
-
-func nodeReady(n *corev1.Node) bool {
-	for _, c := range n.Status.Conditions {
-		if c.Type == corev1.NodeReady {
-			return c.Status == corev1.ConditionTrue
-		}
-	}
-	return false
 }
 
 // unprotected lists the workloads with evictable pods and no PDB.

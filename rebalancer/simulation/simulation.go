@@ -121,7 +121,7 @@ func buildBase(snap *snapshot.Snapshot) *base {
 		}
 		ns.taints = id
 		switch {
-		case !isReady(n):
+		case !NodeReady(n):
 			ns.unusable = ReasonNotReady
 		case n.Spec.Unschedulable:
 			ns.unusable = ReasonUnschedulable
@@ -187,7 +187,8 @@ func New(snap *snapshot.Snapshot, atRisk sets.Set[string], moving []*corev1.Pod)
 	return s
 }
 
-func isReady(n *corev1.Node) bool {
+// NodeReady tells whether the node's Ready condition is True.
+func NodeReady(n *corev1.Node) bool {
 	for _, c := range n.Status.Conditions {
 		if c.Type == corev1.NodeReady {
 			return c.Status == corev1.ConditionTrue
