@@ -19,6 +19,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
 	"k8s.io/client-go/tools/record"
@@ -158,6 +159,7 @@ func watch(t *testing.T, c *cluster.Cluster, ns string) *watcher {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
+		var seen map[types.UID]bool
 		tick := time.NewTicker(50 * time.Millisecond)
 		defer tick.Stop()
 		for {
@@ -171,8 +173,10 @@ func watch(t *testing.T, c *cluster.Cluster, ns string) *watcher {
 				continue
 			}
 			ready := 0
+			present := map[types.UID]bool{}
 			w.mu.Lock()
 			for _, p := range list.Items {
+				present[p.UID] = true
 				if cluster.PodIsReady(&p) {
 					ready++
 				}
@@ -180,6 +184,13 @@ func watch(t *testing.T, c *cluster.Cluster, ns string) *watcher {
 					w.firstEviction = time.Now()
 				}
 			}
+			// kwok can remove an evicted pod between two samples.
+			for uid := range seen {
+				if !present[uid] && w.firstEviction.IsZero() {
+					w.firstEviction = time.Now()
+				}
+			}
+			seen = present
 			w.minReady = min(w.minReady, ready)
 			w.samples++
 			w.mu.Unlock()
