@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net/http"
 	"sync/atomic"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -175,6 +176,9 @@ func NewFileSource(client kubernetes.Interface, dir string, webhookConfiguration
 	if err != nil {
 		return nil, fmt.Errorf("loading the certificate in %s: %w", dir, err)
 	}
+	// File events can be missed when a writer replaces the files one after
+	// the other; a short poll catches up.
+	w = w.WithWatchInterval(2 * time.Second)
 	return &FileSource{watcher: w, bundle: newBundleCheck(client, webhookConfigurations, dnsNames, clk)}, nil
 }
 

@@ -133,7 +133,11 @@ func TestFileSourceReloadsMountedFiles(t *testing.T) {
 		t.Helper()
 		// Write the key first and rename atomically, as kubelet and
 		// cert-manager do, so the watcher never sees a half pair.
-		for name, data := range map[string][]byte{TLSKeyKey: kp.KeyPEM, TLSCertKey: kp.CertPEM} {
+		for _, f := range []struct {
+			name string
+			data []byte
+		}{{TLSKeyKey, kp.KeyPEM}, {TLSCertKey, kp.CertPEM}} {
+			name, data := f.name, f.data
 			tmp := filepath.Join(dir, "."+name)
 			if err := os.WriteFile(tmp, data, 0o600); err != nil {
 				t.Fatal(err)
