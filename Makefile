@@ -35,6 +35,18 @@ test-unit: ## Run the tests that need no cluster
 e2e: tools ## Run the end-to-end tests on a local cluster
 	go test -count=1 -timeout 30m $(E2E_PKGS)
 
+# Fuzz targets as package:Target; FUZZTIME each (CI uses the default).
+FUZZ_TARGETS = ./config:FuzzDecode ./webhook:FuzzMutatePod ./sources/queue:FuzzHandleMessage ./rebalancer/planner:FuzzPlanInvariants
+FUZZTIME ?= 20s
+
+.PHONY: fuzz
+fuzz: ## Run every fuzz target for FUZZTIME (default 20s) each
+	@for t in $(FUZZ_TARGETS); do \
+		pkg=$${t%%:*}; name=$${t##*:}; \
+		echo "fuzz: $$name in $$pkg for $(FUZZTIME)"; \
+		go test -run '^$$' -fuzz "^$$name$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \
+	done
+
 .PHONY: bench
 bench: bench-plan ## Run every benchmark (figures in docs/benchmarks.md)
 
