@@ -157,7 +157,7 @@ func (r *Reconciler) awaitReplacement(ctx context.Context, node *corev1.Node, si
 	}
 	switch r.Config.Replacement.OnTimeout {
 	case config.OnTimeoutDrainIfFits:
-		if !unplaceable(np) {
+		if np.Unplaceable == 0 {
 			return r.transition(ctx, node, StateDraining, fmt.Sprintf("no replacement after %s, but every pod fits elsewhere", timeout), 0)
 		}
 		return r.transition(ctx, node, StateBlocked, fmt.Sprintf("no replacement after %s and some pods fit nowhere", timeout), 30*time.Second)
@@ -432,18 +432,6 @@ func findPod(snap *snapshot.Snapshot, node, namespace, name string) *corev1.Pod 
 
 func hasBlocked(np *planner.NodePlan) bool { return len(np.Blockers) > 0 }
 
-// unplaceable tells whether a pod is blocked because no node fits it.
-func unplaceable(np *planner.NodePlan) bool {
-	for _, p := range np.Pods {
-		for _, reason := range p.Reasons {
-			if p.Action == planner.ActionBlocked && strings.HasPrefix(reason, "0/") {
-				return true
-			}
-		}
-	}
-	return false
-}
-
 func blockerSummary(np *planner.NodePlan) string {
 	var parts []string
 	for _, b := range np.Blockers {
@@ -457,15 +445,7 @@ func blockerSummary(np *planner.NodePlan) string {
 }
 
 func summary(np *planner.NodePlan) string {
-	evict, blocked := 0, 0
-	for _, p := range np.Pods {
-		switch p.Action {
-		case planner.ActionEvict:
-			evict++
-		case planner.ActionBlocked:
-			blocked++
-		}
-	}
+	evict, blocked, _ := np.Tally()
 	return fmt.Sprintf("%d pod(s) to evict, %d blocked", evict, blocked)
 }
 

@@ -82,13 +82,16 @@ func New(snap *snapshot.Snapshot, opts Options) (*Plan, error) {
 	}
 
 	sim := simulation.New(snap, atRisk, moving)
-	unplaced := map[string]int{} // node -> pods that fit nowhere
+	nodeOf := map[string]*NodePlan{}
+	for i := range plan.Nodes {
+		nodeOf[plan.Nodes[i].Name] = &plan.Nodes[i]
+	}
 	for _, r := range sim.Place(moving) {
 		pp := pods[r.Pod.UID]
 		if r.Node == "" {
 			pp.Action = ActionBlocked
 			pp.Reasons = append(pp.Reasons, r.Reason)
-			unplaced[r.Pod.Spec.NodeName]++
+			nodeOf[r.Pod.Spec.NodeName].Unplaceable++
 			continue
 		}
 		pp.Destination = r.Node
@@ -97,7 +100,7 @@ func New(snap *snapshot.Snapshot, opts Options) (*Plan, error) {
 	p.assignWaves(targets, plan, moving, pods)
 	for i, t := range targets {
 		np := &plan.Nodes[i]
-		np.Replacement = p.replacement(t, np, targets, unplaced[t.node.Name] == 0)
+		np.Replacement = p.replacement(t, np, targets)
 		for _, pp := range np.Pods {
 			if pp.Action == ActionBlocked {
 				np.Blockers = append(np.Blockers, Blocker{Namespace: pp.Namespace, Name: pp.Name, Reason: strings.Join(pp.Reasons, "; ")})
@@ -368,7 +371,8 @@ func boolCmp(a, b bool) int {
 }
 
 // replacement reports whether the capacity the node waits for is there.
-func (p *planning) replacement(t target, np *NodePlan, targets []target, allPlaced bool) Replacement {
+func (p *planning) replacement(t target, np *NodePlan, targets []target) Replacement {
+	allPlaced := np.Unplaceable == 0
 	mode := p.cfg.Replacement.Mode
 	if t.signal.Kind == signals.InterruptionNotice {
 		return Replacement{Mode: config.ReplacementNone, Ready: true, Nodes: []string{}, Reason: "an interruption notice never waits for a replacement"}

@@ -297,3 +297,21 @@ func TestPlanNamedNodesAsIfJustRecommended(t *testing.T) {
 		t.Error("an unknown node must be an error")
 	}
 }
+
+func TestUnplaceableCountsPodsThatFitNowhere(t *testing.T) {
+	snap := snapshot.New(now, []*corev1.Node{node("risky", "spot-a", now, rebalanceCondition), node("other", "x", now)},
+		[]*corev1.Pod{rsPod("big", 0, "risky", bigCPU), rsPod("big", 1, "risky", bigCPU),
+			rsPod("solo", 0, "risky", func(p *corev1.Pod) { p.OwnerReferences = nil })}, nil)
+	plan, err := New(snap, Options{Config: cfg()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// One big pod fits, one does not; the pod without a controller is
+	// blocked for another reason and does not count.
+	if got := plan.Nodes[0].Unplaceable; got != 1 {
+		t.Errorf("unplaceable = %d, want 1", got)
+	}
+	if evict, blocked, waves := plan.Nodes[0].Tally(); evict != 1 || blocked != 2 || waves != 1 {
+		t.Errorf("tally = %d evict, %d blocked, %d waves; want 1, 2, 1", evict, blocked, waves)
+	}
+}

@@ -41,11 +41,13 @@ type NodePlan struct {
 	Signal       signals.Kind `json:"signal"`
 	SignalSource string       `json:"signalSource"`
 	// Deadline is when pods still there are deleted (interruptions).
-	Deadline    *time.Time    `json:"deadline,omitempty"`
-	State       string        `json:"state"`
-	Pool        string        `json:"pool"`
-	Replacement Replacement   `json:"replacement"`
-	Pods        []PodPlan     `json:"pods"`
+	Deadline    *time.Time  `json:"deadline,omitempty"`
+	State       string      `json:"state"`
+	Pool        string      `json:"pool"`
+	Replacement Replacement `json:"replacement"`
+	Pods        []PodPlan   `json:"pods"`
+	// Unplaceable counts the pods that must move and fit on no node.
+	Unplaceable int           `json:"unplaceable"`
 	Blockers    []Blocker     `json:"blockers"`
 	Unprotected []Unprotected `json:"unprotected"`
 }
@@ -59,6 +61,20 @@ type Replacement struct {
 	Nodes []string `json:"nodes"`
 	// Reason explains Ready.
 	Reason string `json:"reason"`
+}
+
+// Tally counts the node's evictions and blocked pods, and its last wave.
+func (np *NodePlan) Tally() (evict, blocked, waves int) {
+	for _, p := range np.Pods {
+		switch p.Action {
+		case ActionEvict:
+			evict++
+			waves = max(waves, p.Wave)
+		case ActionBlocked:
+			blocked++
+		}
+	}
+	return evict, blocked, waves
 }
 
 // PodPlan is the decision for one pod.

@@ -126,16 +126,9 @@ func sortedPods(pods []planner.PodPlan) []planner.PodPlan {
 
 func summary(plan *planner.Plan) string {
 	evict, blocked, waves := 0, 0, 0
-	for _, n := range plan.Nodes {
-		for _, p := range n.Pods {
-			switch p.Action {
-			case planner.ActionEvict:
-				evict++
-				waves = max(waves, p.Wave)
-			case planner.ActionBlocked:
-				blocked++
-			}
-		}
+	for i := range plan.Nodes {
+		e, b, w := plan.Nodes[i].Tally()
+		evict, blocked, waves = evict+e, blocked+b, max(waves, w)
 	}
 	if plan.Complete {
 		return fmt.Sprintf("Plan can complete: %d node(s), %d pod(s) to move in %d wave(s).", len(plan.Nodes), evict, waves)

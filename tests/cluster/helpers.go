@@ -141,6 +141,22 @@ func PodIsReady(p *corev1.Pod) bool {
 	return false
 }
 
+// ReadyPods lists the Running and Ready pods of a namespace that match a
+// label selector.
+func (c *Cluster) ReadyPods(ctx context.Context, namespace, selector string) ([]corev1.Pod, error) {
+	list, err := c.Client.CoreV1().Pods(namespace).List(ctx, metav1.ListOptions{LabelSelector: selector})
+	if err != nil {
+		return nil, err
+	}
+	var ready []corev1.Pod
+	for _, p := range list.Items {
+		if PodIsReady(&p) {
+			ready = append(ready, p)
+		}
+	}
+	return ready, nil
+}
+
 // Namespace creates a namespace for the test, deleted when it ends. Its
 // name starts with the test's Owner.
 func (c *Cluster) Namespace(t testing.TB, labels map[string]string) string {

@@ -132,17 +132,7 @@ func deployWeb(t *testing.T, c *cluster.Cluster, ns string, replicas, minAvailab
 }
 
 func readyWeb(ctx context.Context, c *cluster.Cluster, ns string) ([]corev1.Pod, error) {
-	list, err := c.Client.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: "app=web"})
-	if err != nil {
-		return nil, err
-	}
-	var ready []corev1.Pod
-	for _, p := range list.Items {
-		if cluster.PodIsReady(&p) {
-			ready = append(ready, p)
-		}
-	}
-	return ready, nil
+	return c.ReadyPods(ctx, ns, "app=web")
 }
 
 // watcher samples the web pods all along.
@@ -331,10 +321,8 @@ func TestCapacityModeDrainsOntoExistingNodes(t *testing.T) {
 // recommendation is handled like one.
 func TestNTHTaintIsARebalanceRecommendation(t *testing.T) {
 	c := cluster.Get(t)
-	ns := c.Namespace(t, nil)
 	risky := c.AddNode(t, cluster.Node{Spot: true, Pool: "spot-d", Taints: []corev1.Taint{spotTaint,
 		{Key: signals.TaintNTHRebalance, Effect: corev1.TaintEffectNoSchedule}}})
-	_ = ns
 	startRebalancer(t, c, nil)
 	c.WaitFor(t, 30*time.Second, "the node to be taken in hand", func(ctx context.Context) (bool, error) {
 		n, state, err := nodeState(ctx, c, risky.Name)

@@ -69,17 +69,7 @@ func TestControlPlaneEnforcesDisruptionBudgets(t *testing.T) {
 	}
 
 	readyPods := func(ctx context.Context) ([]corev1.Pod, error) {
-		list, err := c.Client.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: labels.SelectorFromSet(app).String()})
-		if err != nil {
-			return nil, err
-		}
-		var ready []corev1.Pod
-		for _, p := range list.Items {
-			if cluster.PodIsReady(&p) {
-				ready = append(ready, p)
-			}
-		}
-		return ready, nil
+		return c.ReadyPods(ctx, ns, labels.SelectorFromSet(app).String())
 	}
 	var pods []corev1.Pod
 	c.WaitFor(t, 60*time.Second, "4 web pods Running and Ready on the Spot nodes", func(ctx context.Context) (bool, error) {
