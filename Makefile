@@ -24,6 +24,21 @@ build: ## Build bin/spot-rebalancer
 tools: ## Build the local test cluster's binaries into bin/ (once; about 15 min cold)
 	./hack/tools.sh
 
+.PHONY: demo
+demo: tools build ## Start a local cluster and watch a Spot node hand off without a dip (Ctrl-C tears it down)
+	go run ./hack/demo
+
+.PHONY: manifests
+manifests: ## Render deploy/spot-rebalancer.yaml from the Helm chart (a test fails when it is stale)
+	./hack/tools.sh helm
+	./hack/manifests.sh
+
+IMAGE ?= spot-rebalancer/spot-rebalancer:$(VERSION)
+
+.PHONY: image
+image: ## Build the container image $(IMAGE) (needs Docker)
+	docker build --build-arg VERSION=$(VERSION) --build-arg COMMIT=$(COMMIT) -t $(IMAGE) .
+
 .PHONY: test
 test: lint tools test-unit e2e ## Run every test: lint, unit, and end-to-end on a local cluster
 

@@ -10,9 +10,15 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 bin="$root/bin"
 mkdir -p "$bin"
 
+# With arguments, only the named tools are built (e.g. `hack/tools.sh helm`).
+only=" $* "
+
 build() {
 	local name=$1 dir=$2 pkg=$3 module=$4
 	local version digest want stamp="$bin/.$name.stamp"
+	if [[ "$only" != "  " && "$only" != *" $name "* ]]; then
+		return
+	fi
 	version=$(cd "$root/$dir" && go list -m -f '{{.Version}}' "$module")
 	digest=$(sha256sum "$root/$dir/go.sum" | cut -c1-16)
 	want="$module $version $digest"
@@ -36,3 +42,4 @@ build kubectl tests/tools/kubernetes k8s.io/kubernetes/cmd/kubectl k8s.io/kubern
 build kwok tests/tools/kwok sigs.k8s.io/kwok/cmd/kwok sigs.k8s.io/kwok
 build kwokctl tests/tools/kwok sigs.k8s.io/kwok/cmd/kwokctl sigs.k8s.io/kwok
 build ec2-metadata-mock tests/tools/aemm github.com/aws/amazon-ec2-metadata-mock/cmd/ec2-metadata-mock github.com/aws/amazon-ec2-metadata-mock
+build helm tests/tools/helm helm.sh/helm/v3/cmd/helm helm.sh/helm/v3

@@ -1,0 +1,127 @@
+{{/* Names shared by every template. */}}
+{{- define "spot-rebalancer.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "spot-rebalancer.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "spot-rebalancer.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
+app.kubernetes.io/name: {{ include "spot-rebalancer.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end }}
+
+{{/* selectorLabels takes (list $ "component"). */}}
+{{- define "spot-rebalancer.selectorLabels" -}}
+{{- $ := index . 0 }}
+app.kubernetes.io/name: {{ include "spot-rebalancer.name" $ }}
+app.kubernetes.io/instance: {{ $.Release.Name }}
+app.kubernetes.io/component: {{ index . 1 }}
+{{- end }}
+
+{{- define "spot-rebalancer.image" -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
+
+{{- define "spot-rebalancer.webhookService" -}}
+{{- printf "%s-webhook" (include "spot-rebalancer.fullname" .) }}
+{{- end }}
+
+{{- define "spot-rebalancer.caSecret" -}}
+{{- printf "%s-ca" (include "spot-rebalancer.fullname" .) }}
+{{- end }}
+
+{{/* The Secret the webhook serves from, whatever the certs mode. */}}
+{{- define "spot-rebalancer.servingSecret" -}}
+{{- if eq .Values.certs.mode "external" }}
+{{- required "certs.external.secretName is required with certs.mode external" .Values.certs.external.secretName }}
+{{- else }}
+{{- printf "%s-webhook-tls" (include "spot-rebalancer.fullname" .) }}
+{{- end }}
+{{- end }}
+
+{{- define "spot-rebalancer.leaseName" -}}
+spot-rebalancer-controller
+{{- end }}
+
+{{/* The config file every component reads. */}}
+{{- define "spot-rebalancer.config" -}}
+{{- if not (has .Values.certs.mode (list "self-managed" "cert-manager" "external")) }}
+{{- fail (printf "certs.mode %q: must be self-managed, cert-manager or external" .Values.certs.mode) }}
+{{- end }}
+{{- $r := .Values.rebalancer }}
+{{- $base := dict
+  "apiVersion" "spot-rebalancer.io/v1alpha1"
+  "kind" "Config"
+  "webhook" (dict
+    "port" (int .Values.webhook.port)
+    "namespace" .Release.Namespace
+    "excludedNamespaces" (concat (list "kube-system" .Release.Namespace) .Values.webhook.excludedNamespaces | uniq))
+  "certs" (dict
+    "mode" (ternary "self-managed" "external" (eq .Values.certs.mode "self-managed"))
+    "serviceName" (include "spot-rebalancer.webhookService" .)
+    "caSecretName" (include "spot-rebalancer.caSecret" .)
+    "servingSecretName" (include "spot-rebalancer.servingSecret" .)
+    "webhookConfigurations" (list (include "spot-rebalancer.fullname" .))
+    "caValidity" .Values.certs.caValidity
+    "servingValidity" .Values.certs.servingValidity
+    "certDir" "/etc/spot-rebalancer/certs")
+  "rebalancer" (dict
+    "dryRun" $r.dryRun
+    "replacement" $r.replacement
+    "maxConcurrentNodes" (int $r.maxConcurrentNodes)
+    "maxParallelEvictions" (int $r.maxParallelEvictions)
+    "deadlineSafety" $r.deadlineSafety
+    "forceAtDeadline" $r.forceAtDeadline
+    "surge" $r.surge)
+  "agent" (dict "pollInterval" .Values.agent.pollInterval)
+  "aws" (dict
+    "queue" (dict "deleteUnknown" .Values.aws.queue.deleteUnknown)
+    "ec2" (dict
+      "describeInstances" .Values.aws.ec2.describeInstances
+      "pollSpotRequests" .Values.aws.ec2.pollSpotRequests
+      "interval" .Values.aws.ec2.interval)) }}
+{{- with .Values.aws.region }}{{ $_ := set $base.aws "region" . }}{{ end }}
+{{- with .Values.aws.queue.url }}{{ $_ := set $base.aws.queue "url" . }}{{ end }}
+{{- with .Values.agent.imdsEndpoint }}{{ $_ := set $base.agent "imdsEndpoint" . }}{{ end }}
+{{- toYaml (mergeOverwrite $base (deepCopy .Values.config)) }}
+{{- end }}
+
+{{/* Pod security shared by every container. */}}
+{{- define "spot-rebalancer.containerSecurityContext" -}}
+allowPrivilegeEscalation: false
+readOnlyRootFilesystem: true
+runAsNonRoot: true
+runAsUser: 65532
+runAsGroup: 65532
+capabilities:
+  drop: [ALL]
+seccompProfile:
+  type: RuntimeDefault
+{{- end }}
+
+{{/* Anti-affinity spreading one component's replicas across nodes. */}}
+{{- define "spot-rebalancer.spread" -}}
+{{- $ := index . 0 }}
+podAntiAffinity:
+  preferredDuringSchedulingIgnoredDuringExecution:
+    - weight: 100
+      podAffinityTerm:
+        topologyKey: kubernetes.io/hostname
+        labelSelector:
+          matchLabels:
+            {{- include "spot-rebalancer.selectorLabels" . | nindent 12 }}
+{{- end }}

@@ -1,0 +1,292 @@
+package e2e
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+	"sigs.k8s.io/yaml"
+
+	"github.com/spot-rebalancer/spot-rebalancer/config"
+	"github.com/spot-rebalancer/spot-rebalancer/tests/cluster"
+)
+
+// tool runs one of bin/'s tools against the local cluster and returns its
+// combined output and exit code.
+func tool(t *testing.T, c *cluster.Cluster, stdin []byte, name string, args ...string) (string, int) {
+	t.Helper()
+	// Not the test's context: cleanups run tools after it is cancelled.
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, filepath.Join(c.BinDir, name), args...)
+	cmd.Env = append(os.Environ(), "KUBECONFIG="+c.Kubeconfig, "HELM_CACHE_HOME="+t.TempDir(),
+		"HELM_CONFIG_HOME="+t.TempDir(), "HELM_DATA_HOME="+t.TempDir())
+	if stdin != nil {
+		cmd.Stdin = bytes.NewReader(stdin)
+	}
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	err := cmd.Run()
+	var exit *exec.ExitError
+	switch {
+	case err == nil:
+		return out.String(), 0
+	case errors.As(err, &exit):
+		return out.String(), exit.ExitCode()
+	default:
+		t.Fatalf("running %s: %v", name, err)
+		return "", -1
+	}
+}
+
+func mustTool(t *testing.T, c *cluster.Cluster, stdin []byte, name string, args ...string) string {
+	t.Helper()
+	out, code := tool(t, c, stdin, name, args...)
+	if code != 0 {
+		t.Fatalf("%s %s: exit %d\n%s", name, strings.Join(args, " "), code, out)
+	}
+	return out
+}
+
+// renderedConfig finds the chart's ConfigMap in a rendering and decodes its
+// config file as the binary does.
+func renderedConfig(t *testing.T, manifests string) *config.Config {
+	t.Helper()
+	decoder := utilyaml.NewYAMLReader(bufio.NewReader(strings.NewReader(manifests)))
+	for {
+		doc, err := decoder.Read()
+		if err != nil {
+			t.Fatalf("no ConfigMap in the rendering: %v", err)
+		}
+		var cm corev1.ConfigMap
+		if err := yaml.Unmarshal(doc, &cm); err != nil || cm.Kind != "ConfigMap" {
+			continue
+		}
+		cfg, err := config.Decode([]byte(cm.Data["config.yaml"]))
+		if err != nil {
+			t.Fatalf("the chart's config file does not load: %v\n%s", err, cm.Data["config.yaml"])
+		}
+		return cfg
+	}
+}
+
+// The Helm chart: lint, render with every option, apply each rendering
+// with a server-side dry run, install it for real, and check each
+// component's RBAC: what it needs, and nothing it has no business with.
+func TestHelmChart(t *testing.T) {
+	c := cluster.Get(t)
+	root, err := cluster.RepoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(c.BinDir, "helm")); err != nil {
+		t.Fatalf("bin/helm is missing: run `make tools`")
+	}
+	chart := filepath.Join(root, "deploy", "chart", "spot-rebalancer")
+	ns := c.Namespace(t, nil)
+
+	mustTool(t, c, nil, "helm", "lint", "--strict", chart)
+
+	t.Run("deploy/spot-rebalancer.yaml is the chart rendered with defaults", func(t *testing.T) {
+		cmd := exec.Command(filepath.Join(root, "hack", "manifests.sh"), "-")
+		cmd.Env = append(os.Environ(), "HELM="+filepath.Join(c.BinDir, "helm"))
+		want, err := cmd.Output()
+		if err != nil {
+			t.Fatalf("hack/manifests.sh: %v", err)
+		}
+		got, err := os.ReadFile(filepath.Join(root, "deploy", "spot-rebalancer.yaml"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(got, want) {
+			t.Errorf("deploy/spot-rebalancer.yaml is stale: run `make manifests`")
+		}
+	})
+
+	// cert-manager's kinds, for the one case that renders them.
+	mustTool(t, c, nil, "kubectl", "apply", "-f", filepath.Join("testdata", "cert-manager-crds.yaml"))
+	c.WaitFor(t, 30*time.Second, "cert-manager's stand-in CRDs to be served", func(ctx context.Context) (bool, error) {
+		_, code := tool(t, c, nil, "kubectl", "get", "certificates.cert-manager.io", "-n", ns)
+		return code == 0, nil
+	})
+
+	cases := []struct {
+		name  string
+		set   []string
+		check func(t *testing.T, cfg *config.Config, manifests string)
+	}{
+		{name: "defaults", check: func(t *testing.T, cfg *config.Config, m string) {
+			if cfg.Certs.Mode != config.CertModeSelfManaged || cfg.Webhook.Namespace != ns || cfg.Rebalancer.DryRun {
+				t.Errorf("config: certs.mode %q, webhook.namespace %q, dryRun %v", cfg.Certs.Mode, cfg.Webhook.Namespace, cfg.Rebalancer.DryRun)
+			}
+			for _, want := range []string{"kind: DaemonSet", "failurePolicy: Ignore", "sideEffects: None",
+				"reinvocationPolicy: IfNeeded", "timeoutSeconds: 3", "readOnlyRootFilesystem: true", "runAsNonRoot: true"} {
+				if !strings.Contains(m, want) {
+					t.Errorf("the rendering lacks %q", want)
+				}
+			}
+		}},
+		{name: "dry run", set: []string{"rebalancer.dryRun=true"}, check: func(t *testing.T, cfg *config.Config, _ string) {
+			if !cfg.Rebalancer.DryRun {
+				t.Error("rebalancer.dryRun=true did not reach the config")
+			}
+		}},
+		{name: "cert-manager", set: []string{"certs.mode=cert-manager"}, check: func(t *testing.T, cfg *config.Config, m string) {
+			if cfg.Certs.Mode != config.CertModeExternal {
+				t.Errorf("certs.mode = %q, want external (cert-manager writes the Secret)", cfg.Certs.Mode)
+			}
+			for _, want := range []string{"kind: Certificate", "cert-manager.io/inject-ca-from: " + ns + "/spot-rebalancer-webhook"} {
+				if !strings.Contains(m, want) {
+					t.Errorf("the rendering lacks %q", want)
+				}
+			}
+		}},
+		{name: "external certificates", set: []string{"certs.mode=external", "certs.external.secretName=my-tls", "certs.external.caBundle=Zm9v"},
+			check: func(t *testing.T, cfg *config.Config, m string) {
+				if cfg.Certs.ServingSecretName != "my-tls" || !strings.Contains(m, "caBundle: Zm9v") {
+					t.Errorf("servingSecretName %q; caBundle rendered: %v", cfg.Certs.ServingSecretName, strings.Contains(m, "caBundle"))
+				}
+			}},
+		{name: "AWS sources on, agent off", set: []string{"aws.region=us-east-1", "aws.queue.url=https://sqs.us-east-1.amazonaws.com/123456789012/spot",
+			"aws.ec2.describeInstances=true", "aws.ec2.pollSpotRequests=true", "agent.enabled=false"},
+			check: func(t *testing.T, cfg *config.Config, m string) {
+				if cfg.AWS.Queue.URL == "" || !cfg.AWS.EC2.DescribeInstances || !cfg.AWS.EC2.PollSpotRequests || cfg.AWS.Region != "us-east-1" {
+					t.Errorf("aws config = %+v", cfg.AWS)
+				}
+				if strings.Contains(m, "kind: DaemonSet") {
+					t.Error("agent.enabled=false still renders the DaemonSet")
+				}
+			}},
+		{name: "replacement and surge", set: []string{"rebalancer.replacement.mode=capacity", "rebalancer.surge.enabled=false", "config.rebalancer.implicitBudget.maxUnavailable=1"},
+			check: func(t *testing.T, cfg *config.Config, _ string) {
+				if cfg.Rebalancer.Replacement.Mode != config.ReplacementCapacity || *cfg.Rebalancer.Surge.Enabled || cfg.Rebalancer.ImplicitBudget.MaxUnavailable.IntValue() != 1 {
+					t.Errorf("rebalancer config = %+v", cfg.Rebalancer)
+				}
+			}},
+	}
+	for _, tc := range cases {
+		t.Run("render and apply: "+tc.name, func(t *testing.T) {
+			args := []string{"template", "spot-rebalancer", chart, "--namespace", ns}
+			for _, s := range tc.set {
+				args = append(args, "--set", s)
+			}
+			manifests := mustTool(t, c, nil, "helm", args...)
+			tc.check(t, renderedConfig(t, manifests), manifests)
+			mustTool(t, c, []byte(manifests), "kubectl", "apply", "--dry-run=server", "-f", "-")
+		})
+	}
+
+	t.Run("bad values fail with the field's name", func(t *testing.T) {
+		out, code := tool(t, c, nil, "helm", "template", "spot-rebalancer", chart, "--set", "certs.mode=vault")
+		if code == 0 || !strings.Contains(out, `certs.mode "vault"`) {
+			t.Errorf("certs.mode=vault: exit %d\n%s", code, out)
+		}
+	})
+
+	// The real install. Its webhook has no reachable endpoint here (kwok
+	// pods do not run), so it is uninstalled as soon as the checks end.
+	mustTool(t, c, nil, "helm", "install", "spot-rebalancer", chart, "--namespace", ns)
+	t.Cleanup(func() {
+		if out, code := tool(t, c, nil, "helm", "uninstall", "spot-rebalancer", "--namespace", ns, "--wait"); code != 0 {
+			t.Errorf("helm uninstall: %s", out)
+		}
+	})
+	if out := mustTool(t, c, nil, "helm", "status", "spot-rebalancer", "--namespace", ns); !strings.Contains(out, "STATUS: deployed") {
+		t.Errorf("helm status:\n%s", out)
+	}
+	for _, name := range []string{"spot-rebalancer-webhook", "spot-rebalancer-controller"} {
+		if _, err := c.Client.AppsV1().Deployments(ns).Get(cluster.Context(t), name, metav1.GetOptions{}); err != nil {
+			t.Errorf("deployment %s: %v", name, err)
+		}
+	}
+	if _, err := c.Client.AppsV1().DaemonSets(ns).Get(cluster.Context(t), "spot-rebalancer-agent", metav1.GetOptions{}); err != nil {
+		t.Errorf("agent daemonset: %v", err)
+	}
+
+	type check struct {
+		verb, resource string
+		namespace      string // "" for cluster scope, "*" for all namespaces
+		want           bool
+	}
+	rbac := map[string][]check{
+		"controller": {
+			{"create", "pods/eviction", "*", true},
+			{"delete", "pods", "*", true},
+			{"patch", "pods", "*", true},
+			{"patch", "nodes", "", true},
+			{"update", "nodes", "", true},
+			{"watch", "poddisruptionbudgets.policy", "*", true},
+			{"update", "deployments.apps/scale", "*", true},
+			{"patch", "deployments.apps", "*", true},
+			{"list", "horizontalpodautoscalers.autoscaling", "*", true},
+			{"create", "events", "*", true},
+			{"get", "secrets/spot-rebalancer-ca", ns, true},
+			{"update", "secrets/spot-rebalancer-webhook-tls", ns, true},
+			{"create", "secrets", ns, true},
+			{"update", "leases.coordination.k8s.io/spot-rebalancer-controller", ns, true},
+			{"update", "mutatingwebhookconfigurations.admissionregistration.k8s.io/spot-rebalancer", "", true},
+			{"list", "secrets", "*", false},
+			{"get", "secrets/other", ns, false},
+			{"get", "secrets", "kube-system", false},
+			{"update", "mutatingwebhookconfigurations.admissionregistration.k8s.io/someone-else", "", false},
+			{"delete", "nodes", "", false},
+			{"create", "pods", "*", false},
+			{"delete", "deployments.apps", "*", false},
+			{"update", "leases.coordination.k8s.io/kube-scheduler", "kube-system", false},
+		},
+		"webhook": {
+			{"list", "namespaces", "", true},
+			{"watch", "poddisruptionbudgets.policy", "*", true},
+			{"watch", "mutatingwebhookconfigurations.admissionregistration.k8s.io", "", true},
+			{"get", "secrets/spot-rebalancer-webhook-tls", ns, true},
+			{"get", "secrets/spot-rebalancer-ca", ns, false},
+			{"list", "secrets", "*", false},
+			{"create", "pods", "*", false},
+			{"patch", "nodes", "", false},
+			{"update", "mutatingwebhookconfigurations.admissionregistration.k8s.io/spot-rebalancer", "", false},
+		},
+		"agent": {
+			{"get", "nodes", "", true},
+			{"patch", "nodes", "", true},
+			{"patch", "nodes/status", "", true},
+			{"list", "pods", "*", false},
+			{"create", "pods/eviction", "*", false},
+			{"list", "secrets", "*", false},
+			{"delete", "nodes", "", false},
+		},
+	}
+	for component, checks := range rbac {
+		t.Run("RBAC of the "+component, func(t *testing.T) {
+			as := fmt.Sprintf("--as=system:serviceaccount:%s:spot-rebalancer-%s", ns, component)
+			for _, ch := range checks {
+				args := []string{"auth", "can-i", ch.verb, ch.resource, as}
+				if resource, sub, ok := strings.Cut(ch.resource, "/"); ok && (sub == "eviction" || sub == "status" || sub == "scale") {
+					args = []string{"auth", "can-i", ch.verb, resource, "--subresource", sub, as}
+				}
+				switch ch.namespace {
+				case "":
+				case "*":
+					args = append(args, "--all-namespaces")
+				default:
+					args = append(args, "--namespace", ch.namespace)
+				}
+				// Exit code 0 is yes, 1 is no.
+				out, code := tool(t, c, nil, "kubectl", args...)
+				if code > 1 || (code == 0) != ch.want {
+					t.Errorf("%s can-i %s %s (namespace %q) = %q, want %v", component, ch.verb, ch.resource, ch.namespace, strings.TrimSpace(out), ch.want)
+				}
+			}
+		})
+	}
+}
