@@ -40,3 +40,20 @@ func TestCamelNamesEventReasons(t *testing.T) {
 		}
 	}
 }
+
+func TestEvictedPodsAreRememberedForAMinute(t *testing.T) {
+	clk := clocktesting.NewFakeClock(time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC))
+	r := &Reconciler{Clock: clk}
+	if r.evictedRecently("a") {
+		t.Fatal("a pod never evicted counts as evicted")
+	}
+	r.rememberEviction("a")
+	clk.Step(59 * time.Second)
+	if !r.evictedRecently("a") || r.evictedRecently("b") {
+		t.Errorf("59s after its eviction: a remembered %v (want true), b %v (want false)", r.evictedRecently("a"), r.evictedRecently("b"))
+	}
+	clk.Step(time.Second)
+	if r.evictedRecently("a") || len(r.evicted) != 0 {
+		t.Errorf("a minute after its eviction the pod is still remembered (%d entries)", len(r.evicted))
+	}
+}

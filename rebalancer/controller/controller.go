@@ -20,6 +20,7 @@ import (
 	policyv1 "k8s.io/api/policy/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/klog/v2"
 	"k8s.io/utils/clock"
@@ -70,7 +71,13 @@ type Reconciler struct {
 	// node: other events must not cut it short.
 	backoff map[string]time.Duration
 	until   map[string]time.Time
+	// evicted remembers pods evicted in the last evictionMemory: the cache
+	// can show them untouched for a moment after the eviction, and a
+	// reconcile in that moment must not evict them again.
+	evicted map[types.UID]time.Time
 }
+
+const evictionMemory = time.Minute
 
 // SetupWithManager registers the reconciler; it runs on the leader only.
 func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
@@ -203,13 +210,14 @@ func (r *Reconciler) drain(ctx context.Context, node *corev1.Node, sig signals.S
 	throttled := false
 	for _, p := range wave {
 		pod := findPod(snap, node.Name, p.Namespace, p.Name)
-		if pod == nil {
+		if pod == nil || r.evictedRecently(pod.UID) {
 			continue
 		}
 		outcome, err := executor.Evict(ctx, r.Kube, pod)
 		r.Metrics.Evictions.WithLabelValues(string(outcome)).Inc()
 		switch outcome {
 		case executor.Evicted:
+			r.rememberEviction(pod.UID)
 			r.Recorder.Eventf(pod, corev1.EventTypeNormal, "Evicted", "evicted from at-risk node %s (wave 1 of the current plan, destination %s)", node.Name, p.Destination)
 		case executor.BlockedByPDB:
 			throttled = true
@@ -380,6 +388,30 @@ func (r *Reconciler) drainingInPool(snap *snapshot.Snapshot, pool, self string) 
 		}
 	}
 	return n
+}
+
+// evictedRecently tells whether this controller evicted the pod less than
+// evictionMemory ago, and forgets older evictions.
+func (r *Reconciler) evictedRecently(uid types.UID) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	now := r.Clock.Now()
+	for u, at := range r.evicted {
+		if now.Sub(at) >= evictionMemory {
+			delete(r.evicted, u)
+		}
+	}
+	_, ok := r.evicted[uid]
+	return ok
+}
+
+func (r *Reconciler) rememberEviction(uid types.UID) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.evicted == nil {
+		r.evicted = map[types.UID]time.Time{}
+	}
+	r.evicted[uid] = r.Clock.Now()
 }
 
 // waitAfter429 is how long the node still waits after a 429.

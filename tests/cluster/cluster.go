@@ -56,7 +56,7 @@ func run(m *testing.M) int {
 		return 1
 	}
 	sweepAbandoned()
-	c, err := start(binDir)
+	c, err := start(binDir, "e2e")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "e2e: starting the local cluster:", err)
 		return 1
@@ -68,7 +68,7 @@ func run(m *testing.M) int {
 	go func() {
 		s := <-signals
 		fmt.Fprintf(os.Stderr, "e2e: %s: tearing down cluster %s\n", s, c.Name)
-		c.stop()
+		c.Stop()
 		os.Exit(1)
 	}()
 
@@ -78,8 +78,20 @@ func run(m *testing.M) int {
 		fmt.Fprintf(os.Stderr, "e2e: keeping cluster %s: KUBECONFIG=%s\n", c.Name, c.Kubeconfig)
 		return code
 	}
-	c.stop()
+	c.Stop()
 	return code
+}
+
+// Start starts a local cluster outside of tests (the demo, benchmarks).
+// Its name is prefix-<pid>; Stop tears it down. Clusters left behind by
+// dead processes are removed first.
+func Start(prefix string) (*Cluster, error) {
+	binDir, err := BinDir()
+	if err != nil {
+		return nil, err
+	}
+	sweepAbandoned()
+	return start(binDir, prefix)
 }
 
 // Logger is the logger the code under test should log through.
@@ -133,7 +145,7 @@ func RepoRoot() (string, error) {
 	}
 }
 
-func start(binDir string) (*Cluster, error) {
+func start(binDir, prefix string) (*Cluster, error) {
 	workDir, err := os.MkdirTemp("", workDirPrefix)
 	if err != nil {
 		return nil, err
@@ -142,7 +154,7 @@ func start(binDir string) (*Cluster, error) {
 		return nil, err
 	}
 	c := &Cluster{
-		Name:    fmt.Sprintf("e2e-%d", os.Getpid()),
+		Name:    fmt.Sprintf("%s-%d", prefix, os.Getpid()),
 		WorkDir: workDir,
 		BinDir:  binDir,
 	}
@@ -157,12 +169,12 @@ func start(binDir string) (*Cluster, error) {
 		"--wait", "120s",
 	}
 	if out, err := c.kwokctl(args...); err != nil {
-		c.stop()
+		c.Stop()
 		return nil, fmt.Errorf("kwokctl create cluster: %w\n%s", err, out)
 	}
 	cfg, err := clientcmd.BuildConfigFromFlags("", c.Kubeconfig)
 	if err != nil {
-		c.stop()
+		c.Stop()
 		return nil, fmt.Errorf("loading %s: %w", c.Kubeconfig, err)
 	}
 	// Tests create and watch many objects quickly; the client's default rate
@@ -170,7 +182,7 @@ func start(binDir string) (*Cluster, error) {
 	cfg.QPS, cfg.Burst = 200, 400
 	c.Config = cfg
 	if c.Client, err = kubernetes.NewForConfig(cfg); err != nil {
-		c.stop()
+		c.Stop()
 		return nil, err
 	}
 	return c, nil
@@ -187,9 +199,9 @@ func (c *Cluster) kwokctl(args ...string) ([]byte, error) {
 	return out.Bytes(), err
 }
 
-// stop deletes the cluster, kills anything kwokctl left running and removes
+// Stop deletes the cluster, kills anything kwokctl left running and removes
 // the work directory.
-func (c *Cluster) stop() {
+func (c *Cluster) Stop() {
 	if out, err := c.kwokctl("delete", "cluster", "--name", c.Name); err != nil {
 		fmt.Fprintf(os.Stderr, "e2e: kwokctl delete cluster %s: %v\n%s", c.Name, err, out)
 	}

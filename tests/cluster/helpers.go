@@ -39,10 +39,9 @@ type Node struct {
 	Pods       string // default 110
 }
 
-// AddNode creates a Node that kwok manages and waits until it is Ready. The
-// node is deleted when the test ends.
-func (c *Cluster) AddNode(t testing.TB, n Node) *corev1.Node {
-	t.Helper()
+// NodeObject is the Node AddNode creates: kwok manages it, and it carries
+// EKS labels for its capacity type and pool and owner in OwnerLabel.
+func NodeObject(n Node, owner string) *corev1.Node {
 	if n.Zone == "" {
 		n.Zone = "us-east-1a"
 	}
@@ -63,7 +62,7 @@ func (c *Cluster) AddNode(t testing.TB, n Node) *corev1.Node {
 		corev1.LabelTopologyZone:       n.Zone,
 		corev1.LabelInstanceTypeStable: "m5.xlarge",
 		CapacityTypeLabel:              capacityType,
-		OwnerLabel:                     Owner(t),
+		OwnerLabel:                     owner,
 	}
 	if n.Pool != "" {
 		labels[PoolLabel] = n.Pool
@@ -88,6 +87,15 @@ func (c *Cluster) AddNode(t testing.TB, n Node) *corev1.Node {
 		},
 		Status: corev1.NodeStatus{Capacity: resources, Allocatable: resources},
 	}
+	return node
+}
+
+// AddNode creates a Node that kwok manages and waits until it is Ready. The
+// node is deleted when the test ends.
+func (c *Cluster) AddNode(t testing.TB, n Node) *corev1.Node {
+	t.Helper()
+	node := NodeObject(n, Owner(t))
+	n.Name = node.Name
 	ctx := Context(t)
 	created, err := c.Client.CoreV1().Nodes().Create(ctx, node, metav1.CreateOptions{})
 	if err != nil {
