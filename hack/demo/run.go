@@ -146,7 +146,10 @@ func run(ctx context.Context, opts options, out io.Writer) (Summary, error) {
 	if err != nil {
 		return summary, err
 	}
-	bin := filepath.Join(root, "bin", "spot-rebalancer")
+	bin := opts.binary
+	if bin == "" {
+		bin = filepath.Join(root, "bin", "spot-rebalancer")
+	}
 	if _, err := os.Stat(bin); err != nil {
 		n.say("building bin/spot-rebalancer")
 		build := exec.CommandContext(ctx, "go", "build", "-o", bin, "./cmd/spot-rebalancer")

@@ -294,6 +294,28 @@ func (f *podFilter) spread(ns *nodeState) string {
 	return ""
 }
 
+// constraintSelector is the constraint's label selector with its
+// matchLabelKeys added from the pod's labels.
+func constraintSelector(pod *corev1.Pod, c corev1.TopologySpreadConstraint) labels.Selector {
+	sel, err := metav1.LabelSelectorAsSelector(c.LabelSelector)
+	if err != nil || c.LabelSelector == nil {
+		sel = labels.Nothing()
+	}
+	if len(c.MatchLabelKeys) > 0 {
+		reqs := labels.Set{}
+		for _, k := range c.MatchLabelKeys {
+			if v, ok := pod.Labels[k]; ok {
+				reqs[k] = v
+			}
+		}
+		if extra, err := labels.ValidatedSelectorFromSet(reqs); err == nil {
+			r, _ := extra.Requirements()
+			sel = sel.Add(r...)
+		}
+	}
+	return sel
+}
+
 // spreadCountsFor returns the (cached, incrementally kept) domain counts of
 // one constraint. Domains are the nodes that pass the pod's node affinity
 // (nodeAffinityPolicy Honor, the default) and, with nodeTaintsPolicy Honor,
@@ -309,22 +331,7 @@ func (f *podFilter) spreadCountsFor(i int, c corev1.TopologySpreadConstraint) *s
 			return cached
 		}
 	}
-	sel, err := metav1.LabelSelectorAsSelector(c.LabelSelector)
-	if err != nil || c.LabelSelector == nil {
-		sel = labels.Nothing()
-	}
-	if len(c.MatchLabelKeys) > 0 {
-		reqs := labels.Set{}
-		for _, k := range c.MatchLabelKeys {
-			if v, ok := f.pod.Labels[k]; ok {
-				reqs[k] = v
-			}
-		}
-		if extra, err := labels.ValidatedSelectorFromSet(reqs); err == nil {
-			r, _ := extra.Requirements()
-			sel = sel.Add(r...)
-		}
-	}
+	sel := constraintSelector(f.pod, c)
 	honorAffinity := c.NodeAffinityPolicy == nil || *c.NodeAffinityPolicy == corev1.NodeInclusionPolicyHonor
 	honorTaints := c.NodeTaintsPolicy != nil && *c.NodeTaintsPolicy == corev1.NodeInclusionPolicyHonor
 	keys := sets.New[string]()

@@ -268,33 +268,30 @@ func Order(pods []*corev1.Pod) []*corev1.Pod {
 func (s *Simulator) placeOne(p *corev1.Pod, r podResources) Result {
 	f := newPodFilter(s, p, r)
 	reasons := map[string]int{}
-	var best *nodeState
-	bestScore := int64(-1)
 	// Like the scheduler, stop looking once enough nodes fit (all of them
 	// in clusters under 100 nodes, 10% of 5,000), starting where the last
 	// search stopped so that placements spread over the cluster.
-	enough, found, n := numFeasibleNodesToFind(len(s.nodes)), 0, len(s.nodes)
+	enough, n := numFeasibleNodesToFind(len(s.nodes)), len(s.nodes)
+	feasible := make([]*nodeState, 0, min(enough, n))
 	checked := 0
-	for ; checked < n && found < enough; checked++ {
+	for ; checked < n && len(feasible) < enough; checked++ {
 		ns := s.nodes[(s.nextStart+checked)%n]
 		if reason := f.check(ns); reason != "" {
 			reasons[reason]++
 			continue
 		}
-		found++
-		// Among the nodes that fit, take the one the scheduler's default
-		// scoring prefers (least allocated, balanced), so that later pods
-		// find the room the scheduler would have left them.
-		if score := score(ns, r); score > bestScore || (score == bestScore && ns.index < best.index) {
-			best, bestScore = ns, score
-		}
+		feasible = append(feasible, ns)
 	}
 	if n > 0 {
 		s.nextStart = (s.nextStart + checked) % n
 	}
-	if best == nil {
+	if len(feasible) == 0 {
 		return Result{Pod: p, Reason: explain(len(s.nodes), reasons)}
 	}
+	// Among the nodes that fit, take the one the scheduler's default
+	// scoring prefers, so that later pods find the room the scheduler
+	// would have left them.
+	best := f.best(feasible, r)
 	s.place(best, p, r)
 	return Result{Pod: p, Node: best.node.Name}
 }
@@ -313,9 +310,8 @@ func numFeasibleNodesToFind(all int) int {
 // score is the default scheduler profile's NodeResourcesFit
 // (LeastAllocated over cpu and memory, non-zero requests) plus
 // NodeResourcesBalancedAllocation (actual requests, scored by the change in
-// balance), in the scheduler's own integer arithmetic. The other default
-// scores are equal across nodes for pods without preferences. Ties are
-// broken by node name here, at random by the scheduler.
+// balance), in the scheduler's own integer arithmetic; best adds the
+// others.
 func score(ns *nodeState, r podResources) int64 {
 	alloc := ns.allocatable
 	least := (leastRequested(ns.nonZeroCPU+r.nonZeroCPU, alloc.cpu) + leastRequested(ns.nonZeroMemory+r.nonZero, alloc.memory)) / 2

@@ -10,6 +10,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/sets"
+	"k8s.io/utils/ptr"
 
 	"github.com/spot-rebalancer/spot-rebalancer/rebalancer/snapshot"
 )
@@ -122,6 +123,23 @@ func spread(key string, maxSkew int32, appLabel string) podOpt {
 	}
 }
 
+func preferNode(k, v string) podOpt {
+	return func(p *corev1.Pod) {
+		p.Spec.Affinity = &corev1.Affinity{NodeAffinity: &corev1.NodeAffinity{PreferredDuringSchedulingIgnoredDuringExecution: []corev1.PreferredSchedulingTerm{{
+			Weight: 50, Preference: corev1.NodeSelectorTerm{MatchExpressions: []corev1.NodeSelectorRequirement{{Key: k, Operator: corev1.NodeSelectorOpIn, Values: []string{v}}}}}}}}
+	}
+}
+func softTaint(k string) nodeOpt {
+	return func(n *corev1.Node) {
+		n.Spec.Taints = append(n.Spec.Taints, corev1.Taint{Key: k, Value: "true", Effect: corev1.TaintEffectPreferNoSchedule})
+	}
+}
+func ownedBy(rs string) podOpt {
+	return func(p *corev1.Pod) {
+		p.OwnerReferences = []metav1.OwnerReference{{APIVersion: "apps/v1", Kind: "ReplicaSet", Name: rs, UID: types.UID(rs), Controller: ptr.To(true)}}
+	}
+}
+
 func TestPlacement(t *testing.T) {
 	tests := map[string]struct {
 		nodes []*corev1.Node
@@ -155,6 +173,33 @@ func TestPlacement(t *testing.T) {
 			nodes: []*corev1.Node{node("risky"), node("spot", taint("spot", "true"))},
 			pods:  []*corev1.Pod{pod("web", "risky", tolerate("spot", "true"))},
 			want:  map[string]string{"web": "spot"},
+		},
+		"a preferred node affinity outweighs free room (NodeAffinity, weight 2)": {
+			// b is emptier, but the pod prefers spot capacity, as the
+			// webhook's spot profile makes it.
+			nodes: []*corev1.Node{node("risky"), node("a", label("capacity", "spot")), node("b", cpu("16"))},
+			pods:  []*corev1.Pod{pod("web", "risky", req("1"), preferNode("capacity", "spot")), pod("busy", "a", req("1"))},
+			want:  map[string]string{"web": "a"},
+		},
+		"a PreferNoSchedule taint the pod does not tolerate is avoided (TaintToleration, weight 3)": {
+			nodes: []*corev1.Node{node("risky"), node("a", softTaint("spot")), node("b")},
+			pods:  []*corev1.Pod{pod("web", "risky", req("1")), pod("busy", "b", req("1"))},
+			want:  map[string]string{"web": "b"},
+		},
+		"pods of one ReplicaSet spread over nodes by default (PodTopologySpread, weight 2)": {
+			// a is emptier, but already runs two pods of the ReplicaSet.
+			nodes: []*corev1.Node{node("risky"), node("a", cpu("8")), node("b")},
+			pods: []*corev1.Pod{pod("web-1", "risky", app("web"), ownedBy("rs-web")),
+				pod("web-2", "a", app("web"), ownedBy("rs-web")), pod("web-3", "a", app("web"), ownedBy("rs-web")),
+				pod("other", "b", req("1"))},
+			want: map[string]string{"web-1": "b"},
+		},
+		"without an owner no default spreading applies": {
+			nodes: []*corev1.Node{node("risky"), node("a", cpu("8")), node("b")},
+			pods: []*corev1.Pod{pod("web-1", "risky", app("web")),
+				pod("web-2", "a", app("web")), pod("web-3", "a", app("web")),
+				pod("other", "b", req("1"))},
+			want: map[string]string{"web-1": "a"},
 		},
 		"a nodeSelector picks only matching nodes": {
 			nodes: []*corev1.Node{node("risky"), node("a"), node("gpu", label("gpu", "true"))},

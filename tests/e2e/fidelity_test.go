@@ -26,6 +26,12 @@ import (
 // fidelityScenarios is how many generated scenarios the test checks.
 const fidelityScenarios = 40
 
+// minSameNodePercent is how often the predicted destination must be the
+// scheduler's own choice.
+const minSameNodePercent = 90
+
+type fidelity struct{ moving, placeable, sameNode int }
+
 // The simulation must agree with the real kube-scheduler on which pods of
 // a drained node can be placed. A seeded generator builds varied scenarios
 // (taints, node selectors, anti-affinity, affinity, zone spread, host ports,
@@ -52,17 +58,23 @@ func TestSimulationAgreesWithTheScheduler(t *testing.T) {
 		}
 		base, scenarios = v, 1
 	}
-	total, placeable := 0, 0
+	var sum fidelity
 	for i := range scenarios {
 		seed := base + uint64(i)
 		t.Run(fmt.Sprintf("seed-%d", seed), func(t *testing.T) {
-			n, p := runScenario(t, c, seed)
-			total += n
-			placeable += p
+			f := runScenario(t, c, seed)
+			sum.moving += f.moving
+			sum.placeable += f.placeable
+			sum.sameNode += f.sameNode
 		})
 	}
-	t.Logf("%d scenarios, %d moving pods (%d placeable, %d not) compared with the scheduler",
-		scenarios, total, placeable, total-placeable)
+	t.Logf("%d scenarios, %d moving pods (%d placeable, %d not) compared with the scheduler; the same node chosen for %d of %d placed pods (%.1f%%)",
+		scenarios, sum.moving, sum.placeable, sum.moving-sum.placeable, sum.sameNode, sum.placeable, 100*float64(sum.sameNode)/float64(max(sum.placeable, 1)))
+	// The scheduler breaks exact score ties at random, so the chosen node
+	// may differ now and then; placeability may not.
+	if scenarios == fidelityScenarios && sum.sameNode*100 < sum.placeable*minSameNodePercent {
+		t.Errorf("the simulation chose the scheduler's node for only %d of %d pods, want at least %d%%", sum.sameNode, sum.placeable, minSameNodePercent)
+	}
 }
 
 // scenario is one generated cluster fragment.
@@ -94,6 +106,9 @@ func generate(seed uint64, owner, ns string) *scenario {
 		}
 		if r.IntN(2) == 0 {
 			n.Labels["disk"] = "ssd"
+		}
+		if r.IntN(4) == 0 {
+			n.Taints = append(n.Taints, corev1.Taint{Key: "busy", Value: "true", Effect: corev1.TaintEffectPreferNoSchedule})
 		}
 		s.nodes = append(s.nodes, n)
 	}
@@ -151,20 +166,31 @@ func generate(seed uint64, owner, ns string) *scenario {
 			affinity.PodAffinity = &corev1.PodAffinity{RequiredDuringSchedulingIgnoredDuringExecution: []corev1.PodAffinityTerm{{
 				TopologyKey: corev1.LabelTopologyZone, LabelSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "cache"}}}}}
 		}
-		if affinity.PodAffinity != nil || affinity.PodAntiAffinity != nil {
+		if r.IntN(3) == 0 {
+			affinity.NodeAffinity = &corev1.NodeAffinity{PreferredDuringSchedulingIgnoredDuringExecution: []corev1.PreferredSchedulingTerm{{
+				Weight: int32(1 + r.IntN(100)), Preference: corev1.NodeSelectorTerm{MatchExpressions: []corev1.NodeSelectorRequirement{
+					{Key: "disk", Operator: corev1.NodeSelectorOpIn, Values: []string{"ssd"}}}}}}}
+		}
+		if affinity.PodAffinity != nil || affinity.PodAntiAffinity != nil || affinity.NodeAffinity != nil {
 			p.Spec.Affinity = &affinity
 		}
 		if r.IntN(4) == 0 {
 			p.Spec.TopologySpreadConstraints = []corev1.TopologySpreadConstraint{{MaxSkew: 1, TopologyKey: corev1.LabelTopologyZone,
 				WhenUnsatisfiable: corev1.DoNotSchedule, LabelSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": app}}}}
 		}
+		if r.IntN(5) == 0 {
+			p.Spec.TopologySpreadConstraints = append(p.Spec.TopologySpreadConstraints, corev1.TopologySpreadConstraint{MaxSkew: 1,
+				TopologyKey: corev1.LabelHostname, WhenUnsatisfiable: corev1.ScheduleAnyway,
+				LabelSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": app}}})
+		}
 		s.moving = append(s.moving, p)
 	}
 	return s
 }
 
-// runScenario returns how many pods moved and how many were placeable.
-func runScenario(t *testing.T, c *cluster.Cluster, seed uint64) (int, int) {
+// runScenario returns how many pods moved, how many were placeable, and
+// for how many the simulation chose the scheduler's node.
+func runScenario(t *testing.T, c *cluster.Cluster, seed uint64) fidelity {
 	ctx := cluster.Context(t)
 	ns := c.Namespace(t, nil)
 	owner := cluster.Owner(t)
@@ -225,8 +251,8 @@ func runScenario(t *testing.T, c *cluster.Cluster, seed uint64) (int, int) {
 	}
 
 	// Compare.
-	placeable := 0
-	var mismatches []string
+	placeable, sameNode := 0, 0
+	var mismatches, otherNode []string
 	for _, p := range moving {
 		got, err := pods.Get(ctx, renamed(p.Name), metav1.GetOptions{})
 		if err != nil {
@@ -235,6 +261,11 @@ func runScenario(t *testing.T, c *cluster.Cluster, seed uint64) (int, int) {
 		want := predicted[p.Name]
 		if want.Node != "" {
 			placeable++
+			if want.Node == got.Spec.NodeName {
+				sameNode++
+			} else {
+				otherNode = append(otherNode, fmt.Sprintf("%s: simulation %s, scheduler %s", p.Name, want.Node, got.Spec.NodeName))
+			}
 		}
 		if (want.Node != "") != (got.Spec.NodeName != "") {
 			mismatches = append(mismatches, fmt.Sprintf("pod %s: simulation said node %q (%s), scheduler said node %q (%s)",
@@ -255,7 +286,10 @@ func runScenario(t *testing.T, c *cluster.Cluster, seed uint64) (int, int) {
 		t.Errorf("seed %d (replay with FIDELITY_SEED=%d): the simulation disagrees with the scheduler:\n%s",
 			seed, seed, strings.Join(mismatches, "\n"))
 	}
-	return len(moving), placeable
+	if len(otherNode) > 0 {
+		t.Logf("seed %d: another node than the scheduler's: %s", seed, strings.Join(otherNode, "; "))
+	}
+	return fidelity{moving: len(moving), placeable: placeable, sameNode: sameNode}
 }
 
 func unschedulable(p *corev1.Pod) bool {

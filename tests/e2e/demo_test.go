@@ -1,0 +1,140 @@
+package e2e
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/spot-rebalancer/spot-rebalancer/tests/cluster"
+)
+
+// demoSummary is the part of hack/demo's --summary the test checks.
+type demoSummary struct {
+	Node              string  `json:"node"`
+	Drained           bool    `json:"drained"`
+	PodsMoved         int     `json:"podsMoved"`
+	PodsLeft          int     `json:"podsLeftOnNode"`
+	PDBBreached       bool    `json:"pdbBreached"`
+	PendingPodSeconds float64 `json:"pendingPodSeconds"`
+	Workloads         []struct {
+		Name         string `json:"name"`
+		Desired      int32  `json:"desired"`
+		MinReady     int32  `json:"minReady"`
+		PDBMinHealth int32  `json:"pdbDesiredHealthy"`
+		HasPDB       bool   `json:"hasPDB"`
+	} `json:"workloads"`
+}
+
+// make demo, non-interactively: twice (a second run works), then once
+// interrupted halfway (Ctrl-C tears everything down).
+func TestDemo(t *testing.T) {
+	root, err := cluster.RepoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin := buildBinary(t)
+	demo := filepath.Join(t.TempDir(), "demo")
+	build := exec.Command("go", "build", "-o", demo, "./hack/demo")
+	build.Dir = root
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build ./hack/demo: %v\n%s", err, out)
+	}
+
+	for run := 1; run <= 2; run++ {
+		summaryFile := filepath.Join(t.TempDir(), "summary.json")
+		ctx, cancel := context.WithTimeout(cluster.Context(t), 4*time.Minute)
+		cmd := exec.CommandContext(ctx, demo, "--binary", bin, "--summary", summaryFile)
+		cmd.Dir = root
+		var out bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &out, &out
+		start := time.Now()
+		err := cmd.Run()
+		cancel()
+		if err != nil {
+			t.Fatalf("run %d: demo: %v\n%s", run, err, out.String())
+		}
+		t.Logf("run %d took %s", run, time.Since(start).Round(time.Second))
+		text := out.String()
+		for _, want := range []string{
+			"Warning: spot-rebalancer: deployment worker PDB missing",
+			"PODS (", "Plan can complete",
+			"SpotRebalanceRecommended=True",
+			"is awaiting-replacement",
+			"replacement node spot-a-3 is Ready",
+			"is drained",
+			"RESULT OK",
+		} {
+			if !strings.Contains(text, want) {
+				t.Errorf("run %d: the narration lacks %q\n%s", run, want, text)
+			}
+		}
+		data, err := os.ReadFile(summaryFile)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var s demoSummary
+		if err := json.Unmarshal(data, &s); err != nil {
+			t.Fatalf("summary: %v\n%s", err, data)
+		}
+		if !s.Drained || s.PDBBreached || s.PodsMoved == 0 || s.PodsLeft != 0 {
+			t.Errorf("run %d: summary %s", run, data)
+		}
+		for _, w := range s.Workloads {
+			if w.HasPDB && w.MinReady < w.PDBMinHealth {
+				t.Errorf("run %d: %s fell to %d Ready, below its PDB's %d", run, w.Name, w.MinReady, w.PDBMinHealth)
+			}
+		}
+	}
+
+	t.Run("Ctrl-C tears everything down", func(t *testing.T) {
+		ctx, cancel := context.WithTimeout(cluster.Context(t), 2*time.Minute)
+		defer cancel()
+		cmd := exec.CommandContext(ctx, demo, "--binary", bin)
+		cmd.Dir = root
+		stdout, err := cmd.StdoutPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var rest bytes.Buffer
+		cmd.Stderr = &rest
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		lines := bufio.NewScanner(stdout)
+		interrupted := false
+		for lines.Scan() {
+			if strings.Contains(lines.Text(), "fleet ready") {
+				if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
+					t.Fatal(err)
+				}
+				interrupted = true
+				break
+			}
+		}
+		_, _ = io.Copy(&rest, stdout)
+		err = cmd.Wait()
+		if !interrupted {
+			t.Fatalf("the demo never reported its fleet ready: %v\n%s", err, rest.String())
+		}
+		if code := cmd.ProcessState.ExitCode(); code != 130 {
+			t.Errorf("exit code after Ctrl-C = %d, want 130\n%s", code, rest.String())
+		}
+		// Its cluster's work directory (owned by the demo's pid) is gone.
+		dirs, _ := filepath.Glob(filepath.Join(os.TempDir(), "spot-rebalancer-e2e-*", "owner.pid"))
+		for _, f := range dirs {
+			if data, err := os.ReadFile(f); err == nil && strings.TrimSpace(string(data)) == strconv.Itoa(cmd.Process.Pid) {
+				t.Errorf("the demo's cluster was left behind in %s", filepath.Dir(f))
+			}
+		}
+	})
+}
