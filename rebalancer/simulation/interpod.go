@@ -237,8 +237,8 @@ type spreadCounts struct {
 	// eligible decides which nodes form domains.
 	eligible map[string]bool
 	counts   map[string]int
-	// byNode is counts by node index, taken for one pod's filtering.
-	byNode []int
+	// byID is counts by topology id, taken for one pod's filtering.
+	byID []int
 }
 
 func (c *spreadCounts) add(p *corev1.Pod, n *corev1.Node) {
@@ -257,6 +257,7 @@ func (f *podFilter) spread(ns *nodeState) string {
 		// Counts change only when a pod is placed, never while one pod
 		// is being filtered: take what does not depend on the node once.
 		f.spreadCounts = make([]*spreadCounts, len(f.hardSpread))
+		f.spreadTopos = make([]*topology, len(f.hardSpread))
 		f.spreadBase = make([]int, len(f.hardSpread))
 		for i, c := range f.hardSpread {
 			counts := f.spreadCountsFor(i, c)
@@ -274,20 +275,19 @@ func (f *podFilter) spread(ns *nodeState) string {
 				self = 1
 			}
 			f.spreadCounts[i], f.spreadBase[i] = counts, self-minCount
-			// Per node, the count of its domain; a node without the key
-			// can never take the pod.
-			counts.byNode = make([]int, len(f.s.nodes))
-			for j, other := range f.s.nodes {
-				if v, ok := other.node.Labels[c.TopologyKey]; ok {
-					counts.byNode[j] = counts.counts[v]
-				} else {
-					counts.byNode[j] = 1 << 30
-				}
+			// Per topology value, the count of its domain; a node without
+			// the key can never take the pod.
+			t := f.s.topology(c.TopologyKey)
+			counts.byID = make([]int, len(t.names))
+			for id, v := range t.names {
+				counts.byID[id] = counts.counts[v]
 			}
+			f.spreadTopos[i] = t
 		}
 	}
 	for i, c := range f.hardSpread {
-		if f.spreadCounts[i].byNode[ns.index]+f.spreadBase[i] > int(c.MaxSkew) {
+		t := f.spreadTopos[i]
+		if !t.has[ns.index] || f.spreadCounts[i].byID[t.ids[ns.index]]+f.spreadBase[i] > int(c.MaxSkew) {
 			return ReasonSpread
 		}
 	}

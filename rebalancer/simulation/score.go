@@ -6,6 +6,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/types"
 	schedcorev1 "k8s.io/component-helpers/scheduling/corev1"
 	"k8s.io/component-helpers/scheduling/corev1/nodeaffinity"
 	"k8s.io/klog/v2"
@@ -156,6 +157,36 @@ func (f *podFilter) softSpread() ([]softConstraint, bool) {
 	return out, false
 }
 
+// topology interns one label's values over the nodes: nodes with the same
+// value share an id; a node without the label has the id of "".
+type topology struct {
+	ids    []int32  // by node index
+	has    []bool   // by node index
+	names  []string // by id
+	values int      // distinct ids
+}
+
+func (s *Simulator) topology(key string) *topology {
+	if t, ok := s.topologies[key]; ok {
+		return t
+	}
+	t := &topology{ids: make([]int32, len(s.nodes)), has: make([]bool, len(s.nodes))}
+	byValue := map[string]int32{}
+	for i, ns := range s.nodes {
+		v, ok := ns.node.Labels[key]
+		id, seen := byValue[v]
+		if !seen {
+			id = int32(len(byValue))
+			byValue[v] = id
+			t.names = append(t.names, v)
+		}
+		t.ids[i], t.has[i] = id, ok
+	}
+	t.values = len(byValue)
+	s.topologies[key] = t
+	return t
+}
+
 // addSpreadScores is PodTopologySpread's scoring: a node scores the pods
 // that match each constraint in its domain (its own pods for hostname),
 // weighted by the log of the number of domains; fewer is better.
@@ -164,69 +195,55 @@ func (f *podFilter) addSpreadScores(feasible []*nodeState, total []int64) {
 	if len(constraints) == 0 {
 		return
 	}
-	hasKeys := func(n *corev1.Node) bool {
-		for _, c := range constraints {
-			if _, ok := n.Labels[c.key]; !ok {
+	topos := make([]*topology, len(constraints))
+	for j, c := range constraints {
+		topos[j] = f.s.topology(c.key)
+	}
+	hasKeys := func(index int) bool {
+		for _, t := range topos {
+			if !t.has[index] {
 				return false
 			}
 		}
 		return true
 	}
 	ignored := make([]bool, len(feasible))
-	domains := make([]map[string]int64, len(constraints))
-	for i := range domains {
-		domains[i] = map[string]int64{}
+	// The domains among the nodes scored; only their number matters. As in
+	// the scheduler, nodes without the key (allowed for the system
+	// default) form the domain "".
+	domains := make([]int, len(constraints))
+	seen := make([][]bool, len(constraints))
+	for j, t := range topos {
+		if constraints[j].key != corev1.LabelHostname { // hostname: one domain per node
+			seen[j] = make([]bool, t.values)
+		}
 	}
 	scored := 0
 	for i, ns := range feasible {
-		if requireAll && !hasKeys(ns.node) {
+		if requireAll && !hasKeys(ns.index) {
 			ignored[i] = true
 			continue
 		}
 		scored++
-		for j, c := range constraints {
-			if c.key != corev1.LabelHostname {
-				// As in the scheduler, a node without the key (allowed for
-				// the system default) forms the domain "".
-				domains[j][ns.node.Labels[c.key]] += 0
+		for j, t := range topos {
+			if seen[j] == nil {
+				continue
+			}
+			if id := t.ids[ns.index]; !seen[j][id] {
+				seen[j][id] = true
+				domains[j]++
 			}
 		}
 	}
 	weights := make([]float64, len(constraints))
 	for j, c := range constraints {
-		size := len(domains[j])
+		size := domains[j]
 		if c.key == corev1.LabelHostname {
 			size = scored
 		}
 		weights[j] = math.Log(float64(size + 2))
 	}
-	// Count matching pods per domain, over every node the pod's required
-	// node affinity admits (cordoned and at-risk nodes included), and per
-	// node for hostname.
-	perNode := map[string]int64{}
-	for _, pp := range f.s.podsIn(f.pod.Namespace) {
-		if terminating(pp.pod) {
-			continue
-		}
-		if requireAll && !hasKeys(pp.node) {
-			continue
-		}
-		if ok, err := f.nodeAffinity.Match(pp.node); err != nil || !ok {
-			continue
-		}
-		for j, c := range constraints {
-			if !c.matches(pp.pod) {
-				continue
-			}
-			if c.key == corev1.LabelHostname {
-				perNode[pp.node.Name]++
-				continue
-			}
-			if _, counted := domains[j][pp.node.Labels[c.key]]; counted {
-				domains[j][pp.node.Labels[c.key]]++
-			}
-		}
-	}
+	counts := f.softCounts(constraints, topos, requireAll)
 	raw := make([]int64, len(feasible))
 	minRaw, maxRaw := int64(math.MaxInt64), int64(0)
 	for i, ns := range feasible {
@@ -235,13 +252,12 @@ func (f *podFilter) addSpreadScores(feasible []*nodeState, total []int64) {
 		}
 		var s float64
 		for j, c := range constraints {
-			v, ok := ns.node.Labels[c.key]
-			if !ok {
+			if !topos[j].has[ns.index] {
 				continue
 			}
-			cnt := domains[j][v]
+			cnt := counts.perDomain[j][topos[j].ids[ns.index]]
 			if c.key == corev1.LabelHostname {
-				cnt = perNode[ns.node.Name]
+				cnt = counts.perNode[ns.index]
 			}
 			s += float64(cnt)*weights[j] + float64(c.maxSkew-1)
 		}
@@ -255,6 +271,89 @@ func (f *podFilter) addSpreadScores(feasible []*nodeState, total []int64) {
 			total[i] += weightTopologySpread * maxNodeScore
 		default:
 			total[i] += weightTopologySpread * (maxNodeScore * (maxRaw + minRaw - raw[i]) / maxRaw)
+		}
+	}
+}
+
+// softCounts are the matching pods of a pod's soft spread constraints, per
+// node (hostname) and per topology value, over every node its required node
+// affinity admits (cordoned and at-risk nodes included). They are counted
+// once per controller, whose pods share constraints, and kept current as
+// pods are placed.
+type softCounts struct {
+	s           *Simulator
+	namespace   string
+	constraints []softConstraint
+	topos       []*topology
+	requireAll  bool
+	affinity    nodeaffinity.RequiredNodeAffinity
+	perNode     []int64   // by node index
+	perDomain   [][]int64 // by constraint, topology id
+}
+
+func (f *podFilter) softCounts(constraints []softConstraint, topos []*topology, requireAll bool) *softCounts {
+	var key string
+	if o := metav1.GetControllerOfNoCopy(f.pod); o != nil {
+		key = string(o.UID)
+		if c, ok := f.s.softCache[key]; ok {
+			return c
+		}
+	}
+	c := &softCounts{s: f.s, namespace: f.pod.Namespace, constraints: constraints, topos: topos, requireAll: requireAll,
+		affinity: f.nodeAffinity, perNode: make([]int64, len(f.s.nodes)), perDomain: make([][]int64, len(constraints))}
+	for j, t := range topos {
+		c.perDomain[j] = make([]int64, t.values)
+	}
+	if defaulted := len(f.pod.Spec.TopologySpreadConstraints) == 0; defaulted && key != "" {
+		// The default constraints select the controller's own pods.
+		for _, pp := range f.s.base.byOwner[types.UID(key)] {
+			if !f.s.removed.Has(pp.pod.UID) {
+				c.add(pp.pod, pp.index)
+			}
+		}
+		for _, pp := range f.s.added[f.pod.Namespace] {
+			c.add(pp.pod, pp.index)
+		}
+	} else {
+		for _, pp := range f.s.podsIn(f.pod.Namespace) {
+			c.add(pp.pod, pp.index)
+		}
+	}
+	if key == "" {
+		return c // counted for this pod only: nothing to keep current
+	}
+	f.s.softCache[key] = c
+	if len(f.pod.Spec.TopologySpreadConstraints) == 0 {
+		f.s.softByOwner[types.UID(key)] = c
+	} else {
+		f.s.softByNamespace[c.namespace] = append(f.s.softByNamespace[c.namespace], c)
+	}
+	return c
+}
+
+// add counts p, on the node with index i, where it matches.
+func (c *softCounts) add(p *corev1.Pod, i int) {
+	if p.Namespace != c.namespace || terminating(p) {
+		return
+	}
+	if c.requireAll {
+		for _, t := range c.topos {
+			if !t.has[i] {
+				return
+			}
+		}
+	}
+	if ok, err := c.affinity.Match(c.s.nodes[i].node); err != nil || !ok {
+		return
+	}
+	for j, sc := range c.constraints {
+		if !sc.matches(p) {
+			continue
+		}
+		if sc.key == corev1.LabelHostname {
+			c.perNode[i]++
+		} else {
+			c.perDomain[j][c.topos[j].ids[i]]++
 		}
 	}
 }

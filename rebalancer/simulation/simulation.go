@@ -17,6 +17,7 @@ import (
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/sets"
 	schedcorev1 "k8s.io/component-helpers/scheduling/corev1"
@@ -63,13 +64,21 @@ type Simulator struct {
 	added       map[string][]placedPod
 	addedAnti   map[string][]antiTerm
 	spreadCache map[string]*spreadCounts
+	// softCache holds soft spread counts by controller; softByOwner the
+	// ones that count only their controller's pods (the system default),
+	// softByNamespace the ones that count by selector.
+	softCache       map[string]*softCounts
+	softByOwner     map[types.UID]*softCounts
+	softByNamespace map[string][]*softCounts
+	topologies      map[string]*topology
 	// nextStart is where the next search for a node begins.
 	nextStart int
 }
 
 type placedPod struct {
-	pod  *corev1.Pod
-	node *corev1.Node
+	pod   *corev1.Pod
+	node  *corev1.Node
+	index int // of node, in Simulator.nodes
 }
 
 type nodeState struct {
@@ -97,7 +106,9 @@ type base struct {
 	nodes       []nodeState
 	index       map[string]int
 	byNamespace map[string][]placedPod
-	antiTerms   map[string][]antiTerm
+	// byOwner are the pods of each controller, for default spreading.
+	byOwner   map[types.UID][]placedPod
+	antiTerms map[string][]antiTerm
 	// taintSets are the distinct NoSchedule/NoExecute taint sets; 0 is none.
 	taintSets [][]corev1.Taint
 }
@@ -108,7 +119,7 @@ func baseOf(snap *snapshot.Snapshot) *base {
 
 func buildBase(snap *snapshot.Snapshot) *base {
 	b := &base{nodes: make([]nodeState, len(snap.Nodes)), index: make(map[string]int, len(snap.Nodes)),
-		byNamespace: map[string][]placedPod{}, antiTerms: map[string][]antiTerm{}, taintSets: [][]corev1.Taint{nil}}
+		byNamespace: map[string][]placedPod{}, byOwner: map[types.UID][]placedPod{}, antiTerms: map[string][]antiTerm{}, taintSets: [][]corev1.Taint{nil}}
 	taintIDs := map[string]int{"": 0}
 	for i, n := range snap.Nodes {
 		ns := nodeState{node: n, index: i, allocatable: fromList(n.Status.Allocatable)}
@@ -132,7 +143,10 @@ func buildBase(snap *snapshot.Snapshot) *base {
 			}
 			ns.take(p, requestsOf(p))
 			if !terminating(p) {
-				b.byNamespace[p.Namespace] = append(b.byNamespace[p.Namespace], placedPod{pod: p, node: n})
+				b.byNamespace[p.Namespace] = append(b.byNamespace[p.Namespace], placedPod{pod: p, node: n, index: i})
+				if o := metav1.GetControllerOfNoCopy(p); o != nil {
+					b.byOwner[o.UID] = append(b.byOwner[o.UID], placedPod{pod: p, node: n, index: i})
+				}
 				for _, t := range antiTermsOf(p, n) {
 					for _, namespace := range t.namespaces {
 						b.antiTerms[namespace] = append(b.antiTerms[namespace], t)
@@ -159,7 +173,8 @@ func New(snap *snapshot.Snapshot, atRisk sets.Set[string], moving []*corev1.Pod)
 		}
 	}
 	s := &Simulator{base: b, nodes: make([]*nodeState, len(b.nodes)), removed: removed,
-		added: map[string][]placedPod{}, addedAnti: map[string][]antiTerm{}, spreadCache: map[string]*spreadCounts{}}
+		added: map[string][]placedPod{}, addedAnti: map[string][]antiTerm{}, spreadCache: map[string]*spreadCounts{}, softCache: map[string]*softCounts{},
+		softByOwner: map[types.UID]*softCounts{}, softByNamespace: map[string][]*softCounts{}, topologies: map[string]*topology{}}
 	states := slices.Clone(b.nodes)
 	for i := range states {
 		ns := &states[i]
@@ -215,7 +230,7 @@ func (s *Simulator) place(ns *nodeState, p *corev1.Pod, r podResources) {
 	if terminating(p) {
 		return
 	}
-	s.added[p.Namespace] = append(s.added[p.Namespace], placedPod{pod: p, node: ns.node})
+	s.added[p.Namespace] = append(s.added[p.Namespace], placedPod{pod: p, node: ns.node, index: ns.index})
 	for _, t := range antiTermsOf(p, ns.node) {
 		for _, namespace := range t.namespaces {
 			s.addedAnti[namespace] = append(s.addedAnti[namespace], t)
@@ -223,6 +238,14 @@ func (s *Simulator) place(ns *nodeState, p *corev1.Pod, r podResources) {
 	}
 	for _, c := range s.spreadCache {
 		c.add(p, ns.node)
+	}
+	if o := metav1.GetControllerOfNoCopy(p); o != nil {
+		if c, ok := s.softByOwner[o.UID]; ok {
+			c.add(p, ns.index)
+		}
+	}
+	for _, c := range s.softByNamespace[p.Namespace] {
+		c.add(p, ns.index)
 	}
 }
 
@@ -370,6 +393,7 @@ type podFilter struct {
 	hardSpread   []corev1.TopologySpreadConstraint
 	spreadCounts []*spreadCounts // per hardSpread entry, on first use
 	spreadBase   []int           // per entry: self match minus the minimum
+	spreadTopos  []*topology     // per entry
 	interPod     *interPodRules  // on first use
 	// tolerates caches the taint check per distinct taint set:
 	// 0 unknown, 1 tolerated, 2 not.
