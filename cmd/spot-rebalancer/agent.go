@@ -1,10 +1,16 @@
 package main
 
 import (
+	"context"
 	"errors"
+	"fmt"
+	"net"
+	"net/http"
 	"os"
+	"time"
 
 	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spf13/cobra"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/utils/clock"
@@ -17,9 +23,10 @@ import (
 
 func newAgentCommand(global *globalOptions) *cobra.Command {
 	var (
-		logs     logOptions
-		nodeName string
-		endpoint string
+		logs        logOptions
+		nodeName    string
+		endpoint    string
+		metricsAddr string
 	)
 	cmd := &cobra.Command{
 		Use:   "agent",
@@ -60,11 +67,37 @@ unreachable metadata service is retried with backoff, never fatal.`,
 			a := &agent.Agent{Node: nodeName, Kube: kube, IMDS: agent.NewMetadataClient(cfg.Agent.IMDSEndpoint),
 				Interval: cfg.Agent.PollInterval.Duration, Clock: clock.RealClock{}, Metrics: agent.NewMetrics(ctrlmetrics.Registry)}
 			log.Info("Starting agent", "version", version.Get().Version, "node", nodeName, "interval", a.Interval)
-			return a.Run(logr.NewContext(cmd.Context(), log))
+			ctx := logr.NewContext(cmd.Context(), log)
+			if metricsAddr != "0" {
+				if err := serveMetrics(ctx, metricsAddr); err != nil {
+					return err
+				}
+			}
+			return a.Run(ctx)
 		},
 	}
 	cmd.Flags().StringVar(&nodeName, "node-name", "", "this node's name (default: $NODE_NAME)")
 	cmd.Flags().StringVar(&endpoint, "imds-endpoint", "", "instance metadata endpoint (overrides agent.imdsEndpoint; default: the SDK's)")
+	cmd.Flags().StringVar(&metricsAddr, "metrics-bind-address", "0", "address of the Prometheus /metrics endpoint; 0 (the default, as the agent runs on the host network) disables it")
 	logs.addFlags(cmd)
 	return cmd
+}
+
+// serveMetrics serves the process's metrics on addr until ctx ends.
+func serveMetrics(ctx context.Context, addr string) error {
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("metrics endpoint: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(ctrlmetrics.Registry, promhttp.HandlerOpts{}))
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() { _ = srv.Serve(l) }()
+	go func() {
+		<-ctx.Done()
+		shutdown, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(shutdown)
+	}()
+	return nil
 }

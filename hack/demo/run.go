@@ -139,9 +139,8 @@ var workloads = []workload{
 	{name: "worker", replicas: 3, cpu: "250m"},
 }
 
-func run(ctx context.Context, opts options, out io.Writer) (Summary, error) {
+func run(ctx context.Context, opts options, out io.Writer) (summary Summary, err error) {
 	n := &narrator{out: out, start: time.Now()}
-	var summary Summary
 	root, err := cluster.RepoRoot()
 	if err != nil {
 		return summary, err
@@ -162,7 +161,12 @@ func run(ctx context.Context, opts options, out io.Writer) (Summary, error) {
 	if err != nil {
 		return summary, err
 	}
-	n.say("component logs: %s", logs)
+	n.say("component logs: %s (removed when the demo succeeds)", logs)
+	defer func() {
+		if err == nil && summary.OK() {
+			_ = os.RemoveAll(logs)
+		}
+	}()
 
 	n.say("starting a local cluster: etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kwok")
 	c, err := cluster.Start("demo")
