@@ -121,7 +121,7 @@ func (s Summary) print(w io.Writer) {
 		breach = "YES"
 	}
 	fmt.Fprintf(w, "PodDisruptionBudget breached %s\n", breach)
-	fmt.Fprintf(w, "pod-seconds Pending          %.1f\n", s.PendingPodSeconds)
+	fmt.Fprintf(w, "pod-seconds Pending, no node %.1f\n", s.PendingPodSeconds)
 	fmt.Fprintf(w, "pods per node before         %s\n", placement(s.PlacementBefore))
 	fmt.Fprintf(w, "pods per node after          %s\n", placement(s.PlacementAfter))
 	for _, wl := range s.Workloads {

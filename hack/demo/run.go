@@ -459,7 +459,8 @@ func deployment(w workload) *appsv1.Deployment {
 			Replicas: ptr.To(w.replicas),
 			Selector: &metav1.LabelSelector{MatchLabels: labels},
 			Template: corev1.PodTemplateSpec{
-				ObjectMeta: metav1.ObjectMeta{Labels: labels},
+				// Like real applications, the pods take a moment to start.
+				ObjectMeta: metav1.ObjectMeta{Labels: labels, Annotations: map[string]string{cluster.PodReadyDelayAnnotation: "2s"}},
 				Spec: corev1.PodSpec{
 					Containers: []corev1.Container{{Name: w.name, Image: "registry.example/" + w.name + ":1",
 						Resources: corev1.ResourceRequirements{Requests: corev1.ResourceList{
@@ -635,7 +636,8 @@ func (w *watcher) sample(ctx context.Context) (bool, error) {
 		if p.DeletionTimestamp == nil && cluster.PodIsReady(p) {
 			ready[app]++
 		}
-		if p.Status.Phase == corev1.PodPending {
+		// Pending for want of a node; a pod that is starting does not count.
+		if p.Status.Phase == corev1.PodPending && p.Spec.NodeName == "" {
 			pending++
 		}
 		if p.Spec.NodeName == w.node {

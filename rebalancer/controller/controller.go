@@ -16,6 +16,8 @@ import (
 	"sync"
 	"time"
 
+	appsv1 "k8s.io/api/apps/v1"
+	autoscalingv2 "k8s.io/api/autoscaling/v2"
 	corev1 "k8s.io/api/core/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -180,6 +182,10 @@ func (r *Reconciler) drain(ctx context.Context, node *corev1.Node, sig signals.S
 	if np.Deadline != nil && !now.Before(*np.Deadline) {
 		return r.deadline(ctx, node, sig, np, snap)
 	}
+	// Surges first; the rest waits for them.
+	if running, err := r.advanceSurges(ctx, node, np, snap); err != nil || running {
+		return ctrl.Result{RequeueAfter: time.Second}, err
+	}
 	var wave []planner.PodPlan
 	remaining := 0
 	for _, p := range np.Pods {
@@ -238,6 +244,9 @@ func (r *Reconciler) drain(ctx context.Context, node *corev1.Node, sig signals.S
 
 // deadline removes what is left at an interruption's deadline.
 func (r *Reconciler) deadline(ctx context.Context, node *corev1.Node, sig signals.Signal, np *planner.NodePlan, snap *snapshot.Snapshot) (ctrl.Result, error) {
+	if err := r.undoSurges(ctx, node, snap, "the interruption deadline was reached"); err != nil {
+		return ctrl.Result{}, err
+	}
 	if r.Config.ForceAtDeadline == nil || !*r.Config.ForceAtDeadline {
 		return r.transition(ctx, node, StateBlocked, "deadline reached; forceAtDeadline is false, so the remaining pods are left", 0)
 	}
@@ -271,6 +280,15 @@ func (r *Reconciler) deadline(ctx context.Context, node *corev1.Node, sig signal
 
 // signalGone rolls back a node whose signal went away before draining.
 func (r *Reconciler) signalGone(ctx context.Context, node *corev1.Node, state string) (ctrl.Result, error) {
+	if state == StateDraining {
+		// A drain goes on without its signal, but never with a Deployment
+		// left scaled up.
+		snap, err := r.snapshot(ctx, r.Clock.Now())
+		if err != nil {
+			return ctrl.Result{}, err
+		}
+		return ctrl.Result{}, r.undoSurges(ctx, node, snap, "the Spot signal went away")
+	}
 	switch state {
 	case StateAtRisk, StateAwaitingReplacement, StateBlocked:
 	default:
@@ -344,7 +362,11 @@ func (r *Reconciler) snapshot(ctx context.Context, now time.Time) (*snapshot.Sna
 	var nodes corev1.NodeList
 	var pods corev1.PodList
 	var pdbs policyv1.PodDisruptionBudgetList
-	if err := errors.Join(r.Client.List(ctx, &nodes), r.Client.List(ctx, &pods), r.Client.List(ctx, &pdbs)); err != nil {
+	var deployments appsv1.DeploymentList
+	var replicaSets appsv1.ReplicaSetList
+	var hpas autoscalingv2.HorizontalPodAutoscalerList
+	if err := errors.Join(r.Client.List(ctx, &nodes), r.Client.List(ctx, &pods), r.Client.List(ctx, &pdbs),
+		r.Client.List(ctx, &deployments), r.Client.List(ctx, &replicaSets), r.Client.List(ctx, &hpas)); err != nil {
 		return nil, fmt.Errorf("listing from the cache: %w", err)
 	}
 	n := make([]*corev1.Node, len(nodes.Items))
@@ -359,7 +381,19 @@ func (r *Reconciler) snapshot(ctx context.Context, now time.Time) (*snapshot.Sna
 	for i := range pdbs.Items {
 		b[i] = &pdbs.Items[i]
 	}
-	return snapshot.New(now, n, p, b), nil
+	d := make([]*appsv1.Deployment, len(deployments.Items))
+	for i := range deployments.Items {
+		d[i] = &deployments.Items[i]
+	}
+	rs := make([]*appsv1.ReplicaSet, len(replicaSets.Items))
+	for i := range replicaSets.Items {
+		rs[i] = &replicaSets.Items[i]
+	}
+	h := make([]*autoscalingv2.HorizontalPodAutoscaler, len(hpas.Items))
+	for i := range hpas.Items {
+		h[i] = &hpas.Items[i]
+	}
+	return snapshot.New(now, n, p, b).WithWorkloads(d, rs, h), nil
 }
 
 // countNodes sets the nodes-by-state gauge from the snapshot.

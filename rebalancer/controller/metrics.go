@@ -11,6 +11,9 @@ type Metrics struct {
 	// SignalToDrained the time from the signal to drained.
 	WaitForReplacement prometheus.Histogram
 	SignalToDrained    prometheus.Histogram
+	// Surges counts surge hand-offs by result (started, completed,
+	// abandoned).
+	Surges *prometheus.CounterVec
 }
 
 // States, the label values of the nodes gauge.
@@ -40,7 +43,11 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "spot_rebalancer_rebalancer_signal_to_drained_seconds", Buckets: buckets,
 			Help: "Time from a node's signal until it is drained.",
 		}),
+		Surges: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "spot_rebalancer_rebalancer_surges_total",
+			Help: "Surge hand-offs of Deployments, by result (started, completed, abandoned).",
+		}, []string{"result"}),
 	}
-	reg.MustRegister(m.Transitions, m.Evictions, m.Nodes, m.WaitForReplacement, m.SignalToDrained)
+	reg.MustRegister(m.Transitions, m.Evictions, m.Nodes, m.WaitForReplacement, m.SignalToDrained, m.Surges)
 	return m
 }

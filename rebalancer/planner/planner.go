@@ -97,6 +97,7 @@ func New(snap *snapshot.Snapshot, opts Options) (*Plan, error) {
 		pp.Destination = r.Node
 	}
 
+	p.surge(plan)
 	p.assignWaves(targets, plan, moving, pods)
 	for i, t := range targets {
 		np := &plan.Nodes[i]

@@ -24,6 +24,9 @@ const (
 	ActionSkip Action = "skip"
 	// ActionBlocked cannot move now; the reasons say why.
 	ActionBlocked Action = "blocked"
+	// ActionSurge moves a Deployment's pod by scaling the Deployment up
+	// first: the pod leaves only once a new one is Ready elsewhere.
+	ActionSurge Action = "surge"
 )
 
 // Plan is the decision for every planned node. Its JSON field names are a
@@ -77,6 +80,17 @@ func (np *NodePlan) Tally() (evict, blocked, waves int) {
 	return evict, blocked, waves
 }
 
+// Surges counts the node's pods that move by surge.
+func (np *NodePlan) Surges() int {
+	n := 0
+	for _, p := range np.Pods {
+		if p.Action == ActionSurge {
+			n++
+		}
+	}
+	return n
+}
+
 // PodPlan is the decision for one pod.
 type PodPlan struct {
 	Namespace string `json:"namespace"`
@@ -88,6 +102,8 @@ type PodPlan struct {
 	Destination string   `json:"destination"`
 	Reasons     []string `json:"reasons"`
 	PDBs        []PDBRef `json:"pdbs"`
+	// Workload is the Deployment a surge scales ("Deployment/web").
+	Workload string `json:"workload,omitempty"`
 	// Critical pods (system-*-critical) go last.
 	Critical bool  `json:"critical,omitempty"`
 	Priority int32 `json:"priority"`

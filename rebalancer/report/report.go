@@ -108,9 +108,10 @@ func writeNode(w io.Writer, n *planner.NodePlan) {
 	}
 }
 
-// sortedPods puts blocked pods first, then evictions by wave, then skips.
+// sortedPods puts blocked pods first, then surges, evictions by wave, and
+// skips.
 func sortedPods(pods []planner.PodPlan) []planner.PodPlan {
-	rank := map[planner.Action]int{planner.ActionBlocked: 0, planner.ActionEvict: 1, planner.ActionSkip: 2}
+	rank := map[planner.Action]int{planner.ActionBlocked: 0, planner.ActionSurge: 1, planner.ActionEvict: 2, planner.ActionSkip: 3}
 	out := slices.Clone(pods)
 	slices.SortStableFunc(out, func(a, b planner.PodPlan) int {
 		if d := rank[a.Action] - rank[b.Action]; d != 0 {
@@ -125,15 +126,22 @@ func sortedPods(pods []planner.PodPlan) []planner.PodPlan {
 }
 
 func summary(plan *planner.Plan) string {
-	evict, blocked, waves := 0, 0, 0
+	evict, blocked, waves, surges := 0, 0, 0, 0
 	for i := range plan.Nodes {
 		e, b, w := plan.Nodes[i].Tally()
-		evict, blocked, waves = evict+e, blocked+b, max(waves, w)
+		evict, blocked, waves, surges = evict+e, blocked+b, max(waves, w), surges+plan.Nodes[i].Surges()
+	}
+	moves := fmt.Sprintf("%d pod(s) to move in %d wave(s)", evict, waves)
+	switch {
+	case surges > 0 && evict == 0:
+		moves = fmt.Sprintf("%d pod(s) to move, all by surge", surges)
+	case surges > 0:
+		moves = fmt.Sprintf("%d pod(s) to move: %d by surge, %d in %d wave(s)", evict+surges, surges, evict, waves)
 	}
 	if plan.Complete {
-		return fmt.Sprintf("Plan can complete: %d node(s), %d pod(s) to move in %d wave(s).", len(plan.Nodes), evict, waves)
+		return fmt.Sprintf("Plan can complete: %d node(s), %s.", len(plan.Nodes), moves)
 	}
-	return fmt.Sprintf("Plan is blocked: %d pod(s) cannot move; %d pod(s) can, in %d wave(s).", blocked, evict, waves)
+	return fmt.Sprintf("Plan is blocked: %d pod(s) cannot move; %s.", blocked, moves)
 }
 
 func selector(m map[string]string) string {

@@ -1,5 +1,6 @@
 // Package snapshot owns the rebalancer's view of the cluster at one moment:
-// nodes, pods by node, PodDisruptionBudgets and the time. Planning is a pure
+// nodes, pods by node, PodDisruptionBudgets, the Deployments behind pods
+// and the time. Planning is a pure
 // function of a Snapshot.
 package snapshot
 
@@ -11,6 +12,8 @@ import (
 	"sync"
 	"time"
 
+	appsv1 "k8s.io/api/apps/v1"
+	autoscalingv2 "k8s.io/api/autoscaling/v2"
 	corev1 "k8s.io/api/core/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -27,8 +30,15 @@ type Snapshot struct {
 	Nodes []*corev1.Node
 	Pods  []*corev1.Pod
 	PDBs  []*policyv1.PodDisruptionBudget
+	// Deployments, ReplicaSets and HPAs are what the surge hand-off reads;
+	// empty unless added with WithWorkloads.
+	Deployments []*appsv1.Deployment
+	ReplicaSets []*appsv1.ReplicaSet
+	HPAs        []*autoscalingv2.HorizontalPodAutoscaler
 
-	nodes      map[string]*corev1.Node
+	nodes       map[string]*corev1.Node
+	deployments map[string]*appsv1.Deployment
+	replicaSets map[string]*appsv1.ReplicaSet
 	podsByNode map[string][]*corev1.Pod
 	podsByNS   map[string][]*corev1.Pod
 
@@ -64,6 +74,48 @@ func compareKeys(ns1, n1, ns2, n2 string) int {
 		return c
 	}
 	return strings.Compare(n1, n2)
+}
+
+// WithWorkloads adds Deployments, ReplicaSets and HorizontalPodAutoscalers
+// to a snapshot that has not been used yet, and returns it.
+func (s *Snapshot) WithWorkloads(deployments []*appsv1.Deployment, replicaSets []*appsv1.ReplicaSet, hpas []*autoscalingv2.HorizontalPodAutoscaler) *Snapshot {
+	s.Deployments, s.ReplicaSets, s.HPAs = slices.Clone(deployments), slices.Clone(replicaSets), slices.Clone(hpas)
+	slices.SortFunc(s.Deployments, func(a, b *appsv1.Deployment) int { return compareKeys(a.Namespace, a.Name, b.Namespace, b.Name) })
+	slices.SortFunc(s.ReplicaSets, func(a, b *appsv1.ReplicaSet) int { return compareKeys(a.Namespace, a.Name, b.Namespace, b.Name) })
+	slices.SortFunc(s.HPAs, func(a, b *autoscalingv2.HorizontalPodAutoscaler) int {
+		return compareKeys(a.Namespace, a.Name, b.Namespace, b.Name)
+	})
+	s.deployments = make(map[string]*appsv1.Deployment, len(deployments))
+	for _, d := range s.Deployments {
+		s.deployments[d.Namespace+"/"+d.Name] = d
+	}
+	s.replicaSets = make(map[string]*appsv1.ReplicaSet, len(replicaSets))
+	for _, rs := range s.ReplicaSets {
+		s.replicaSets[rs.Namespace+"/"+rs.Name] = rs
+	}
+	return s
+}
+
+// DeploymentOf returns the Deployment that owns the pod through its
+// ReplicaSet (both by controller reference and UID), or nil.
+func (s *Snapshot) DeploymentOf(pod *corev1.Pod) *appsv1.Deployment {
+	ref := metav1.GetControllerOfNoCopy(pod)
+	if ref == nil || ref.Kind != "ReplicaSet" {
+		return nil
+	}
+	rs := s.replicaSets[pod.Namespace+"/"+ref.Name]
+	if rs == nil || rs.UID != ref.UID {
+		return nil
+	}
+	dref := metav1.GetControllerOfNoCopy(rs)
+	if dref == nil || dref.Kind != "Deployment" {
+		return nil
+	}
+	d := s.deployments[pod.Namespace+"/"+dref.Name]
+	if d == nil || d.UID != dref.UID {
+		return nil
+	}
+	return d
 }
 
 // Node returns the named node, or nil.
@@ -109,7 +161,25 @@ func FromClient(ctx context.Context, client kubernetes.Interface, clk clock.Pass
 	}, func(obj runtime.Object) { pdbs = append(pdbs, obj.(*policyv1.PodDisruptionBudget)) }); err != nil {
 		return nil, fmt.Errorf("listing PodDisruptionBudgets: %w", err)
 	}
-	return New(clk.Now(), nodes, pods, pdbs), nil
+	var deployments []*appsv1.Deployment
+	if err := list(ctx, func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
+		return client.AppsV1().Deployments("").List(ctx, o)
+	}, func(obj runtime.Object) { deployments = append(deployments, obj.(*appsv1.Deployment)) }); err != nil {
+		return nil, fmt.Errorf("listing Deployments: %w", err)
+	}
+	var replicaSets []*appsv1.ReplicaSet
+	if err := list(ctx, func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
+		return client.AppsV1().ReplicaSets("").List(ctx, o)
+	}, func(obj runtime.Object) { replicaSets = append(replicaSets, obj.(*appsv1.ReplicaSet)) }); err != nil {
+		return nil, fmt.Errorf("listing ReplicaSets: %w", err)
+	}
+	var hpas []*autoscalingv2.HorizontalPodAutoscaler
+	if err := list(ctx, func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
+		return client.AutoscalingV2().HorizontalPodAutoscalers("").List(ctx, o)
+	}, func(obj runtime.Object) { hpas = append(hpas, obj.(*autoscalingv2.HorizontalPodAutoscaler)) }); err != nil {
+		return nil, fmt.Errorf("listing HorizontalPodAutoscalers: %w", err)
+	}
+	return New(clk.Now(), nodes, pods, pdbs).WithWorkloads(deployments, replicaSets, hpas), nil
 }
 
 func list(ctx context.Context, fn pager.ListPageFunc, each func(runtime.Object)) error {

@@ -160,7 +160,15 @@ func start(binDir, prefix string) (*Cluster, error) {
 	}
 	c.Kubeconfig = filepath.Join(workDir, "clusters", c.Name, "kubeconfig.yaml")
 	bin := func(name string) string { return filepath.Join(binDir, name) }
-	args := []string{"create", "cluster", "--name", c.Name, "--runtime", "binary",
+	root, err := RepoRoot()
+	if err != nil {
+		return nil, err
+	}
+	stages := filepath.Join(workDir, "stages.yaml")
+	if err := writeStages(root, stages); err != nil {
+		return nil, err
+	}
+	args := []string{"create", "cluster", "--name", c.Name, "--runtime", "binary", "--config", stages,
 		"--etcd-binary", bin("etcd"),
 		"--kube-apiserver-binary", bin("kube-apiserver"),
 		"--kube-controller-manager-binary", bin("kube-controller-manager"),

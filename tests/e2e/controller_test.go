@@ -51,6 +51,9 @@ func startRebalancer(t *testing.T, c *cluster.Cluster, mutate func(*config.Rebal
 func startStoppableRebalancer(t *testing.T, c *cluster.Cluster, mutate func(*config.Rebalancer)) (*controller.Metrics, func()) {
 	t.Helper()
 	cfg := config.Default().Rebalancer
+	// These stories are about eviction waves; the surge tests turn surges
+	// on again.
+	cfg.Surge.Enabled = ptr.To(false)
 	if mutate != nil {
 		mutate(&cfg)
 	}

@@ -1,0 +1,369 @@
+package controller
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"strings"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/klog/v2"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
+
+	"github.com/spot-rebalancer/spot-rebalancer/rebalancer/planner"
+	"github.com/spot-rebalancer/spot-rebalancer/rebalancer/signals"
+	"github.com/spot-rebalancer/spot-rebalancer/rebalancer/snapshot"
+)
+
+// The surge hand-off, per Deployment with pods on a draining node:
+//
+//  1. mark the pods there with the lowest pod-deletion-cost;
+//  2. record the surge on the Deployment (annotation surge-state, phase
+//     scaling-up), then scale it up by their number through the scale
+//     subresource;
+//  3. wait (phase waiting) until as many of its pods as it had replicas are
+//     Ready on other nodes;
+//  4. record phase scaling-down, scale back: the ReplicaSet controller
+//     removes the pods with the lowest deletion cost, the ones on the node;
+//  5. remove the record.
+//
+// Every step reads the live replica count first. If it is neither what the
+// record expects nor what the step writes, someone else (an HPA, GitOps, a
+// person) changed it: the surge gives up without restoring anything, and
+// the pods fall back to eviction. If the new pods are not Ready within
+// rebalancer.surge.timeout, the Deployment is scaled back and the pods fall
+// back to eviction. A restart or a new leader resumes from the record.
+
+// surgeRecord is a Deployment with a surge off some node.
+type surgeRecord struct {
+	d     *appsv1.Deployment
+	state *signals.SurgeState
+}
+
+// surgesOff returns the surges recorded for node. Records that do not
+// parse are returned with a nil state.
+func surgesOff(snap *snapshot.Snapshot, node string) []surgeRecord {
+	var out []surgeRecord
+	for _, d := range snap.Deployments {
+		if _, ok := d.Annotations[signals.AnnotationSurgeState]; !ok {
+			continue
+		}
+		st, err := signals.SurgeOf(d)
+		if err != nil {
+			out = append(out, surgeRecord{d: d})
+			continue
+		}
+		if st.Node == node {
+			out = append(out, surgeRecord{d: d, state: st})
+		}
+	}
+	return out
+}
+
+// advanceSurges moves every surge off node one step: it finishes or gives up
+// the ones in progress and starts the ones the plan asks for. It reports
+// whether one is still running; evictions wait until none is.
+func (r *Reconciler) advanceSurges(ctx context.Context, node *corev1.Node, np *planner.NodePlan, snap *snapshot.Snapshot) (bool, error) {
+	running := false
+	inProgress := map[string]bool{}
+	for _, rec := range surgesOff(snap, node.Name) {
+		key := rec.d.Namespace + "/" + rec.d.Name
+		inProgress[key] = true
+		if rec.state == nil {
+			// Unreadable: trust nothing in it, restore nothing.
+			if err := r.abandonSurge(ctx, node, rec.d, nil, "its surge record does not parse", false, snap); err != nil {
+				return true, err
+			}
+			continue
+		}
+		done, err := r.stepSurge(ctx, node, rec.d, rec.state, snap)
+		if err != nil {
+			return true, err
+		}
+		running = running || !done
+	}
+	for key, pods := range surgeGroups(np) {
+		if inProgress[key] {
+			continue
+		}
+		ns, name, _ := strings.Cut(key, "/")
+		var d *appsv1.Deployment
+		for _, cand := range snap.Deployments {
+			if cand.Namespace == ns && cand.Name == name {
+				d = cand
+			}
+		}
+		if d == nil {
+			continue
+		}
+		if err := r.startSurge(ctx, node, d, pods, snap); err != nil {
+			return true, err
+		}
+		running = true
+	}
+	return running, nil
+}
+
+// surgeGroups are the plan's surge pods by Deployment (namespace/name).
+func surgeGroups(np *planner.NodePlan) map[string][]planner.PodPlan {
+	out := map[string][]planner.PodPlan{}
+	for _, p := range np.Pods {
+		if p.Action == planner.ActionSurge {
+			name := strings.TrimPrefix(p.Workload, "Deployment/")
+			out[p.Namespace+"/"+name] = append(out[p.Namespace+"/"+name], p)
+		}
+	}
+	return out
+}
+
+func (r *Reconciler) startSurge(ctx context.Context, node *corev1.Node, d *appsv1.Deployment, pods []planner.PodPlan, snap *snapshot.Snapshot) error {
+	scale, err := r.Kube.AppsV1().Deployments(d.Namespace).GetScale(ctx, d.Name, metav1.GetOptions{})
+	if err != nil {
+		return fmt.Errorf("reading the scale of deployment %s/%s: %w", d.Namespace, d.Name, err)
+	}
+	names := make([]string, 0, len(pods))
+	for _, p := range pods {
+		names = append(names, p.Name)
+	}
+	slices.Sort(names)
+	// Marked first: when the Deployment scales back, these go.
+	for _, name := range names {
+		if err := r.patchPodAnnotation(ctx, d.Namespace, name, signals.SurgeDeletionCost); err != nil {
+			return err
+		}
+	}
+	from := scale.Spec.Replicas
+	st := &signals.SurgeState{Node: node.Name, From: from, To: from + int32(len(pods)), Phase: signals.SurgeScalingUp,
+		Since: r.Clock.Now().UTC(), Pods: names}
+	// Recorded before scaling, on the version read: a restart finds it.
+	if err := r.writeSurge(ctx, d, st); err != nil {
+		return err
+	}
+	if err := r.scale(ctx, d, st.From, st.To); err != nil {
+		return err
+	}
+	r.Metrics.Surges.WithLabelValues("started").Inc()
+	r.Recorder.Eventf(d, corev1.EventTypeNormal, "SurgeStarted",
+		"moving %d pod(s) off at-risk node %s: scaled from %d to %d; they leave once %d pods are Ready elsewhere", len(pods), node.Name, st.From, st.To, st.From)
+	r.Recorder.Eventf(node, corev1.EventTypeNormal, "SurgeStarted", "deployment %s/%s scaled from %d to %d to move %d pod(s) off this node",
+		d.Namespace, d.Name, st.From, st.To, len(pods))
+	return nil
+}
+
+// stepSurge advances one surge; it reports whether the surge is over.
+func (r *Reconciler) stepSurge(ctx context.Context, node *corev1.Node, d *appsv1.Deployment, st *signals.SurgeState, snap *snapshot.Snapshot) (bool, error) {
+	scale, err := r.Kube.AppsV1().Deployments(d.Namespace).GetScale(ctx, d.Name, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		return true, nil // the Deployment is gone, and its record with it
+	}
+	if err != nil {
+		return false, fmt.Errorf("reading the scale of deployment %s/%s: %w", d.Namespace, d.Name, err)
+	}
+	cur := scale.Spec.Replicas
+	someoneElse := fmt.Sprintf("its replica count was changed to %d by someone else (expected %d or %d)", cur, st.From, st.To)
+	switch st.Phase {
+	case signals.SurgeScalingUp:
+		switch cur {
+		case st.From:
+			return false, r.scale(ctx, d, st.From, st.To)
+		case st.To:
+			st.Phase = signals.SurgeWaiting
+			return false, r.writeSurge(ctx, d, st)
+		}
+		return true, r.abandonSurge(ctx, node, d, st, someoneElse, false, snap)
+	case signals.SurgeWaiting:
+		if cur != st.To {
+			return true, r.abandonSurge(ctx, node, d, st, someoneElse, false, snap)
+		}
+		if r.Clock.Since(st.Since) >= r.Config.Surge.Timeout.Duration {
+			if err := r.scale(ctx, d, st.To, st.From); err != nil {
+				return false, err
+			}
+			return true, r.abandonSurge(ctx, node, d, st, fmt.Sprintf("the new pods were not Ready within %s: scaled back to %d", r.Config.Surge.Timeout.Duration, st.From), false, snap)
+		}
+		if readyElsewhere(snap, d, node.Name) < int(st.From) {
+			return false, nil
+		}
+		st.Phase = signals.SurgeScalingDown
+		if err := r.writeSurge(ctx, d, st); err != nil {
+			return false, err
+		}
+		return false, r.scale(ctx, d, st.To, st.From)
+	case signals.SurgeScalingDown:
+		switch cur {
+		case st.To:
+			return false, r.scale(ctx, d, st.To, st.From)
+		case st.From:
+			if err := r.clearSurge(ctx, d); err != nil {
+				return false, err
+			}
+			r.Metrics.Surges.WithLabelValues("completed").Inc()
+			r.Recorder.Eventf(d, corev1.EventTypeNormal, "SurgeCompleted", "moved %d pod(s) off at-risk node %s; back at %d replicas", st.To-st.From, node.Name, st.From)
+			return true, nil
+		}
+		return true, r.abandonSurge(ctx, node, d, st, someoneElse, false, snap)
+	}
+	return true, r.abandonSurge(ctx, node, d, st, "unknown phase "+st.Phase, false, snap)
+}
+
+// undoSurges ends every surge off node at once: at an interruption's
+// deadline, or when the signal goes away. A Deployment still at the
+// surged count is scaled back; the node's pods lose their mark.
+func (r *Reconciler) undoSurges(ctx context.Context, node *corev1.Node, snap *snapshot.Snapshot, why string) error {
+	for _, rec := range surgesOff(snap, node.Name) {
+		if rec.state == nil {
+			if err := r.abandonSurge(ctx, node, rec.d, nil, "its surge record does not parse", false, snap); err != nil {
+				return err
+			}
+			continue
+		}
+		restore := false
+		scale, err := r.Kube.AppsV1().Deployments(rec.d.Namespace).GetScale(ctx, rec.d.Name, metav1.GetOptions{})
+		if err == nil && scale.Spec.Replicas == rec.state.To {
+			restore = true
+		}
+		if err := r.abandonSurge(ctx, node, rec.d, rec.state, why, restore, snap); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// abandonSurge gives a surge up: the pods on the node lose their mark, the
+// Deployment is scaled back only when restore says the count is still ours,
+// the record goes, and the node remembers not to surge this Deployment again.
+func (r *Reconciler) abandonSurge(ctx context.Context, node *corev1.Node, d *appsv1.Deployment, st *signals.SurgeState, why string, restore bool, snap *snapshot.Snapshot) error {
+	for _, p := range snap.PodsOn(node.Name) {
+		if p.Annotations[signals.AnnotationPodDeletionCost] == signals.SurgeDeletionCost && snap.DeploymentOf(p) == d {
+			if err := r.patchPodAnnotation(ctx, p.Namespace, p.Name, ""); err != nil {
+				return err
+			}
+		}
+	}
+	if restore && st != nil {
+		if err := r.scale(ctx, d, st.To, st.From); err != nil {
+			return err
+		}
+	}
+	if err := r.clearSurge(ctx, d); err != nil {
+		return err
+	}
+	if err := r.addSurgeFallback(ctx, node, d.Namespace+"/"+d.Name); err != nil {
+		return err
+	}
+	r.Metrics.Surges.WithLabelValues("abandoned").Inc()
+	r.Recorder.Eventf(d, corev1.EventTypeWarning, "SurgeAbandoned", "surge off node %s given up: %s; its pods there are evicted instead", node.Name, why)
+	r.Recorder.Eventf(node, corev1.EventTypeWarning, "SurgeAbandoned", "surge of deployment %s/%s given up: %s; its pods are evicted instead", d.Namespace, d.Name, why)
+	ctrllog.FromContext(ctx).Info("Surge abandoned", "deployment", klog.KObj(d), "node", node.Name, "reason", why)
+	return nil
+}
+
+// readyElsewhere counts the Deployment's Ready pods that are not on node
+// and not terminating.
+func readyElsewhere(snap *snapshot.Snapshot, d *appsv1.Deployment, node string) int {
+	n := 0
+	for _, p := range snap.PodsIn(d.Namespace) {
+		if p.Spec.NodeName != node && p.Spec.NodeName != "" && p.DeletionTimestamp == nil && podReady(p) && snap.DeploymentOf(p) == d {
+			n++
+		}
+	}
+	return n
+}
+
+// scale sets the Deployment's replicas from one count to another through
+// the scale subresource, only if the live count is still from.
+func (r *Reconciler) scale(ctx context.Context, d *appsv1.Deployment, from, to int32) error {
+	deployments := r.Kube.AppsV1().Deployments(d.Namespace)
+	scale, err := deployments.GetScale(ctx, d.Name, metav1.GetOptions{})
+	if err != nil {
+		return fmt.Errorf("reading the scale of deployment %s/%s: %w", d.Namespace, d.Name, err)
+	}
+	if scale.Spec.Replicas != from {
+		return fmt.Errorf("deployment %s/%s has %d replicas, not %d: not scaling", d.Namespace, d.Name, scale.Spec.Replicas, from)
+	}
+	scale.Spec.Replicas = to
+	// The scale's resourceVersion makes this fail if anyone wrote since.
+	if _, err := deployments.UpdateScale(ctx, d.Name, scale, metav1.UpdateOptions{}); err != nil {
+		return fmt.Errorf("scaling deployment %s/%s from %d to %d: %w", d.Namespace, d.Name, from, to, err)
+	}
+	return nil
+}
+
+func (r *Reconciler) writeSurge(ctx context.Context, d *appsv1.Deployment, st *signals.SurgeState) error {
+	raw, err := json.Marshal(st)
+	if err != nil {
+		return err
+	}
+	return r.patchDeploymentAnnotation(ctx, d, string(raw))
+}
+
+func (r *Reconciler) clearSurge(ctx context.Context, d *appsv1.Deployment) error {
+	return r.patchDeploymentAnnotation(ctx, d, "")
+}
+
+// patchDeploymentAnnotation sets (or, with "", removes) the surge record.
+func (r *Reconciler) patchDeploymentAnnotation(ctx context.Context, d *appsv1.Deployment, value string) error {
+	var v any
+	if value != "" {
+		v = value
+	}
+	patch, _ := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": map[string]any{signals.AnnotationSurgeState: v}}})
+	_, err := r.Kube.AppsV1().Deployments(d.Namespace).Patch(ctx, d.Name, types.MergePatchType, patch, metav1.PatchOptions{})
+	if err != nil && !(value == "" && apierrors.IsNotFound(err)) {
+		return fmt.Errorf("recording the surge on deployment %s/%s: %w", d.Namespace, d.Name, err)
+	}
+	return nil
+}
+
+// patchPodAnnotation sets (or, with "", removes) the pod's deletion cost. A
+// pod that is gone needs nothing.
+func (r *Reconciler) patchPodAnnotation(ctx context.Context, namespace, name, cost string) error {
+	var v any
+	if cost != "" {
+		v = cost
+	}
+	patch, _ := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": map[string]any{signals.AnnotationPodDeletionCost: v}}})
+	_, err := r.Kube.CoreV1().Pods(namespace).Patch(ctx, name, types.MergePatchType, patch, metav1.PatchOptions{})
+	if err != nil && !apierrors.IsNotFound(err) {
+		return fmt.Errorf("marking pod %s/%s: %w", namespace, name, err)
+	}
+	return nil
+}
+
+// addSurgeFallback records on the node that the Deployment's pods there
+// are evicted, not surged.
+func (r *Reconciler) addSurgeFallback(ctx context.Context, node *corev1.Node, key string) error {
+	current, err := r.Kube.CoreV1().Nodes().Get(ctx, node.Name, metav1.GetOptions{})
+	if err != nil {
+		return err
+	}
+	var list []string
+	if v := current.Annotations[signals.AnnotationSurgeFallback]; v != "" {
+		list = strings.Split(v, ",")
+	}
+	if slices.Contains(list, key) {
+		return nil
+	}
+	list = append(list, key)
+	patch, _ := json.Marshal(map[string]any{"metadata": map[string]any{
+		"resourceVersion": current.ResourceVersion,
+		"annotations":     map[string]string{signals.AnnotationSurgeFallback: strings.Join(list, ",")}}})
+	if _, err := r.Kube.CoreV1().Nodes().Patch(ctx, node.Name, types.MergePatchType, patch, metav1.PatchOptions{}); err != nil {
+		return fmt.Errorf("recording the surge fallback on node %s: %w", node.Name, err)
+	}
+	return nil
+}
+
+func podReady(p *corev1.Pod) bool {
+	for _, c := range p.Status.Conditions {
+		if c.Type == corev1.PodReady {
+			return c.Status == corev1.ConditionTrue
+		}
+	}
+	return false
+}

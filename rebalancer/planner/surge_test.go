@@ -1,0 +1,123 @@
+package planner
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	autoscalingv2 "k8s.io/api/autoscaling/v2"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/ptr"
+
+	"github.com/spot-rebalancer/spot-rebalancer/rebalancer/signals"
+	"github.com/spot-rebalancer/spot-rebalancer/rebalancer/snapshot"
+)
+
+// deployment app with its ReplicaSet app-h, settled at replicas.
+func deployment(app string, replicas int32, mods ...func(*appsv1.Deployment)) (*appsv1.Deployment, *appsv1.ReplicaSet) {
+	d := &appsv1.Deployment{
+		ObjectMeta: metav1.ObjectMeta{Name: app, Namespace: "shop", UID: types.UID("deploy-" + app), Generation: 2, Annotations: map[string]string{}},
+		Spec:       appsv1.DeploymentSpec{Replicas: ptr.To(replicas)},
+		Status:     appsv1.DeploymentStatus{ObservedGeneration: 2, Replicas: replicas, UpdatedReplicas: replicas, ReadyReplicas: replicas},
+	}
+	for _, m := range mods {
+		m(d)
+	}
+	rs := &appsv1.ReplicaSet{ObjectMeta: metav1.ObjectMeta{Name: app + "-h", Namespace: "shop", UID: types.UID("rs-" + app),
+		OwnerReferences: []metav1.OwnerReference{{APIVersion: "apps/v1", Kind: "Deployment", Name: app, UID: d.UID, Controller: ptr.To(true)}}}}
+	return d, rs
+}
+
+func TestSurgeOnlyWhereTheDeploymentAllows(t *testing.T) {
+	tests := map[string]struct {
+		mod      func(*appsv1.Deployment)
+		hpa      bool
+		withHPA  bool
+		fallback bool
+		disabled bool
+		want     Action
+		reason   string
+	}{
+		"a settled Deployment surges":        {want: ActionSurge, reason: "Deployment web scales up by 2, then back"},
+		"surges can be turned off":           {disabled: true, want: ActionEvict},
+		"an opted-out Deployment is evicted": {mod: func(d *appsv1.Deployment) { d.Annotations[signals.AnnotationSurge] = "false" }, want: ActionEvict, reason: "no surge: opted out"},
+		"a rollout in progress is evicted": {mod: func(d *appsv1.Deployment) { d.Status.UpdatedReplicas = 1 },
+			want: ActionEvict, reason: "no surge: a rollout is in progress"},
+		"a spec not yet observed is evicted": {mod: func(d *appsv1.Deployment) { d.Generation = 3 }, want: ActionEvict, reason: "a rollout is in progress"},
+		"a paused Deployment is evicted":     {mod: func(d *appsv1.Deployment) { d.Spec.Paused = true }, want: ActionEvict, reason: "no surge: paused"},
+		"an HPA target is evicted":           {hpa: true, want: ActionEvict, reason: "no surge: a HorizontalPodAutoscaler scales it"},
+		"an HPA target surges with withHPA":  {hpa: true, withHPA: true, want: ActionSurge},
+		"a given-up surge is not retried":    {fallback: true, want: ActionEvict, reason: "no surge: a surge off this node was given up"},
+		"one surge at a time per Deployment": {mod: func(d *appsv1.Deployment) {
+			d.Annotations[signals.AnnotationSurgeState] = `{"node":"elsewhere","from":4,"to":5,"phase":"waiting","since":"2026-11-26T12:00:00Z","pods":["x"]}`
+		}, want: ActionEvict, reason: "no surge: already surging off node elsewhere"},
+		"an unreadable record is not trusted": {mod: func(d *appsv1.Deployment) { d.Annotations[signals.AnnotationSurgeState] = "{" },
+			want: ActionEvict, reason: "does not parse"},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			risky := node("risky", "spot-a", now.Add(-time.Hour), rebalanceCondition)
+			if tc.fallback {
+				risky.Annotations = map[string]string{signals.AnnotationSurgeFallback: "shop/other,shop/web"}
+			}
+			nodes := []*corev1.Node{risky, node("other", "spot-a", now.Add(-time.Hour))}
+			var mods []func(*appsv1.Deployment)
+			if tc.mod != nil {
+				mods = append(mods, tc.mod)
+			}
+			d, rs := deployment("web", 4, mods...)
+			var hpas []*autoscalingv2.HorizontalPodAutoscaler
+			if tc.hpa {
+				hpas = append(hpas, &autoscalingv2.HorizontalPodAutoscaler{ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: "shop"},
+					Spec: autoscalingv2.HorizontalPodAutoscalerSpec{ScaleTargetRef: autoscalingv2.CrossVersionObjectReference{APIVersion: "apps/v1", Kind: "Deployment", Name: "web"}}})
+			}
+			pods := []*corev1.Pod{rsPod("web", 0, "risky"), rsPod("web", 1, "risky"), rsPod("web", 2, "other"), rsPod("web", 3, "other")}
+			snap := snapshot.New(now, nodes, pods, nil).WithWorkloads([]*appsv1.Deployment{d}, []*appsv1.ReplicaSet{rs}, hpas)
+			c := cfg()
+			c.Surge.WithHPA = tc.withHPA
+			if tc.disabled {
+				c.Surge.Enabled = ptr.To(false)
+			}
+			plan, err := New(snap, Options{Config: c})
+			if err != nil {
+				t.Fatal(err)
+			}
+			np := plan.Nodes[0]
+			for _, pp := range np.Pods {
+				if pp.Action != tc.want {
+					t.Errorf("pod %s: action %s, want %s (reasons %q)", pp.Name, pp.Action, tc.want, pp.Reasons)
+				}
+				if tc.reason != "" && !strings.Contains(strings.Join(pp.Reasons, "; "), tc.reason) {
+					t.Errorf("pod %s: reasons %q lack %q", pp.Name, pp.Reasons, tc.reason)
+				}
+				if tc.want == ActionSurge && (pp.Wave != 0 || pp.Workload != "Deployment/web" || pp.Destination == "") {
+					t.Errorf("surge pod %s: wave %d, workload %q, destination %q", pp.Name, pp.Wave, pp.Workload, pp.Destination)
+				}
+			}
+			if tc.want == ActionSurge && np.Surges() != 2 {
+				t.Errorf("Surges() = %d, want 2", np.Surges())
+			}
+		})
+	}
+}
+
+// A Deployment with a pod the simulation cannot place is evicted, not
+// surged: a surge needs room for every pod it moves.
+func TestNoSurgeWhenSomePodFitsNowhere(t *testing.T) {
+	d, rs := deployment("big", 2)
+	snap := snapshot.New(now, []*corev1.Node{node("risky", "spot-a", now, rebalanceCondition), node("other", "x", now)},
+		[]*corev1.Pod{rsPod("big", 0, "risky", bigCPU), rsPod("big", 1, "risky", bigCPU)}, nil).
+		WithWorkloads([]*appsv1.Deployment{d}, []*appsv1.ReplicaSet{rs}, nil)
+	plan, err := New(snap, Options{Config: cfg()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, pp := range plan.Nodes[0].Pods {
+		if pp.Action == ActionSurge {
+			t.Errorf("pod %s surges although its sibling fits nowhere", pp.Name)
+		}
+	}
+}

@@ -1,0 +1,327 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	autoscalingv2 "k8s.io/api/autoscaling/v2"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/spot-rebalancer/spot-rebalancer/config"
+	"github.com/spot-rebalancer/spot-rebalancer/rebalancer/controller"
+	"github.com/spot-rebalancer/spot-rebalancer/rebalancer/signals"
+	"github.com/spot-rebalancer/spot-rebalancer/tests/cluster"
+)
+
+// startupTime is how long the surge tests' pods take to become Ready.
+const startupTime = "3s"
+
+func withSurge(c *config.Rebalancer) { c.Surge.Enabled = ptr.To(true) }
+
+// deploySlow creates a Deployment whose pods take startupTime to be Ready
+// and ask for 500m CPU, and waits until they are.
+func deploySlow(t *testing.T, c *cluster.Cluster, ns, name string, replicas int32, annotations map[string]string) {
+	t.Helper()
+	app := map[string]string{"app": name}
+	_, err := c.Client.AppsV1().Deployments(ns).Create(cluster.Context(t), &appsv1.Deployment{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns, Annotations: annotations},
+		Spec: appsv1.DeploymentSpec{
+			Replicas: ptr.To(replicas), Selector: &metav1.LabelSelector{MatchLabels: app},
+			Template: corev1.PodTemplateSpec{
+				ObjectMeta: metav1.ObjectMeta{Labels: app, Annotations: map[string]string{cluster.PodReadyDelayAnnotation: startupTime}},
+				Spec: corev1.PodSpec{
+					NodeSelector: map[string]string{cluster.OwnerLabel: cluster.Owner(t)},
+					Tolerations:  []corev1.Toleration{{Key: spotTaint.Key, Operator: corev1.TolerationOpExists}},
+					Containers: []corev1.Container{{Name: name, Image: "registry.example/" + name + ":1",
+						Resources: corev1.ResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("500m")}}}},
+				}},
+		},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.WaitFor(t, 60*time.Second, fmt.Sprintf("%d %s pods Ready and the Deployment settled", replicas, name), func(ctx context.Context) (bool, error) {
+		d, err := c.Client.AppsV1().Deployments(ns).Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			return false, err
+		}
+		return d.Status.ObservedGeneration == d.Generation && d.Status.ReadyReplicas == replicas && d.Status.UpdatedReplicas == replicas, nil
+	})
+}
+
+// readySampler records the lowest count of Ready pods of an app, and the
+// highest replica count of its Deployment, every 50 ms.
+type readySampler struct {
+	mu          sync.Mutex
+	minReady    int
+	maxReplicas int32
+	samples     int
+}
+
+func sampleReady(t *testing.T, c *cluster.Cluster, ns, app string) *readySampler {
+	s := &readySampler{minReady: 1 << 30}
+	ctx, stop := context.WithCancel(cluster.Context(t))
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		tick := time.NewTicker(50 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+			}
+			pods, err := c.ReadyPods(ctx, ns, "app="+app)
+			if err != nil {
+				continue
+			}
+			d, err := c.Client.AppsV1().Deployments(ns).Get(ctx, app, metav1.GetOptions{})
+			if err != nil {
+				continue
+			}
+			s.mu.Lock()
+			s.minReady = min(s.minReady, len(pods))
+			s.maxReplicas = max(s.maxReplicas, ptr.Deref(d.Spec.Replicas, 0))
+			s.samples++
+			s.mu.Unlock()
+		}
+	}()
+	t.Cleanup(func() { stop(); <-done })
+	return s
+}
+
+func (s *readySampler) read() (minReady int, maxReplicas int32, samples int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.minReady, s.maxReplicas, s.samples
+}
+
+// surgeLeftovers reports a surge record on the Deployment, a replica count
+// other than want, or a deletion-cost mark on any of its pods.
+func surgeLeftovers(ctx context.Context, c *cluster.Cluster, ns, name string, want int32) (string, error) {
+	d, err := c.Client.AppsV1().Deployments(ns).Get(ctx, name, metav1.GetOptions{})
+	if err != nil {
+		return "", err
+	}
+	if v, ok := d.Annotations[signals.AnnotationSurgeState]; ok {
+		return "surge record left: " + v, nil
+	}
+	if got := ptr.Deref(d.Spec.Replicas, 0); got != want {
+		return fmt.Sprintf("%d replicas, want %d", got, want), nil
+	}
+	pods, err := podsOf(ctx, c, ns, name)
+	if err != nil {
+		return "", err
+	}
+	for _, p := range pods {
+		if v, ok := p.Annotations[signals.AnnotationPodDeletionCost]; ok {
+			return fmt.Sprintf("pod %s keeps %s=%s", p.Name, signals.AnnotationPodDeletionCost, v), nil
+		}
+	}
+	return "", nil
+}
+
+// signalAndReplace marks node at risk and, once the controller waits for a
+// replacement, adds one to pool.
+func signalAndReplace(t *testing.T, c *cluster.Cluster, node, pool string) *corev1.Node {
+	t.Helper()
+	annotate(t, c, node, signals.AnnotationAtRisk, ptr.To("true"))
+	c.WaitFor(t, 30*time.Second, "node "+node+" to await a replacement", func(ctx context.Context) (bool, error) {
+		_, state, err := nodeState(ctx, c, node)
+		return state == controller.StateAwaitingReplacement, err
+	})
+	return c.AddNode(t, cluster.Node{Spot: true, Pool: pool, Taints: []corev1.Taint{spotTaint}})
+}
+
+func waitDrained(t *testing.T, c *cluster.Cluster, node string) {
+	t.Helper()
+	c.WaitFor(t, 90*time.Second, "node "+node+" to be drained", func(ctx context.Context) (bool, error) {
+		_, state, err := nodeState(ctx, c, node)
+		return state == controller.StateDrained, err
+	})
+}
+
+func deploymentEvents(ctx context.Context, c *cluster.Cluster, ns, name string) (map[string]int, error) {
+	list, err := c.Client.CoreV1().Events(ns).List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]int{}
+	for _, e := range list.Items {
+		if e.InvolvedObject.Kind == "Deployment" && e.InvolvedObject.Name == name {
+			out[e.Reason]++
+		}
+	}
+	return out, nil
+}
+
+// A one-replica Deployment moves off a node with a rebalance
+// recommendation without ever having no Ready pod; its replica count is
+// restored exactly and no mark is left behind.
+func TestSurgeMovesASingleReplicaWithoutDowntime(t *testing.T) {
+	c := cluster.Get(t)
+	ns := c.Namespace(t, nil)
+	risky := c.AddNode(t, cluster.Node{Spot: true, Pool: "surge-1", Taints: []corev1.Taint{spotTaint}})
+	deploySlow(t, c, ns, "solo", 1, nil)
+	s := sampleReady(t, c, ns, "solo")
+	m := startRebalancer(t, c, withSurge)
+
+	replacement := signalAndReplace(t, c, risky.Name, "surge-1")
+	waitDrained(t, c, risky.Name)
+	c.WaitFor(t, 30*time.Second, "the Deployment back at 1 replica, Ready on the replacement, nothing left behind", func(ctx context.Context) (bool, error) {
+		left, err := surgeLeftovers(ctx, c, ns, "solo", 1)
+		if err != nil || left != "" {
+			return false, err
+		}
+		pods, err := c.ReadyPods(ctx, ns, "app=solo")
+		return len(pods) == 1 && pods[0].Spec.NodeName == replacement.Name, err
+	})
+	minReady, maxReplicas, samples := s.read()
+	t.Logf("%d samples: lowest Ready %d, highest replica count %d", samples, minReady, maxReplicas)
+	if minReady < 1 {
+		t.Errorf("Ready replicas fell to %d during the surge", minReady)
+	}
+	if maxReplicas != 2 {
+		t.Errorf("the Deployment peaked at %d replicas, want 2 (a surge of 1)", maxReplicas)
+	}
+	events, err := deploymentEvents(cluster.Context(t), c, ns, "solo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if events["SurgeStarted"] != 1 || events["SurgeCompleted"] != 1 || events["SurgeAbandoned"] != 0 {
+		t.Errorf("surge events on the Deployment: %v", events)
+	}
+	if got := testutil.ToFloat64(m.Surges.WithLabelValues("completed")); got != 1 {
+		t.Errorf("surges completed metric = %v, want 1", got)
+	}
+}
+
+// A 4-replica Deployment with 3 pods on the at-risk node never has fewer
+// than 4 Ready pods.
+func TestSurgeKeepsEveryReplicaReady(t *testing.T) {
+	c := cluster.Get(t)
+	ns := c.Namespace(t, nil)
+	risky := c.AddNode(t, cluster.Node{Spot: true, Pool: "surge-4", Taints: []corev1.Taint{spotTaint}})
+	// Room for exactly one pod beside the at-risk node.
+	c.AddNode(t, cluster.Node{Spot: true, Pool: "surge-4-other", CPU: "700m", Taints: []corev1.Taint{spotTaint}})
+	deploySlow(t, c, ns, "web4", 4, nil)
+	pods, err := podsOf(cluster.Context(t), c, ns, "web4")
+	if err != nil {
+		t.Fatal(err)
+	}
+	onRisky := 0
+	for _, p := range pods {
+		if p.Spec.NodeName == risky.Name {
+			onRisky++
+		}
+	}
+	if onRisky != 3 {
+		t.Fatalf("%d of 4 pods on the at-risk node, want 3", onRisky)
+	}
+	s := sampleReady(t, c, ns, "web4")
+	startRebalancer(t, c, withSurge)
+	signalAndReplace(t, c, risky.Name, "surge-4")
+	waitDrained(t, c, risky.Name)
+	c.WaitFor(t, 30*time.Second, "4 Ready pods and nothing left behind", func(ctx context.Context) (bool, error) {
+		left, err := surgeLeftovers(ctx, c, ns, "web4", 4)
+		if err != nil || left != "" {
+			return false, err
+		}
+		pods, err := c.ReadyPods(ctx, ns, "app=web4")
+		return len(pods) == 4, err
+	})
+	minReady, maxReplicas, samples := s.read()
+	t.Logf("%d samples: lowest Ready %d, highest replica count %d", samples, minReady, maxReplicas)
+	if minReady < 4 {
+		t.Errorf("Ready replicas fell to %d, below 4", minReady)
+	}
+	if maxReplicas != 7 {
+		t.Errorf("the Deployment peaked at %d replicas, want 7 (a surge of 3)", maxReplicas)
+	}
+}
+
+// The controller stops mid-surge (the Deployment scaled up, its new pod
+// not Ready yet); a new one finishes the surge from the record: the
+// Deployment ends at its original count and the node drains.
+func TestSurgeResumesAfterARestart(t *testing.T) {
+	c := cluster.Get(t)
+	ns := c.Namespace(t, nil)
+	risky := c.AddNode(t, cluster.Node{Spot: true, Pool: "surge-r", Taints: []corev1.Taint{spotTaint}})
+	deploySlow(t, c, ns, "resume", 2, nil)
+	_, stop := startStoppableRebalancer(t, c, withSurge)
+	signalAndReplace(t, c, risky.Name, "surge-r")
+	c.WaitFor(t, 30*time.Second, "the surge to be recorded and the Deployment scaled to 4", func(ctx context.Context) (bool, error) {
+		d, err := c.Client.AppsV1().Deployments(ns).Get(ctx, "resume", metav1.GetOptions{})
+		if err != nil {
+			return false, err
+		}
+		_, recorded := d.Annotations[signals.AnnotationSurgeState]
+		return recorded && ptr.Deref(d.Spec.Replicas, 0) == 4, nil
+	})
+	stop()
+	startRebalancer(t, c, withSurge)
+	waitDrained(t, c, risky.Name)
+	c.WaitFor(t, 30*time.Second, "the Deployment back at 2 replicas with nothing left behind", func(ctx context.Context) (bool, error) {
+		left, err := surgeLeftovers(ctx, c, ns, "resume", 2)
+		if err != nil || left != "" {
+			return false, err
+		}
+		pods, err := c.ReadyPods(ctx, ns, "app=resume")
+		return len(pods) == 2, err
+	})
+}
+
+// A Deployment an HPA scales and one that opts out are evicted in waves:
+// never scaled, never surged.
+func TestNoSurgeForHPATargetsAndOptOuts(t *testing.T) {
+	c := cluster.Get(t)
+	ctx := cluster.Context(t)
+	ns := c.Namespace(t, nil)
+	risky := c.AddNode(t, cluster.Node{Spot: true, Pool: "surge-no", Taints: []corev1.Taint{spotTaint}})
+	deploySlow(t, c, ns, "scaled", 2, nil)
+	deploySlow(t, c, ns, "optout", 2, map[string]string{signals.AnnotationSurge: "false"})
+	_, err := c.Client.AutoscalingV2().HorizontalPodAutoscalers(ns).Create(ctx, &autoscalingv2.HorizontalPodAutoscaler{
+		ObjectMeta: metav1.ObjectMeta{Name: "scaled"},
+		Spec: autoscalingv2.HorizontalPodAutoscalerSpec{
+			ScaleTargetRef: autoscalingv2.CrossVersionObjectReference{APIVersion: "apps/v1", Kind: "Deployment", Name: "scaled"},
+			MinReplicas:    ptr.To[int32](2), MaxReplicas: 2,
+		},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	scaled, optout := sampleReady(t, c, ns, "scaled"), sampleReady(t, c, ns, "optout")
+	startRebalancer(t, c, withSurge)
+	signalAndReplace(t, c, risky.Name, "surge-no")
+	waitDrained(t, c, risky.Name)
+	for name, s := range map[string]*readySampler{"scaled": scaled, "optout": optout} {
+		_, maxReplicas, _ := s.read()
+		if maxReplicas != 2 {
+			t.Errorf("%s was scaled to %d replicas", name, maxReplicas)
+		}
+		events, err := deploymentEvents(ctx, c, ns, name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if events["SurgeStarted"] != 0 {
+			t.Errorf("%s was surged: %v", name, events)
+		}
+	}
+	evicted, err := c.Client.CoreV1().Events(ns).List(ctx, metav1.ListOptions{FieldSelector: "reason=Evicted"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(evicted.Items) != 4 {
+		t.Errorf("%d Evicted events in the namespace, want 4 (2 pods of each Deployment)", len(evicted.Items))
+	}
+}
