@@ -39,8 +39,8 @@ type Snapshot struct {
 	nodes       map[string]*corev1.Node
 	deployments map[string]*appsv1.Deployment
 	replicaSets map[string]*appsv1.ReplicaSet
-	podsByNode map[string][]*corev1.Pod
-	podsByNS   map[string][]*corev1.Pod
+	podsByNode  map[string][]*corev1.Pod
+	podsByNS    map[string][]*corev1.Pod
 
 	memoMu sync.Mutex
 	memo   map[string]any
