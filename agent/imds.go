@@ -116,11 +116,10 @@ func Poll(ctx context.Context, c MetadataClient, now time.Time) (Observation, []
 			warnings = append(warnings, err)
 		}
 		in := &Interruption{Action: action.Action}
-		t, perr := time.Parse(time.RFC3339, action.Time)
-		if perr != nil {
-			in.Time, in.Guessed = now.Add(2*time.Minute), true
-		} else {
+		if t, ok := parseTime(action.Time); ok {
 			in.Time = t
+		} else {
+			in.Time, in.Guessed = now.Add(2*time.Minute), true
 		}
 		obs.Interruption = in
 	case errors.Is(err, errNoEvent):
@@ -133,8 +132,8 @@ func Poll(ctx context.Context, c MetadataClient, now time.Time) (Observation, []
 		if err != nil {
 			warnings = append(warnings, err)
 		}
-		t, perr := time.Parse(time.RFC3339, rebalance.NoticeTime)
-		if perr != nil {
+		t, ok := parseTime(rebalance.NoticeTime)
+		if !ok {
 			t = now
 		}
 		obs.RebalanceSince = &t
@@ -143,6 +142,16 @@ func Poll(ctx context.Context, c MetadataClient, now time.Time) (Observation, []
 		return Observation{}, warnings, err
 	}
 	return obs, warnings, nil
+}
+
+// parseTime reads an RFC 3339 time from the metadata service; a time
+// before 2000 (the zero time, say) is no usable time.
+func parseTime(s string) (time.Time, bool) {
+	t, err := time.Parse(time.RFC3339, s)
+	if err != nil || t.Year() < 2000 {
+		return time.Time{}, false
+	}
+	return t, true
 }
 
 func isMalformed(err error) bool {

@@ -10,7 +10,7 @@ import (
 
 // fakeIMDS speaks the IMDSv2 wire protocol: a token from PUT /latest/api/token,
 // then GETs under /latest/meta-data/ that must carry it.
-func fakeIMDS(t *testing.T, answers map[string]func(w http.ResponseWriter)) string {
+func fakeIMDS(t testing.TB, answers map[string]func(w http.ResponseWriter)) string {
 	t.Helper()
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method == http.MethodPut && r.URL.Path == "/latest/api/token" {
@@ -49,6 +49,10 @@ func TestPoll(t *testing.T) {
 		"an instance action is an interruption at its time": {
 			answers:          map[string]func(http.ResponseWriter){PathInstanceAction: body(`{"action":"terminate","time":"2026-11-26T12:02:00Z"}`)},
 			wantInterruption: &Interruption{Action: "terminate", Time: now.Add(2 * time.Minute)},
+		},
+		"a zero time is no time: the two minutes AWS promises": {
+			answers:          map[string]func(http.ResponseWriter){PathInstanceAction: body(`{"action":"terminate","time":"0001-01-01T00:00:00Z"}`)},
+			wantInterruption: &Interruption{Action: "terminate", Time: now.Add(2 * time.Minute), Guessed: true},
 		},
 		"a rebalance recommendation alone": {
 			answers:       map[string]func(http.ResponseWriter){PathRebalance: body(`{"noticeTime":"2026-11-26T11:59:00Z"}`)},

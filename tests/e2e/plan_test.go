@@ -114,7 +114,12 @@ func TestPlanCommandAgainstACluster(t *testing.T) {
 	}
 
 	bin := buildBinary(t)
-	stdout, stderr, code := runBinary(t, bin, "plan", "--kubeconfig", c.Kubeconfig, "--nodes", spot.Name, "-o", "json")
+	// Waves first: surges off.
+	noSurge := filepath.Join(t.TempDir(), "config.yaml")
+	if err := os.WriteFile(noSurge, []byte("apiVersion: spot-rebalancer.io/v1alpha1\nkind: Config\nrebalancer:\n  surge:\n    enabled: false\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	stdout, stderr, code := runBinary(t, bin, "plan", "--kubeconfig", c.Kubeconfig, "--config", noSurge, "--nodes", spot.Name, "-o", "json")
 	if code != 3 {
 		t.Fatalf("exit code %d, want 3 (blocked)\nstdout: %s\nstderr: %s", code, stdout, stderr)
 	}
@@ -160,7 +165,7 @@ func TestPlanCommandAgainstACluster(t *testing.T) {
 		_, err := c.Client.CoreV1().Pods(ns).Get(ctx, "solo", metav1.GetOptions{})
 		return err != nil, nil
 	})
-	stdout, stderr, code = runBinary(t, bin, "plan", "--kubeconfig", c.Kubeconfig, "--nodes", spot.Name, "--replacement-mode", "capacity")
+	stdout, stderr, code = runBinary(t, bin, "plan", "--kubeconfig", c.Kubeconfig, "--config", noSurge, "--nodes", spot.Name, "--replacement-mode", "capacity")
 	if code != 0 {
 		t.Fatalf("exit code %d, want 0\nstdout: %s\nstderr: %s", code, stdout, stderr)
 	}
@@ -171,6 +176,17 @@ func TestPlanCommandAgainstACluster(t *testing.T) {
 	}
 	if path := os.Getenv("PLAN_SAMPLE_OUT"); path != "" {
 		_ = os.WriteFile(path, []byte(stdout), 0o644)
+	}
+
+	// With the defaults, the Deployment's pods move by surge.
+	stdout, stderr, code = runBinary(t, bin, "plan", "--kubeconfig", c.Kubeconfig, "--nodes", spot.Name, "--replacement-mode", "capacity")
+	if code != 0 {
+		t.Fatalf("exit code %d, want 0\nstdout: %s\nstderr: %s", code, stdout, stderr)
+	}
+	for _, want := range []string{"surge", "Deployment web scales up by 3, then back", "Plan can complete: 1 node(s), 3 pod(s) to move, all by surge."} {
+		if !strings.Contains(stdout, want) {
+			t.Errorf("table lacks %q:\n%s", want, stdout)
+		}
 	}
 
 	// Bad usage exits 2 and names the problem.

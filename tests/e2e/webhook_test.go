@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -275,6 +276,35 @@ func TestWebhookInjectsTolerationsAndHints(t *testing.T) {
 			counter.mu.Lock()
 			t.Errorf("the webhook made %d API requests while admitting 200 pods: %v", n, counter.last[len(counter.last)-int(n):])
 			counter.mu.Unlock()
+		}
+	})
+
+	t.Run("TLS 1.2 at least, 1.3 preferred, and no plaintext on the admission port", func(t *testing.T) {
+		addr := fmt.Sprintf("127.0.0.1:%d", port)
+		conn, err := tls.Dial("tcp", addr, &tls.Config{InsecureSkipVerify: true}) //nolint:gosec // only the protocol version is checked
+		if err != nil {
+			t.Fatalf("TLS handshake: %v", err)
+		}
+		if v := conn.ConnectionState().Version; v != tls.VersionTLS13 {
+			t.Errorf("negotiated %s, want TLS 1.3", tls.VersionName(v))
+		}
+		conn.Close()
+		if conn, err := tls.Dial("tcp", addr, &tls.Config{InsecureSkipVerify: true, MaxVersion: tls.VersionTLS11}); err == nil { //nolint:gosec
+			conn.Close()
+			t.Error("a TLS 1.1 client completed a handshake")
+		}
+		conn2, err := tls.Dial("tcp", addr, &tls.Config{InsecureSkipVerify: true, MaxVersion: tls.VersionTLS12}) //nolint:gosec
+		if err != nil {
+			t.Errorf("a TLS 1.2 client was refused: %v", err)
+		} else {
+			conn2.Close()
+		}
+		resp, err := http.Post("http://"+addr+webhook.Path, "application/json", strings.NewReader("{}"))
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				t.Error("the admission port answered plaintext HTTP with 200")
+			}
 		}
 	})
 
