@@ -63,7 +63,15 @@ fuzz: ## Run every fuzz target for FUZZTIME (default 20s) each
 	done
 
 .PHONY: bench
-bench: bench-plan ## Run every benchmark (figures in docs/benchmarks.md)
+bench: bench-plan bench-webhook bench-handoff ## Run every benchmark (figures in docs/benchmarks.md)
+
+.PHONY: bench-webhook
+bench-webhook: tools build ## Webhook under load against controller-runtime's floor, on a local cluster
+	go run ./tests/bench/webhook
+
+.PHONY: bench-handoff
+bench-handoff: tools ## The hand-off against draining at once, on a local cluster; draws docs/img/handoff.png
+	go run ./tests/bench/handoff --json docs/img/handoff.json
 
 .PHONY: bench-plan
 bench-plan: ## Planner benchmarks: 500 nodes/10k pods and 5,000 nodes/100k pods

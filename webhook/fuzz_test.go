@@ -19,17 +19,22 @@ func FuzzMutatePod(f *testing.F) {
 	f.Add([]byte(`[]`))
 	profile := config.DefaultProfiles()["spot-spread"]
 	f.Fuzz(func(t *testing.T, raw []byte) {
-		var pod corev1.Pod
-		if json.Unmarshal(raw, &pod) != nil {
+		doc, pod, err := DecodePod(raw)
+		if err != nil {
 			return
 		}
-		m := Plan(&pod, "spot-spread", profile)
+		m := Plan(pod, "spot-spread", profile)
 		if m.Empty() {
 			return
 		}
-		out, err := m.Apply(raw)
-		if err != nil {
+		if _, err := m.Patch(doc); err != nil {
 			return // not an object we can patch: admitted unchanged
+		}
+		// A patch we return must apply: the API server fails the request
+		// otherwise, whatever the failure policy.
+		out, err := patched(raw, m)
+		if err != nil {
+			t.Fatalf("our patch does not apply: %v\n%s", err, raw)
 		}
 		var again corev1.Pod
 		if err := json.Unmarshal(out, &again); err != nil {

@@ -2,8 +2,9 @@ package webhook
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
+	"github.com/go-logr/logr"
+	kjson "sigs.k8s.io/json"
 	"slices"
 	"strings"
 
@@ -56,10 +57,13 @@ func (h *Handler) Handle(ctx context.Context, req admission.Request) admission.R
 }
 
 func (h *Handler) handle(ctx context.Context, req admission.Request) (out outcome) {
-	log := ctrllog.FromContext(ctx).WithValues("kind", req.Kind.Kind, "namespace", req.Namespace, "name", req.Name, "operation", req.Operation)
+	// Built only to log: a logger with values costs on every request.
+	log := func() logr.Logger {
+		return ctrllog.FromContext(ctx).WithValues("kind", req.Kind.Kind, "namespace", req.Namespace, "name", req.Name, "operation", req.Operation)
+	}
 	defer func() {
 		if r := recover(); r != nil {
-			log.Error(fmt.Errorf("panic: %v", r), "Admitting unchanged after a panic")
+			log().Error(fmt.Errorf("panic: %v", r), "Admitting unchanged after a panic")
 			out = outcome{resp: admission.Allowed(""), result: ResultError, profile: out.profile}
 		}
 	}()
@@ -73,7 +77,7 @@ func (h *Handler) handle(ctx context.Context, req admission.Request) (out outcom
 		out = outcome{resp: admission.Allowed(""), result: ResultSkipped}
 	}
 	if err != nil {
-		log.Error(err, "Admitting unchanged after an internal error")
+		log().Error(err, "Admitting unchanged after an internal error")
 		return outcome{resp: admission.Allowed(""), result: ResultError, profile: out.profile}
 	}
 	return out
@@ -83,15 +87,15 @@ func (h *Handler) pod(ctx context.Context, req admission.Request) (outcome, erro
 	if req.Operation != "CREATE" {
 		return outcome{resp: admission.Allowed(""), result: ResultSkipped}, nil
 	}
-	var pod corev1.Pod
-	if err := json.Unmarshal(req.Object.Raw, &pod); err != nil {
-		return outcome{}, fmt.Errorf("decoding pod: %w", err)
+	doc, pod, err := DecodePod(req.Object.Raw)
+	if err != nil {
+		return outcome{}, err
 	}
 	nsLabels, err := h.namespaceLabels(ctx, req.Namespace)
 	if err != nil {
 		return outcome{}, err
 	}
-	name, skip := SelectProfile(&pod, req.Namespace, nsLabels, h.Config)
+	name, skip := SelectProfile(pod, req.Namespace, nsLabels, h.Config)
 	switch skip {
 	case "":
 	case SkipUnknownProfile:
@@ -100,24 +104,21 @@ func (h *Handler) pod(ctx context.Context, req admission.Request) (outcome, erro
 	default:
 		return outcome{resp: admission.Allowed(""), result: ResultSkipped}, nil
 	}
-	m := Plan(&pod, name, h.Config.Profiles[name])
+	m := Plan(pod, name, h.Config.Profiles[name])
 	if m.Empty() {
 		return outcome{resp: admission.Allowed(""), result: ResultUnchanged, profile: name}, nil
 	}
-	mutated, err := m.Apply(req.Object.Raw)
+	ops, err := m.Patch(doc)
 	if err != nil {
 		return outcome{profile: name}, err
 	}
-	resp := admission.PatchResponseFromRaw(req.Object.Raw, mutated)
-	if !resp.Allowed {
-		return outcome{profile: name}, fmt.Errorf("computing patch: %s", resp.Result.Message)
-	}
-	return outcome{resp: resp, result: ResultMutated, profile: name}, nil
+	return outcome{resp: admission.Patched("", ops...), result: ResultMutated, profile: name}, nil
 }
 
 // workloadFields is the part of a Deployment or StatefulSet a hint needs.
 type workloadFields struct {
-	Metadata metav1.ObjectMeta `json:"metadata"`
+	// Metadata is nil when the JSON has none.
+	Metadata *metav1.ObjectMeta `json:"metadata"`
 	Spec     struct {
 		Replicas *int32 `json:"replicas"`
 		Template struct {
@@ -141,8 +142,12 @@ func (h *Handler) workload(ctx context.Context, req admission.Request) (outcome,
 		return outcome{resp: admission.Allowed(""), result: ResultSkipped}, nil
 	}
 	var w workloadFields
-	if err := json.Unmarshal(req.Object.Raw, &w); err != nil {
+	if err := kjson.UnmarshalCaseSensitivePreserveInts(req.Object.Raw, &w); err != nil {
 		return outcome{}, fmt.Errorf("decoding %s: %w", req.Kind.Kind, err)
+	}
+	var meta metav1.ObjectMeta
+	if w.Metadata != nil {
+		meta = *w.Metadata
 	}
 	var pdbs policyv1.PodDisruptionBudgetList
 	if err := h.Reader.List(ctx, &pdbs, client.InNamespace(req.Namespace)); err != nil {
@@ -158,21 +163,14 @@ func (h *Handler) workload(ctx context.Context, req admission.Request) (outcome,
 	}
 	hint := Hint(replicas, w.Spec.Template.Metadata.Labels, items)
 	var warnings []string
-	if warning := hint.Warning(req.Kind.Kind, w.Metadata.Name); warning != "" {
+	if warning := hint.Warning(req.Kind.Kind, meta.Name); warning != "" {
 		warnings = append(warnings, warning)
 	}
-	if w.Metadata.Annotations[PDBHintAnnotation] == hint.Text {
+	if meta.Annotations[PDBHintAnnotation] == hint.Text {
 		return outcome{resp: admission.Allowed("").WithWarnings(warnings...), result: ResultUnchanged}, nil
 	}
-	mutated, err := setAnnotation(req.Object.Raw, PDBHintAnnotation, hint.Text)
-	if err != nil {
-		return outcome{}, err
-	}
-	resp := admission.PatchResponseFromRaw(req.Object.Raw, mutated)
-	if !resp.Allowed {
-		return outcome{}, fmt.Errorf("computing patch: %s", resp.Result.Message)
-	}
-	return outcome{resp: resp.WithWarnings(warnings...), result: ResultMutated}, nil
+	op := annotationOp(w.Metadata != nil, meta.Annotations, PDBHintAnnotation, hint.Text)
+	return outcome{resp: admission.Patched("", op).WithWarnings(warnings...), result: ResultMutated}, nil
 }
 
 // namespaceLabels reads a namespace's labels from the metadata cache.
@@ -183,17 +181,6 @@ func (h *Handler) namespaceLabels(ctx context.Context, name string) (map[string]
 		return nil, fmt.Errorf("reading namespace %s from the cache: %w", name, err)
 	}
 	return ns.Labels, nil
-}
-
-// setAnnotation sets one annotation in an object's raw JSON, leaving every
-// other field as it was.
-func setAnnotation(raw []byte, key, value string) ([]byte, error) {
-	var obj map[string]any
-	if err := json.Unmarshal(raw, &obj); err != nil {
-		return nil, fmt.Errorf("decoding object: %w", err)
-	}
-	child(child(obj, "metadata"), "annotations")[key] = value
-	return json.Marshal(obj)
 }
 
 func truncate(s string) string {

@@ -5,11 +5,13 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strings"
 
+	"gomodules.xyz/jsonpatch/v2"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime"
+	kjson "sigs.k8s.io/json"
 
 	"github.com/spot-rebalancer/spot-rebalancer/config"
 )
@@ -26,7 +28,7 @@ type Injected struct {
 }
 
 // Mutation is what a profile adds to one pod, computed from the typed pod
-// and applied to its raw JSON so that fields this build does not know
+// and patched into its raw JSON so that fields this build does not know
 // survive.
 type Mutation struct {
 	Profile     string
@@ -112,34 +114,77 @@ func covers(have, want corev1.Toleration) bool {
 	return want.Operator != corev1.TolerationOpExists && have.Value == want.Value
 }
 
-// Apply adds the mutation to the pod's raw JSON and returns the new JSON.
-// Everything else in raw, unknown fields included, is left as it was.
-func (m *Mutation) Apply(raw []byte) ([]byte, error) {
-	var obj map[string]any
-	if err := json.Unmarshal(raw, &obj); err != nil {
-		return nil, fmt.Errorf("decoding pod: %w", err)
+// PodDocument is a pod's JSON decoded once, case sensitively as the API
+// server decodes it; nil pointers are parts the JSON does not have (or has
+// as null).
+type PodDocument struct {
+	Metadata *metav1.ObjectMeta `json:"metadata"`
+	Spec     *PodSpecFields     `json:"spec"`
+}
+
+// PodSpecFields are the parts of a pod's spec the webhook reads and adds
+// to; the rest (containers, volumes) is skipped, never decoded.
+type PodSpecFields struct {
+	Tolerations               []corev1.Toleration               `json:"tolerations"`
+	Affinity                  *corev1.Affinity                  `json:"affinity"`
+	TopologySpreadConstraints []corev1.TopologySpreadConstraint `json:"topologySpreadConstraints"`
+}
+
+// DecodePod decodes the parts of a pod's raw JSON the webhook reads: its
+// metadata and PodSpecFields.
+func DecodePod(raw []byte) (*PodDocument, *corev1.Pod, error) {
+	var doc PodDocument
+	if err := kjson.UnmarshalCaseSensitivePreserveInts(raw, &doc); err != nil {
+		return nil, nil, fmt.Errorf("decoding pod: %w", err)
 	}
-	spec := child(obj, "spec")
+	pod := &corev1.Pod{}
+	if doc.Metadata != nil {
+		pod.ObjectMeta = *doc.Metadata
+	}
+	if doc.Spec != nil {
+		pod.Spec = corev1.PodSpec{Tolerations: doc.Spec.Tolerations, Affinity: doc.Spec.Affinity,
+			TopologySpreadConstraints: doc.Spec.TopologySpreadConstraints}
+	}
+	return &doc, pod, nil
+}
+
+// Patch returns the JSON patch that adds the mutation to the pod: additions
+// only, each at a path the JSON is known to have, so nothing else changes
+// (fields this build does not know included) and the API server can always
+// apply it. A decoded slice, map or pointer is non-nil exactly when the
+// JSON has that array or object. It fails for a pod without a spec.
+func (m *Mutation) Patch(doc *PodDocument) ([]jsonpatch.JsonPatchOperation, error) {
+	if doc.Spec == nil {
+		return nil, fmt.Errorf("the pod has no spec object")
+	}
+	spec := doc.Spec
+	var ops []jsonpatch.JsonPatchOperation
 	if len(m.Tolerations) > 0 {
-		if err := appendTo(spec, "tolerations", m.Tolerations); err != nil {
-			return nil, err
-		}
+		ops = appendOps(ops, "/spec/tolerations", spec.Tolerations != nil, m.Tolerations)
 	}
 	if len(m.Preferred) > 0 {
-		na := child(child(spec, "affinity"), "nodeAffinity")
-		if err := appendTo(na, "preferredDuringSchedulingIgnoredDuringExecution", m.Preferred); err != nil {
-			return nil, err
+		preferred := map[string]any{"preferredDuringSchedulingIgnoredDuringExecution": m.Preferred}
+		switch {
+		case spec.Affinity == nil:
+			ops = append(ops, add("/spec/affinity", map[string]any{"nodeAffinity": preferred}))
+		case spec.Affinity.NodeAffinity == nil:
+			ops = append(ops, add("/spec/affinity/nodeAffinity", preferred))
+		default:
+			ops = appendOps(ops, "/spec/affinity/nodeAffinity/preferredDuringSchedulingIgnoredDuringExecution",
+				spec.Affinity.NodeAffinity.PreferredDuringSchedulingIgnoredDuringExecution != nil, m.Preferred)
 		}
 	}
 	if len(m.Spread) > 0 {
-		if err := appendTo(spec, "topologySpreadConstraints", m.Spread); err != nil {
-			return nil, err
-		}
+		ops = appendOps(ops, "/spec/topologySpreadConstraints", spec.TopologySpreadConstraints != nil, m.Spread)
 	}
-	annotations := child(child(obj, "metadata"), "annotations")
+
 	// A reinvocation adds to what an earlier pass recorded.
+	var annotations map[string]string
+	if doc.Metadata != nil {
+		annotations = doc.Metadata.Annotations
+	}
 	var record Injected
-	if prev, ok := annotations[InjectedAnnotation].(string); !ok || json.Unmarshal([]byte(prev), &record) != nil {
+	if prev, ok := annotations[InjectedAnnotation]; !ok || json.Unmarshal([]byte(prev), &record) != nil {
 		record = Injected{}
 	}
 	record.Profile = m.Profile
@@ -154,8 +199,41 @@ func (m *Mutation) Apply(raw []byte) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	annotations[InjectedAnnotation] = string(value)
-	return json.Marshal(obj)
+	return append(ops, annotationOp(doc.Metadata != nil, annotations, InjectedAnnotation, string(value))), nil
+}
+
+// annotationOp sets one annotation, creating metadata.annotations (or
+// metadata) when the object has none.
+func annotationOp(hasMetadata bool, annotations map[string]string, key, value string) jsonpatch.JsonPatchOperation {
+	switch {
+	case !hasMetadata:
+		return add("/metadata", map[string]any{"annotations": map[string]string{key: value}})
+	case annotations == nil:
+		return add("/metadata/annotations", map[string]string{key: value})
+	}
+	return add("/metadata/annotations/"+escapePointer(key), value)
+}
+
+func add(path string, value any) jsonpatch.JsonPatchOperation {
+	return jsonpatch.JsonPatchOperation{Operation: "add", Path: path, Value: value}
+}
+
+// appendOps appends items to the list at path: one add at the end per item
+// when the list exists, else one add of the whole list (which also
+// replaces a null).
+func appendOps[T any](ops []jsonpatch.JsonPatchOperation, path string, exists bool, items []T) []jsonpatch.JsonPatchOperation {
+	if !exists {
+		return append(ops, add(path, items))
+	}
+	for _, item := range items {
+		ops = append(ops, add(path+"/-", item))
+	}
+	return ops
+}
+
+// escapePointer escapes a key for a JSON pointer (RFC 6901).
+func escapePointer(key string) string {
+	return strings.NewReplacer("~", "~0", "/", "~1").Replace(key)
 }
 
 func describeToleration(t corev1.Toleration) string {
@@ -167,28 +245,4 @@ func describeToleration(t corev1.Toleration) string {
 		s += ":" + string(t.Effect)
 	}
 	return s
-}
-
-// child returns obj[key] as an object, creating it when absent or null.
-func child(obj map[string]any, key string) map[string]any {
-	if c, ok := obj[key].(map[string]any); ok {
-		return c
-	}
-	c := map[string]any{}
-	obj[key] = c
-	return c
-}
-
-// appendTo appends items to the list obj[key], keeping what is there.
-func appendTo[T any](obj map[string]any, key string, items []T) error {
-	list, _ := obj[key].([]any)
-	for i := range items {
-		u, err := runtime.DefaultUnstructuredConverter.ToUnstructured(&items[i])
-		if err != nil {
-			return fmt.Errorf("converting %s: %w", key, err)
-		}
-		list = append(list, u)
-	}
-	obj[key] = list
-	return nil
 }

@@ -2,6 +2,7 @@ package webhook
 
 import (
 	"encoding/json"
+	jsonpatchapply "github.com/evanphx/json-patch/v5"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -100,7 +101,7 @@ func TestPlanMergeRules(t *testing.T) {
 	}
 }
 
-func TestApplyKeepsWhatThePodHas(t *testing.T) {
+func TestPatchKeepsWhatThePodHas(t *testing.T) {
 	// The raw pod carries a field no Kubernetes version has, a required
 	// affinity term and its own toleration; all must survive, in order.
 	raw := []byte(`{
@@ -121,7 +122,7 @@ func TestApplyKeepsWhatThePodHas(t *testing.T) {
 		t.Fatal(err)
 	}
 	m := Plan(&pod, "spot", profile)
-	out, err := m.Apply(raw)
+	out, err := patched(raw, m)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -238,4 +239,25 @@ func TestSelectProfile(t *testing.T) {
 			}
 		})
 	}
+}
+
+// patched applies the mutation's patch to raw, as the API server does.
+func patched(raw []byte, m *Mutation) ([]byte, error) {
+	doc, _, err := DecodePod(raw)
+	if err != nil {
+		return nil, err
+	}
+	ops, err := m.Patch(doc)
+	if err != nil {
+		return nil, err
+	}
+	data, err := json.Marshal(ops)
+	if err != nil {
+		return nil, err
+	}
+	patch, err := jsonpatchapply.DecodePatch(data)
+	if err != nil {
+		return nil, err
+	}
+	return patch.Apply(raw)
 }

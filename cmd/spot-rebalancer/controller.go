@@ -23,6 +23,7 @@ import (
 	"github.com/spot-rebalancer/spot-rebalancer/rebalancer/signals"
 	ec2source "github.com/spot-rebalancer/spot-rebalancer/sources/ec2"
 	"github.com/spot-rebalancer/spot-rebalancer/sources/queue"
+	"github.com/spot-rebalancer/spot-rebalancer/webhook"
 )
 
 // leaderElectionID names the Lease the controller replicas compete for.
@@ -36,6 +37,7 @@ func newControllerCommand(global *globalOptions) *cobra.Command {
 		leaseNS     string
 		metricsAddr string
 		healthAddr  string
+		profiling   bool
 	)
 	cmd := &cobra.Command{
 		Use:   "controller",
@@ -86,7 +88,7 @@ old one before any certificate it signs is served.`,
 				leaseNS = cfg.Webhook.Namespace
 			}
 			mgr, err := manager.New(restConfig, manager.Options{
-				Metrics:                       metricsserver.Options{BindAddress: metricsAddr},
+				Metrics:                       metricsserver.Options{BindAddress: metricsAddr, ExtraHandlers: webhook.ProfilingHandlers(profiling)},
 				HealthProbeBindAddress:        healthAddr,
 				LeaderElection:                leaderElect,
 				LeaderElectionID:              leaderElectionID,
@@ -131,6 +133,7 @@ old one before any certificate it signs is served.`,
 	cmd.Flags().StringVar(&leaseNS, "leader-election-namespace", "", "namespace of the leader election Lease (default: webhook.namespace)")
 	cmd.Flags().StringVar(&metricsAddr, "metrics-bind-address", ":8080", "address of the Prometheus /metrics endpoint; 0 disables it")
 	cmd.Flags().StringVar(&healthAddr, "health-probe-bind-address", ":8081", "address of /healthz and /readyz")
+	cmd.Flags().BoolVar(&profiling, "profiling", false, "serve Go's pprof profiles under /debug/pprof/ on the metrics address")
 	logs.addFlags(cmd)
 	return cmd
 }

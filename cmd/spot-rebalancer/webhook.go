@@ -15,6 +15,7 @@ func newWebhookCommand(global *globalOptions) *cobra.Command {
 		port        int32
 		metricsAddr string
 		healthAddr  string
+		profiling   bool
 	)
 	cmd := &cobra.Command{
 		Use:   "webhook",
@@ -51,13 +52,14 @@ MutatingWebhookConfiguration.`,
 			}
 			log.Info("Starting webhook", "version", version.Get().Version, "port", cfg.Webhook.Port, "profiles", len(cfg.Webhook.Profiles))
 			return webhook.Run(logr.NewContext(cmd.Context(), log), webhook.Options{
-				Config: cfg, RESTConfig: restConfig, MetricsAddr: metricsAddr, HealthAddr: healthAddr,
+				Config: cfg, RESTConfig: restConfig, MetricsAddr: metricsAddr, HealthAddr: healthAddr, Profiling: profiling,
 			})
 		},
 	}
 	cmd.Flags().Int32Var(&port, "port", 9443, "HTTPS port for admission requests (overrides webhook.port)")
 	cmd.Flags().StringVar(&metricsAddr, "metrics-bind-address", ":8080", "address of the Prometheus /metrics endpoint; 0 disables it")
 	cmd.Flags().StringVar(&healthAddr, "health-probe-bind-address", ":8081", "address of /healthz and /readyz")
+	cmd.Flags().BoolVar(&profiling, "profiling", false, "serve Go's pprof profiles under /debug/pprof/ on the metrics address")
 	logs.addFlags(cmd)
 	return cmd
 }

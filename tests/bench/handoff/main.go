@@ -1,0 +1,449 @@
+// Command handoff is `make bench-handoff`: the same Spot hand-off on the
+// local cluster, once per drainer, sampled all along.
+//
+// The scenario: an at-risk Spot node carries three Deployments whose pods
+// take a few seconds to start (web: 6 replicas, PDB maxUnavailable 1; api:
+// 4 replicas, PDB minAvailable 3; solo: 1 replica, no PDB), 500m CPU each;
+// another node has room for 2 of them; a rebalance recommendation arrives
+// and a replacement node joins --replacement-after later. The drainers:
+// spot-rebalancer in replacement mode node (surge on, the default),
+// spot-rebalancer in mode none with surge off (draining at once, in budget
+// waves), and kubectl drain (what AWS Node Termination Handler runs).
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
+	"k8s.io/client-go/tools/record"
+	"k8s.io/utils/clock"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/manager"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	"github.com/spot-rebalancer/spot-rebalancer/config"
+	"github.com/spot-rebalancer/spot-rebalancer/rebalancer/controller"
+	"github.com/spot-rebalancer/spot-rebalancer/rebalancer/signals"
+	"github.com/spot-rebalancer/spot-rebalancer/tests/cluster"
+)
+
+// Drainers.
+const (
+	drainerNode    = "spot-rebalancer, mode node"
+	drainerNone    = "spot-rebalancer, mode none, no surge"
+	drainerKubectl = "kubectl drain"
+)
+
+type workload struct {
+	name     string
+	replicas int32
+	pdb      *policyv1.PodDisruptionBudgetSpec
+}
+
+var workloads = []workload{
+	{name: "web", replicas: 6, pdb: &policyv1.PodDisruptionBudgetSpec{MaxUnavailable: ptr.To(intstr.FromInt32(1))}},
+	{name: "api", replicas: 4, pdb: &policyv1.PodDisruptionBudgetSpec{MinAvailable: ptr.To(intstr.FromInt32(3))}},
+	{name: "solo", replicas: 1},
+}
+
+// sample is the cluster at one moment of a run.
+type sample struct {
+	At      float64          `json:"t"` // seconds since the signal
+	Ready   map[string]int32 `json:"ready"`
+	Pending int              `json:"pendingNoNode"`
+	OnNode  int              `json:"onNode"`
+}
+
+// Result is one run's figures.
+type Result struct {
+	Drainer           string           `json:"drainer"`
+	Workloads         []WorkloadResult `json:"workloads"`
+	PendingPodSeconds float64          `json:"pendingPodSeconds"`
+	Evictions         int              `json:"evictions"`
+	Rejections429     int              `json:"rejections429"`
+	Surges            int              `json:"surges"`
+	SignalToDrained   float64          `json:"signalToDrainedSeconds"`
+	Samples           []sample         `json:"samples"`
+}
+
+// WorkloadResult is one Deployment's lowest point.
+type WorkloadResult struct {
+	Name          string  `json:"name"`
+	Desired       int32   `json:"desired"`
+	PDBHealthy    int32   `json:"pdbDesiredHealthy"`
+	MinReady      int32   `json:"minReady"`
+	SecondsBelow  float64 `json:"secondsBelowDesired"`
+	SecondsAtZero float64 `json:"secondsAtZero"`
+}
+
+type options struct {
+	replacementAfter time.Duration
+	startup          time.Duration
+	png, jsonOut     string
+}
+
+func main() {
+	var o options
+	flag.DurationVar(&o.replacementAfter, "replacement-after", 20*time.Second, "when the replacement node joins, after the signal")
+	flag.DurationVar(&o.startup, "startup", 3*time.Second, "how long each pod takes to become Ready")
+	flag.StringVar(&o.png, "png", "docs/img/handoff.png", "where to draw Ready replicas over time")
+	flag.StringVar(&o.jsonOut, "json", "", "also write every run's figures and samples as JSON here")
+	flag.Parse()
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, o, os.Stdout); err != nil {
+		fmt.Fprintln(os.Stderr, "bench-handoff:", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, o options, out io.Writer) error {
+	fmt.Fprintln(out, "starting a local cluster")
+	c, err := cluster.Start("bench")
+	if err != nil {
+		return err
+	}
+	defer c.Stop()
+	var results []Result
+	for i, drainer := range []string{drainerNode, drainerNone, drainerKubectl} {
+		fmt.Fprintf(out, "run %d: %s\n", i+1, drainer)
+		r, err := scenario(ctx, c, o, i+1, drainer)
+		if err != nil {
+			return fmt.Errorf("run %s: %w", drainer, err)
+		}
+		results = append(results, r)
+	}
+	report(out, o, results)
+	if o.jsonOut != "" {
+		data, _ := json.MarshalIndent(results, "", "  ")
+		if err := os.WriteFile(o.jsonOut, data, 0o644); err != nil {
+			return err
+		}
+	}
+	if o.png != "" {
+		if err := os.MkdirAll(filepath.Dir(o.png), 0o755); err != nil {
+			return err
+		}
+		if err := plotReady(o.png, results); err != nil {
+			return err
+		}
+		fmt.Fprintf(out, "wrote %s\n", o.png)
+	}
+	return nil
+}
+
+func report(out io.Writer, o options, results []Result) {
+	fmt.Fprintf(out, "\nReplacement node after %s; pods take %s to start; 500m CPU each; room for 2 pods elsewhere.\n\n", o.replacementAfter, o.startup)
+	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "DRAINER\tWORKLOAD\tDESIRED\tPDB HEALTHY\tLOWEST READY\tS BELOW DESIRED\tS AT ZERO")
+	for _, r := range results {
+		for _, w := range r.Workloads {
+			pdb := "-"
+			if w.PDBHealthy > 0 {
+				pdb = fmt.Sprint(w.PDBHealthy)
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%d\t%.1f\t%.1f\n", r.Drainer, w.Name, w.Desired, pdb, w.MinReady, w.SecondsBelow, w.SecondsAtZero)
+		}
+	}
+	tw.Flush()
+	fmt.Fprintln(out)
+	tw = tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "DRAINER\tPOD-S PENDING\tEVICTIONS\t429s\tSURGES\tSIGNAL TO DRAINED")
+	for _, r := range results {
+		fmt.Fprintf(tw, "%s\t%.1f\t%d\t%d\t%d\t%.1fs\n", r.Drainer, r.PendingPodSeconds, r.Evictions, r.Rejections429, r.Surges, r.SignalToDrained)
+	}
+	tw.Flush()
+}
+
+func scenario(ctx context.Context, c *cluster.Cluster, o options, i int, drainer string) (Result, error) {
+	res := Result{Drainer: drainer}
+	owner := fmt.Sprintf("bench-%d", i)
+	ns := fmt.Sprintf("handoff-%d", i)
+	kube := c.Client
+	spotTaint := corev1.Taint{Key: config.EKSCapacityTypeLabel, Value: "SPOT", Effect: corev1.TaintEffectNoSchedule}
+	pool := fmt.Sprintf("spot-%d", i)
+	atRisk := fmt.Sprintf("at-risk-%d", i)
+	addNode := func(n cluster.Node) error {
+		if _, err := kube.CoreV1().Nodes().Create(ctx, cluster.NodeObject(n, owner), metav1.CreateOptions{}); err != nil {
+			return err
+		}
+		return cluster.WaitFor(ctx, time.Minute, func(ctx context.Context) (bool, error) {
+			got, err := kube.CoreV1().Nodes().Get(ctx, n.Name, metav1.GetOptions{})
+			if err != nil {
+				return false, err
+			}
+			for _, t := range got.Spec.Taints {
+				if t.Key == corev1.TaintNodeNotReady {
+					return false, nil
+				}
+			}
+			return cluster.NodeIsReady(got), nil
+		})
+	}
+	if err := addNode(cluster.Node{Name: atRisk, Spot: true, Pool: pool, CPU: "8", Taints: []corev1.Taint{spotTaint}}); err != nil {
+		return res, err
+	}
+	if _, err := kube.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
+		return res, err
+	}
+	if err := cluster.WaitFor(ctx, 30*time.Second, func(ctx context.Context) (bool, error) {
+		_, err := kube.CoreV1().ServiceAccounts(ns).Get(ctx, "default", metav1.GetOptions{})
+		return err == nil, nil
+	}); err != nil {
+		return res, err
+	}
+	for _, w := range workloads {
+		if err := deploy(ctx, c, ns, owner, w, o.startup); err != nil {
+			return res, err
+		}
+	}
+	if err := cluster.WaitFor(ctx, 2*time.Minute, func(ctx context.Context) (bool, error) {
+		for _, w := range workloads {
+			pods, err := c.ReadyPods(ctx, ns, "app="+w.name)
+			if err != nil || int32(len(pods)) != w.replicas {
+				return false, err
+			}
+		}
+		return true, nil
+	}); err != nil {
+		return res, fmt.Errorf("waiting for the workloads: %w", err)
+	}
+	pdbHealthy := map[string]int32{}
+	for _, w := range workloads {
+		if w.pdb == nil {
+			continue
+		}
+		if err := cluster.WaitFor(ctx, time.Minute, func(ctx context.Context) (bool, error) {
+			pdb, err := kube.PolicyV1().PodDisruptionBudgets(ns).Get(ctx, w.name, metav1.GetOptions{})
+			if err != nil {
+				return false, err
+			}
+			pdbHealthy[w.name] = pdb.Status.DesiredHealthy
+			return pdb.Status.ObservedGeneration == pdb.Generation && pdb.Status.CurrentHealthy == w.replicas, nil
+		}); err != nil {
+			return res, err
+		}
+	}
+	// Room for two pods elsewhere, added once the pods are in place.
+	if err := addNode(cluster.Node{Name: fmt.Sprintf("other-%d", i), Spot: true, Pool: fmt.Sprintf("other-%d", i), CPU: "1200m",
+		Taints: []corev1.Taint{spotTaint}}); err != nil {
+		return res, err
+	}
+
+	// The drainer.
+	runCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var metrics *controller.Metrics
+	var drainOut strings.Builder
+	drainDone := make(chan error, 1)
+	signalAt := time.Now()
+	switch drainer {
+	case drainerNode, drainerNone:
+		var err error
+		metrics, err = startController(runCtx, c, i, drainer == drainerNone)
+		if err != nil {
+			return res, err
+		}
+		signalAt = time.Now()
+		patch := fmt.Sprintf(`{"metadata":{"annotations":{%q:"true"}}}`, signals.AnnotationAtRisk)
+		if _, err := kube.CoreV1().Nodes().Patch(ctx, atRisk, "application/merge-patch+json", []byte(patch), metav1.PatchOptions{}); err != nil {
+			return res, err
+		}
+	case drainerKubectl:
+		signalAt = time.Now()
+		cmd := exec.CommandContext(runCtx, filepath.Join(c.BinDir, "kubectl"), "--kubeconfig", c.Kubeconfig, "drain", atRisk,
+			"--ignore-daemonsets", "--delete-emptydir-data", "--force", "--timeout=5m")
+		cmd.Stdout, cmd.Stderr = &lockedWriter{w: &drainOut}, &lockedWriter{w: &drainOut}
+		if err := cmd.Start(); err != nil {
+			return res, err
+		}
+		go func() { drainDone <- cmd.Wait() }()
+	}
+
+	// Sample until the node is empty and every workload is whole again.
+	replacementAdded := false
+	var samples []sample
+	drainedAt := time.Duration(0)
+	err := cluster.WaitFor(ctx, 4*time.Minute, func(ctx context.Context) (bool, error) {
+		now := time.Since(signalAt)
+		if !replacementAdded && now >= o.replacementAfter {
+			replacementAdded = true
+			go func() {
+				_ = addNode(cluster.Node{Name: fmt.Sprintf("replacement-%d", i), Spot: true, Pool: pool, CPU: "8", Taints: []corev1.Taint{spotTaint}})
+			}()
+		}
+		pods, err := kube.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{})
+		if err != nil {
+			return false, nil
+		}
+		s := sample{At: now.Seconds(), Ready: map[string]int32{}}
+		for j := range pods.Items {
+			p := &pods.Items[j]
+			if p.DeletionTimestamp == nil && cluster.PodIsReady(p) {
+				s.Ready[p.Labels["app"]]++
+			}
+			if p.Spec.NodeName == "" && p.Status.Phase == corev1.PodPending {
+				s.Pending++
+			}
+			if p.Spec.NodeName == atRisk && p.DeletionTimestamp == nil {
+				s.OnNode++
+			}
+		}
+		samples = append(samples, s)
+		if s.OnNode == 0 && drainedAt == 0 {
+			drainedAt = now
+		}
+		whole := true
+		for _, w := range workloads {
+			if s.Ready[w.name] != w.replicas {
+				whole = false
+			}
+		}
+		// Sampled every 100 ms; a little past the end for the plot.
+		return drainedAt > 0 && whole && replacementAdded && now > drainedAt+2*time.Second, nil
+	})
+	if err != nil {
+		return res, fmt.Errorf("waiting for the node to drain and the workloads to recover: %w\n%s", err, drainOut.String())
+	}
+	cancel()
+	if drainer == drainerKubectl {
+		<-drainDone
+	}
+	res.Samples = samples
+	res.SignalToDrained = drainedAt.Seconds()
+	for k := 1; k < len(samples); k++ {
+		res.PendingPodSeconds += float64(samples[k-1].Pending) * (samples[k].At - samples[k-1].At)
+	}
+	for _, w := range workloads {
+		wr := WorkloadResult{Name: w.name, Desired: w.replicas, PDBHealthy: pdbHealthy[w.name], MinReady: w.replicas}
+		for k, s := range samples {
+			wr.MinReady = min(wr.MinReady, s.Ready[w.name])
+			if k == 0 {
+				continue
+			}
+			dt := s.At - samples[k-1].At
+			if samples[k-1].Ready[w.name] < w.replicas {
+				wr.SecondsBelow += dt
+			}
+			if samples[k-1].Ready[w.name] == 0 {
+				wr.SecondsAtZero += dt
+			}
+		}
+		res.Workloads = append(res.Workloads, wr)
+	}
+	if metrics != nil {
+		res.Evictions = int(testutil.ToFloat64(metrics.Evictions.WithLabelValues("evicted")))
+		res.Rejections429 = int(testutil.ToFloat64(metrics.Evictions.WithLabelValues("blocked-by-pdb")))
+		res.Surges = int(testutil.ToFloat64(metrics.Surges.WithLabelValues("completed")))
+	} else {
+		sc := bufio.NewScanner(strings.NewReader(drainOut.String()))
+		for sc.Scan() {
+			line := sc.Text()
+			switch {
+			case strings.Contains(line, "evicted"):
+				res.Evictions++
+			case strings.Contains(line, "disruption budget"):
+				res.Rejections429++
+			}
+		}
+	}
+	// Clean up for the next run.
+	for _, n := range []string{atRisk, fmt.Sprintf("other-%d", i), fmt.Sprintf("replacement-%d", i)} {
+		_ = kube.CoreV1().Nodes().Delete(context.Background(), n, metav1.DeleteOptions{})
+	}
+	_ = kube.CoreV1().Namespaces().Delete(context.Background(), ns, metav1.DeleteOptions{})
+	return res, nil
+}
+
+type lockedWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
+}
+
+func deploy(ctx context.Context, c *cluster.Cluster, ns, owner string, w workload, startup time.Duration) error {
+	labels := map[string]string{"app": w.name}
+	_, err := c.Client.AppsV1().Deployments(ns).Create(ctx, &appsv1.Deployment{
+		ObjectMeta: metav1.ObjectMeta{Name: w.name},
+		Spec: appsv1.DeploymentSpec{
+			Replicas: ptr.To(w.replicas), Selector: &metav1.LabelSelector{MatchLabels: labels},
+			Template: corev1.PodTemplateSpec{
+				ObjectMeta: metav1.ObjectMeta{Labels: labels, Annotations: map[string]string{cluster.PodReadyDelayAnnotation: startup.String()}},
+				Spec: corev1.PodSpec{
+					NodeSelector:                  map[string]string{cluster.OwnerLabel: owner},
+					Tolerations:                   []corev1.Toleration{{Key: config.EKSCapacityTypeLabel, Operator: corev1.TolerationOpExists}},
+					TerminationGracePeriodSeconds: ptr.To[int64](0),
+					Containers: []corev1.Container{{Name: w.name, Image: "registry.example/" + w.name + ":1",
+						Resources: corev1.ResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("500m")}}}},
+				},
+			},
+		},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		return err
+	}
+	if w.pdb != nil {
+		spec := *w.pdb
+		spec.Selector = &metav1.LabelSelector{MatchLabels: labels}
+		_, err = c.Client.PolicyV1().PodDisruptionBudgets(ns).Create(ctx, &policyv1.PodDisruptionBudget{ObjectMeta: metav1.ObjectMeta{Name: w.name}, Spec: spec}, metav1.CreateOptions{})
+	}
+	return err
+}
+
+// startController runs the rebalancer in this process until ctx ends.
+func startController(ctx context.Context, c *cluster.Cluster, i int, atOnce bool) (*controller.Metrics, error) {
+	cfg := config.Default().Rebalancer
+	if atOnce {
+		cfg.Replacement.Mode = config.ReplacementNone
+		cfg.Surge.Enabled = ptr.To(false)
+	}
+	mgr, err := manager.New(c.Config, manager.Options{Metrics: metricsserver.Options{BindAddress: "0"}, HealthProbeBindAddress: "0"})
+	if err != nil {
+		return nil, err
+	}
+	metrics := controller.NewMetrics(prometheus.NewRegistry())
+	broadcaster := record.NewBroadcaster()
+	broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: c.Client.CoreV1().Events("")})
+	r := &controller.Reconciler{Client: mgr.GetClient(), Kube: c.Client, Config: &cfg, Clock: clock.RealClock{},
+		Recorder: broadcaster.NewRecorder(mgr.GetScheme(), corev1.EventSource{Component: "spot-rebalancer"}),
+		Metrics:  metrics, Name: fmt.Sprintf("rebalancer-%d", i)}
+	if err := r.SetupWithManager(mgr); err != nil {
+		return nil, err
+	}
+	go func() {
+		if err := mgr.Start(logr.NewContext(ctx, logr.Discard())); err != nil && !errors.Is(err, context.Canceled) {
+			fmt.Fprintln(os.Stderr, "controller:", err)
+		}
+		broadcaster.Shutdown()
+	}()
+	return metrics, nil
+}

@@ -1,0 +1,56 @@
+package main
+
+import (
+	"image/color"
+
+	"gonum.org/v1/plot"
+	"gonum.org/v1/plot/plotter"
+	"gonum.org/v1/plot/vg"
+)
+
+// plotReady draws the Ready pods of all workloads over time, one line per
+// drainer, with the desired count dashed.
+func plotReady(path string, results []Result) error {
+	p := plot.New()
+	p.Title.Text = "Ready pods during a Spot hand-off (desired 11; replacement node at +20 s)"
+	p.X.Label.Text = "seconds since the rebalance recommendation"
+	p.Y.Label.Text = "Ready pods (web + api + solo)"
+	colors := []color.Color{color.RGBA{R: 0x1b, G: 0x9e, B: 0x77, A: 0xff}, color.RGBA{R: 0xd9, G: 0x5f, B: 0x02, A: 0xff}, color.RGBA{R: 0x75, G: 0x70, B: 0xb3, A: 0xff}}
+	var desired int32
+	for _, w := range workloads {
+		desired += w.replicas
+	}
+	maxT := 0.0
+	for i, r := range results {
+		pts := make(plotter.XYs, len(r.Samples))
+		for k, s := range r.Samples {
+			var ready int32
+			for _, v := range s.Ready {
+				ready += v
+			}
+			pts[k].X, pts[k].Y = s.At, float64(ready)
+			maxT = max(maxT, s.At)
+		}
+		line, err := plotter.NewLine(pts)
+		if err != nil {
+			return err
+		}
+		line.Color = colors[i%len(colors)]
+		line.Width = vg.Points(2)
+		p.Add(line)
+		p.Legend.Add(r.Drainer, line)
+	}
+	want, err := plotter.NewLine(plotter.XYs{{X: 0, Y: float64(desired)}, {X: maxT, Y: float64(desired)}})
+	if err != nil {
+		return err
+	}
+	want.Dashes = []vg.Length{vg.Points(4), vg.Points(4)}
+	want.Color = color.Gray{Y: 0x80}
+	p.Add(want)
+	p.Legend.Add("desired", want)
+	p.Legend.Top, p.Legend.Left = false, false
+	p.Legend.YOffs = vg.Points(-40)
+	p.Y.Min, p.Y.Max = 0, float64(desired)+2
+	p.Add(plotter.NewGrid())
+	return p.Save(9*vg.Inch, 4.5*vg.Inch, path)
+}
