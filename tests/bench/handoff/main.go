@@ -42,6 +42,7 @@ import (
 	"k8s.io/client-go/tools/record"
 	"k8s.io/utils/clock"
 	"k8s.io/utils/ptr"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
@@ -104,6 +105,7 @@ type options struct {
 	replacementAfter time.Duration
 	startup          time.Duration
 	png, jsonOut     string
+	fromJSON         string
 }
 
 func main() {
@@ -112,9 +114,11 @@ func main() {
 	flag.DurationVar(&o.startup, "startup", 3*time.Second, "how long each pod takes to become Ready")
 	flag.StringVar(&o.png, "png", "docs/img/handoff.png", "where to draw Ready replicas over time")
 	flag.StringVar(&o.jsonOut, "json", "", "also write every run's figures and samples as JSON here")
+	flag.StringVar(&o.fromJSON, "from-json", "", "do not run: print the tables and draw the plot of an earlier --json")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	ctrllog.SetLogger(logr.Discard())
 	if err := run(ctx, o, os.Stdout); err != nil {
 		fmt.Fprintln(os.Stderr, "bench-handoff:", err)
 		os.Exit(1)
@@ -122,6 +126,18 @@ func main() {
 }
 
 func run(ctx context.Context, o options, out io.Writer) error {
+	if o.fromJSON != "" {
+		data, err := os.ReadFile(o.fromJSON)
+		if err != nil {
+			return err
+		}
+		var results []Result
+		if err := json.Unmarshal(data, &results); err != nil {
+			return fmt.Errorf("%s: %w", o.fromJSON, err)
+		}
+		report(out, o, results)
+		return plotReady(o.png, results)
+	}
 	fmt.Fprintln(out, "starting a local cluster")
 	c, err := cluster.Start("bench")
 	if err != nil {
@@ -139,6 +155,9 @@ func run(ctx context.Context, o options, out io.Writer) error {
 	}
 	report(out, o, results)
 	if o.jsonOut != "" {
+		if err := os.MkdirAll(filepath.Dir(o.jsonOut), 0o755); err != nil {
+			return err
+		}
 		data, _ := json.MarshalIndent(results, "", "  ")
 		if err := os.WriteFile(o.jsonOut, data, 0o644); err != nil {
 			return err

@@ -12,7 +12,7 @@ import (
 // drainer, with the desired count dashed.
 func plotReady(path string, results []Result) error {
 	p := plot.New()
-	p.Title.Text = "Ready pods during a Spot hand-off (desired 11; replacement node at +20 s)"
+	p.Title.Text = "Ready pods during a Spot hand-off (desired 11; replacement node at +20 s; above 11: a surge)"
 	p.X.Label.Text = "seconds since the rebalance recommendation"
 	p.Y.Label.Text = "Ready pods (web + api + solo)"
 	colors := []color.Color{color.RGBA{R: 0x1b, G: 0x9e, B: 0x77, A: 0xff}, color.RGBA{R: 0xd9, G: 0x5f, B: 0x02, A: 0xff}, color.RGBA{R: 0x75, G: 0x70, B: 0xb3, A: 0xff}}
@@ -48,9 +48,19 @@ func plotReady(path string, results []Result) error {
 	want.Color = color.Gray{Y: 0x80}
 	p.Add(want)
 	p.Legend.Add("desired", want)
-	p.Legend.Top, p.Legend.Left = false, false
-	p.Legend.YOffs = vg.Points(-40)
-	p.Y.Min, p.Y.Max = 0, float64(desired)+2
+	p.Legend.Top, p.Legend.Left = false, true
+	p.Legend.XOffs, p.Legend.YOffs = vg.Points(12), vg.Points(12)
+	peak := float64(desired)
+	for _, r := range results {
+		for _, s := range r.Samples {
+			var ready int32
+			for _, v := range s.Ready {
+				ready += v
+			}
+			peak = max(peak, float64(ready))
+		}
+	}
+	p.Y.Min, p.Y.Max = 0, peak+1
 	p.Add(plotter.NewGrid())
 	return p.Save(9*vg.Inch, 4.5*vg.Inch, path)
 }
