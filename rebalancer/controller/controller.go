@@ -24,12 +24,14 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/util/workqueue"
 	"k8s.io/klog/v2"
 	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	ctrlcontroller "sigs.k8s.io/controller-runtime/pkg/controller"
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	"github.com/spot-rebalancer/spot-rebalancer/config"
 	"github.com/spot-rebalancer/spot-rebalancer/rebalancer/executor"
@@ -87,7 +89,12 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 	return ctrl.NewControllerManagedBy(mgr).
 		For(&corev1.Node{}).
 		Named(cmp.Or(r.Name, "rebalancer")).
-		WithOptions(ctrlcontroller.Options{MaxConcurrentReconciles: 4}).
+		WithOptions(ctrlcontroller.Options{MaxConcurrentReconciles: 4,
+			// Failures back off to 10 s at most, not the default 1000 s: after an
+			// API server outage a drain, maybe under an interruption deadline,
+			// must resume within seconds.
+			RateLimiter: workqueue.NewTypedItemExponentialFailureRateLimiter[reconcile.Request](100*time.Millisecond, 10*time.Second),
+		}).
 		Complete(r)
 }
 

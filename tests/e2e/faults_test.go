@@ -74,10 +74,22 @@ func (f *drainFixture) waitMidDrain(t *testing.T, c *cluster.Cluster) {
 // finish waits for the drain to end and checks the budget and the taints.
 func (f *drainFixture) finish(t *testing.T, c *cluster.Cluster) {
 	t.Helper()
-	c.WaitFor(t, 2*time.Minute, "node "+f.risky+" to be drained", func(ctx context.Context) (bool, error) {
+	if err := cluster.WaitFor(cluster.Context(t), 2*time.Minute, func(ctx context.Context) (bool, error) {
 		_, state, err := nodeState(ctx, c, f.risky)
 		return state == controller.StateDrained, err
-	})
+	}); err != nil {
+		n, state, _ := nodeState(context.Background(), c, f.risky)
+		pods, _ := podsOf(context.Background(), c, f.ns, "web")
+		var where []string
+		for _, p := range pods {
+			where = append(where, fmt.Sprintf("%s on %q phase %s ready %v deleting %v", p.Name, p.Spec.NodeName, p.Status.Phase, cluster.PodIsReady(&p), p.DeletionTimestamp != nil))
+		}
+		reason := ""
+		if n != nil {
+			reason = n.Annotations[signals.AnnotationStateReason]
+		}
+		t.Fatalf("node %s not drained: state %q (%s); pods:\n%s", f.risky, state, reason, strings.Join(where, "\n"))
+	}
 	c.WaitFor(t, 30*time.Second, "4 web pods Ready elsewhere", func(ctx context.Context) (bool, error) {
 		pods, err := c.ReadyPods(ctx, f.ns, "app=web")
 		return len(pods) == 4, err
