@@ -50,6 +50,8 @@ type globalOptions struct {
 	kubeconfig  string
 	configFile  string
 	printConfig bool
+	qps         float32
+	burst       int
 }
 
 func newRootCommand() *cobra.Command {
@@ -88,6 +90,8 @@ Exit codes: 0 success, 1 runtime failure, 2 bad usage or invalid configuration.`
 	pf.StringVar(&opts.kubeconfig, "kubeconfig", "",
 		"path to a kubeconfig; default: in-cluster service account, then $KUBECONFIG, then ~/.kube/config")
 	pf.StringVar(&opts.configFile, "config", "", "configuration file (YAML, kind Config); default: built-in defaults")
+	pf.Float32Var(&opts.qps, "kube-api-qps", 50, "queries per second to the API server, sustained (client-side rate limit)")
+	pf.IntVar(&opts.burst, "kube-api-burst", 100, "queries to the API server allowed in a burst above --kube-api-qps")
 	pf.BoolVar(&opts.printConfig, "print-config", false, "print the effective configuration (file, flags and defaults) as YAML and exit")
 
 	cmd.AddCommand(newVersionCommand(), newWebhookCommand(opts), newControllerCommand(opts), newPlanCommand(opts), newAgentCommand(opts))
@@ -158,10 +162,14 @@ func (o *globalOptions) start(cmd *cobra.Command, logs *logOptions, override fun
 
 // restConfig resolves the API server for commands that talk to one.
 func (o *globalOptions) restConfig() (*rest.Config, error) {
+	if o.qps <= 0 || o.burst <= 0 {
+		return nil, usageError{fmt.Errorf("--kube-api-qps and --kube-api-burst must be positive (got %g and %d)", o.qps, o.burst)}
+	}
 	cfg, _, err := kubeconfig.Default.Resolve(o.kubeconfig)
 	if err != nil {
 		return nil, err
 	}
+	cfg.QPS, cfg.Burst = o.qps, o.burst
 	return cfg, nil
 }
 

@@ -81,6 +81,9 @@ func TestCommandLine(t *testing.T) {
 		"a bad --log-level exits 2 naming the allowed values": {
 			args: []string{"webhook", "--log-level", "loud", "--kubeconfig", "unused"}, wantCode: 2, wantErr: []string{"debug, info or error"},
 		},
+		"a client rate limit of zero exits 2 naming the flag": {
+			args: []string{"controller", "--kube-api-qps", "0", "--kubeconfig", "unused"}, wantCode: 2, wantErr: []string{"--kube-api-qps"},
+		},
 		"a missing --kubeconfig file is a runtime failure naming it": {
 			args: []string{"controller", "--kubeconfig", filepath.Join(dir, "nope"), "--log-level", "error"}, wantCode: 1, wantErr: []string{"nope"},
 		},

@@ -31,6 +31,7 @@ func main() {
 	flag.DurationVar(&opts.timeout, "timeout", 4*time.Minute, "give up when the node is not drained this long after the recommendation")
 	flag.StringVar(&opts.summaryFile, "summary", "", "also write the summary as JSON to this file")
 	flag.StringVar(&opts.configFile, "config", "", "spot-rebalancer config file (default: the demo's embedded one)")
+	flag.StringVar(&opts.logs, "logs", "", "keep the components' logs in this directory (default: a temporary one, removed on success)")
 	flag.StringVar(&opts.binary, "binary", "", "the spot-rebalancer binary to run (default: bin/spot-rebalancer, built when missing)")
 	flag.Usage = func() {
 		fmt.Fprintf(flag.CommandLine.Output(), `Usage: go run ./hack/demo [flags]   (or: make demo)
@@ -72,6 +73,7 @@ type options struct {
 	summaryFile      string
 	configFile       string
 	binary           string
+	logs             string
 }
 
 // Summary is what the demo measured, printed at the end and written with

@@ -157,16 +157,20 @@ func run(ctx context.Context, opts options, out io.Writer) (summary Summary, err
 			return summary, fmt.Errorf("go build: %v\n%s", err, b)
 		}
 	}
-	logs, err := logDir()
-	if err != nil {
+	logs := opts.logs
+	if logs == "" {
+		if logs, err = logDir(); err != nil {
+			return summary, err
+		}
+		n.say("component logs: %s (removed when the demo succeeds)", logs)
+		defer func() {
+			if err == nil && summary.OK() {
+				_ = os.RemoveAll(logs)
+			}
+		}()
+	} else if err := os.MkdirAll(logs, 0o755); err != nil {
 		return summary, err
 	}
-	n.say("component logs: %s (removed when the demo succeeds)", logs)
-	defer func() {
-		if err == nil && summary.OK() {
-			_ = os.RemoveAll(logs)
-		}
-	}()
 
 	n.say("starting a local cluster: etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kwok")
 	c, err := cluster.Start("demo")
@@ -211,7 +215,7 @@ func run(ctx context.Context, opts options, out io.Writer) (summary Summary, err
 	if err := registerWebhook(ctx, kube, cfg, webhookPort); err != nil {
 		return summary, err
 	}
-	common := []string{"--kubeconfig", c.Kubeconfig, "--config", cfgPath, "--log-format", "text"}
+	common := []string{"--kubeconfig", c.Kubeconfig, "--config", cfgPath, "--log-format", "text", "--log-level", "debug"}
 	var procs []*process
 	defer func() {
 		for i := len(procs) - 1; i >= 0; i-- {

@@ -53,7 +53,8 @@ func TestDemo(t *testing.T) {
 	for run := 1; run <= 2; run++ {
 		summaryFile := filepath.Join(t.TempDir(), "summary.json")
 		ctx, cancel := context.WithTimeout(cluster.Context(t), 4*time.Minute)
-		cmd := exec.CommandContext(ctx, demo, "--binary", bin, "--summary", summaryFile)
+		logs := filepath.Join(t.TempDir(), "logs")
+		cmd := exec.CommandContext(ctx, demo, "--binary", bin, "--summary", summaryFile, "--logs", logs)
 		cmd.Dir = root
 		var out bytes.Buffer
 		cmd.Stdout, cmd.Stderr = &out, &out
@@ -92,6 +93,23 @@ func TestDemo(t *testing.T) {
 		for _, w := range s.Workloads {
 			if w.HasPDB && w.MinReady < w.PDBMinHealth {
 				t.Errorf("run %d: %s fell to %d Ready, below its PDB's %d", run, w.Name, w.MinReady, w.PDBMinHealth)
+			}
+		}
+		// Certificates were issued, published and served during the run:
+		// no log line may carry key material.
+		logFiles, _ := filepath.Glob(filepath.Join(logs, "*.log"))
+		if len(logFiles) < 3 {
+			t.Errorf("run %d: %d component logs, want the controller's, the webhook's and the agent's", run, len(logFiles))
+		}
+		for _, f := range logFiles {
+			data, err := os.ReadFile(f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, secret := range []string{"-----BEGIN", "PRIVATE KEY", "LS0tLS1CRUdJTi"} { // the last: PEM in base64
+				if bytes.Contains(data, []byte(secret)) {
+					t.Errorf("run %d: %s contains %q", run, filepath.Base(f), secret)
+				}
 			}
 		}
 	}
