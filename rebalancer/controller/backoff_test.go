@@ -4,7 +4,13 @@ import (
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	clocktesting "k8s.io/utils/clock/testing"
+
+	"github.com/spot-rebalancer/spot-rebalancer/config"
+	"github.com/spot-rebalancer/spot-rebalancer/rebalancer/signals"
+	"github.com/spot-rebalancer/spot-rebalancer/rebalancer/snapshot"
 )
 
 func TestBackoffAfter429DoublesFrom100msTo10s(t *testing.T) {
@@ -55,5 +61,31 @@ func TestEvictedPodsAreRememberedForAMinute(t *testing.T) {
 	clk.Step(time.Second)
 	if r.evictedRecently("a") || len(r.evicted) != 0 {
 		t.Errorf("a minute after its eviction the pod is still remembered (%d entries)", len(r.evicted))
+	}
+}
+
+// Workers deciding on the same stale snapshot must not all start draining:
+// the second one sees the first one's admission.
+func TestAdmitDrainCountsWhatTheCacheDoesNotShowYet(t *testing.T) {
+	node := func(name, state string) *corev1.Node {
+		return &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name,
+			Labels:      map[string]string{"eks.amazonaws.com/nodegroup": "a"},
+			Annotations: map[string]string{signals.AnnotationState: state}}}
+	}
+	cfg := config.Default().Rebalancer
+	r := &Reconciler{Config: &cfg}
+	stale := snapshot.New(time.Now(), []*corev1.Node{node("n1", StateAwaitingReplacement), node("n2", StateAwaitingReplacement)}, nil, nil)
+	if _, ok := r.admitDrain(stale, "a", "n1"); !ok {
+		t.Fatal("the first node of the pool was refused")
+	}
+	if busy, ok := r.admitDrain(stale, "a", "n2"); ok || busy != 1 {
+		t.Errorf("the second node was admitted (busy %d) while the first drains unseen", busy)
+	}
+	if _, ok := r.admitDrain(stale, "a", "n1"); !ok {
+		t.Error("the admitted node itself was refused on its next reconcile")
+	}
+	fresh := snapshot.New(time.Now(), []*corev1.Node{node("n1", StateDrained), node("n2", StateAwaitingReplacement)}, nil, nil)
+	if _, ok := r.admitDrain(fresh, "a", "n2"); !ok {
+		t.Error("once the first node is drained the second must be admitted")
 	}
 }

@@ -23,6 +23,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/sets"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/util/workqueue"
 	"k8s.io/klog/v2"
@@ -79,6 +80,8 @@ type Reconciler struct {
 	// can show them untouched for a moment after the eviction, and a
 	// reconcile in that moment must not evict them again.
 	evicted map[types.UID]time.Time
+	// admitted are the nodes, by pool, this process let start draining.
+	admitted map[string]sets.Set[string]
 }
 
 const evictionMemory = time.Minute
@@ -160,7 +163,7 @@ func (r *Reconciler) awaitReplacement(ctx context.Context, node *corev1.Node, si
 		return r.transition(ctx, node, StateDraining, "interruption notice: draining at once", 0)
 	}
 	if np.Replacement.Ready {
-		if busy := r.drainingInPool(snap, np.Pool, node.Name); busy >= int(r.Config.MaxConcurrentNodes) {
+		if busy, ok := r.admitDrain(snap, np.Pool, node.Name); !ok {
 			return r.transition(ctx, node, StateAwaitingReplacement,
 				fmt.Sprintf("queued: %d node(s) of pool %s already draining (maxConcurrentNodes %d)", busy, orNone(np.Pool), r.Config.MaxConcurrentNodes), 2*time.Second)
 		}
@@ -421,14 +424,43 @@ func signalSince(node *corev1.Node, now time.Time) (time.Time, bool) {
 	return s.Since, ok
 }
 
-func (r *Reconciler) drainingInPool(snap *snapshot.Snapshot, pool, self string) int {
-	n := 0
-	for _, node := range snap.Nodes {
-		if node.Name != self && node.Annotations[signals.AnnotationState] == StateDraining && planner.Pool(node, r.Config.PoolLabels) == pool {
-			n++
+// admitDrain decides whether node may start draining in pool, for all
+// workers at once: maxConcurrentNodes counts the pool's nodes draining in the
+// snapshot and the ones this process admitted that the cache does not show
+// draining yet (several workers deciding on one stale snapshot would each
+// see room). It reports how many drain besides node.
+func (r *Reconciler) admitDrain(snap *snapshot.Snapshot, pool, self string) (int, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.admitted == nil {
+		r.admitted = map[string]sets.Set[string]{}
+	}
+	if r.admitted[pool] == nil {
+		r.admitted[pool] = sets.New[string]()
+	}
+	draining := sets.New[string]()
+	for _, n := range snap.Nodes {
+		if n.Name != self && n.Annotations[signals.AnnotationState] == StateDraining && planner.Pool(n, r.Config.PoolLabels) == pool {
+			draining.Insert(n.Name)
 		}
 	}
-	return n
+	for name := range r.admitted[pool] {
+		n := snap.Node(name)
+		switch {
+		case n == nil:
+			r.admitted[pool].Delete(name)
+		case n.Annotations[signals.AnnotationState] != StateAtRisk && n.Annotations[signals.AnnotationState] != StateAwaitingReplacement:
+			// Seen draining (counted above) or past it: the snapshot knows.
+			r.admitted[pool].Delete(name)
+		case name != self:
+			draining.Insert(name)
+		}
+	}
+	if draining.Len() >= int(r.Config.MaxConcurrentNodes) {
+		return draining.Len(), false
+	}
+	r.admitted[pool].Insert(self)
+	return draining.Len(), true
 }
 
 // evictedRecently tells whether this controller evicted the pod less than

@@ -12,6 +12,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/util/retry"
 	"k8s.io/klog/v2"
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
@@ -279,19 +280,23 @@ func readyElsewhere(snap *snapshot.Snapshot, d *appsv1.Deployment, node string) 
 // the scale subresource, only if the live count is still from.
 func (r *Reconciler) scale(ctx context.Context, d *appsv1.Deployment, from, to int32) error {
 	deployments := r.Kube.AppsV1().Deployments(d.Namespace)
-	scale, err := deployments.GetScale(ctx, d.Name, metav1.GetOptions{})
-	if err != nil {
-		return fmt.Errorf("reading the scale of deployment %s/%s: %w", d.Namespace, d.Name, err)
-	}
-	if scale.Spec.Replicas != from {
-		return fmt.Errorf("deployment %s/%s has %d replicas, not %d: not scaling", d.Namespace, d.Name, scale.Spec.Replicas, from)
-	}
-	scale.Spec.Replicas = to
-	// The scale's resourceVersion makes this fail if anyone wrote since.
-	if _, err := deployments.UpdateScale(ctx, d.Name, scale, metav1.UpdateOptions{}); err != nil {
-		return fmt.Errorf("scaling deployment %s/%s from %d to %d: %w", d.Namespace, d.Name, from, to, err)
-	}
-	return nil
+	// The scale's resourceVersion is the Deployment's, which its status
+	// changes all the time: on a conflict, read again and scale only if the
+	// count is still from.
+	return retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		scale, err := deployments.GetScale(ctx, d.Name, metav1.GetOptions{})
+		if err != nil {
+			return fmt.Errorf("reading the scale of deployment %s/%s: %w", d.Namespace, d.Name, err)
+		}
+		if scale.Spec.Replicas != from {
+			return fmt.Errorf("deployment %s/%s has %d replicas, not %d: not scaling", d.Namespace, d.Name, scale.Spec.Replicas, from)
+		}
+		scale.Spec.Replicas = to
+		if _, err := deployments.UpdateScale(ctx, d.Name, scale, metav1.UpdateOptions{}); err != nil {
+			return fmt.Errorf("scaling deployment %s/%s from %d to %d: %w", d.Namespace, d.Name, from, to, err)
+		}
+		return nil
+	})
 }
 
 func (r *Reconciler) writeSurge(ctx context.Context, d *appsv1.Deployment, st *signals.SurgeState) error {

@@ -101,7 +101,7 @@ func New(snap *snapshot.Snapshot, opts Options) (*Plan, error) {
 	p.assignWaves(targets, plan, moving, pods)
 	for i, t := range targets {
 		np := &plan.Nodes[i]
-		np.Replacement = p.replacement(t, np, targets)
+		np.Replacement = p.replacement(t, np)
 		for _, pp := range np.Pods {
 			if pp.Action == ActionBlocked {
 				np.Blockers = append(np.Blockers, Blocker{Namespace: pp.Namespace, Name: pp.Name, Reason: strings.Join(pp.Reasons, "; ")})
@@ -372,7 +372,7 @@ func boolCmp(a, b bool) int {
 }
 
 // replacement reports whether the capacity the node waits for is there.
-func (p *planning) replacement(t target, np *NodePlan, targets []target) Replacement {
+func (p *planning) replacement(t target, np *NodePlan) Replacement {
 	allPlaced := np.Unplaceable == 0
 	mode := p.cfg.Replacement.Mode
 	if t.signal.Kind == signals.InterruptionNotice {
@@ -387,10 +387,17 @@ func (p *planning) replacement(t target, np *NodePlan, targets []target) Replace
 		}
 		return Replacement{Mode: mode, Nodes: []string{}, Reason: "some pods fit nowhere yet"}
 	}
-	atRiskInPool := 0
-	for _, other := range targets {
-		if p.pool(other.node) == np.Pool {
-			atRiskInPool++
+	// One new node per at-risk node moving at once: the k-th node of the
+	// pool to drain (those draining or drained before it, plus itself)
+	// needs k new nodes, so draining follows replacements as they join.
+	needed := 1
+	for name, sig := range signalsOf(p.snap) {
+		other := p.snap.Node(name)
+		if name == t.node.Name || other == nil || sig.Kind == signals.InterruptionNotice || p.pool(other) != np.Pool {
+			continue
+		}
+		if state := other.Annotations[signals.AnnotationState]; state == "draining" || state == "drained" {
+			needed++
 		}
 	}
 	// Creation times have second precision: a node created in the second
@@ -410,8 +417,8 @@ func (p *planning) replacement(t target, np *NodePlan, targets []target) Replace
 	switch {
 	case np.Pool == "":
 		r.Reason = "the node belongs to no known pool (none of rebalancer.poolLabels is set)"
-	case len(found) < atRiskInPool:
-		r.Reason = fmt.Sprintf("waiting for a new Ready node in pool %s (%d of %d)", np.Pool, len(found), atRiskInPool)
+	case len(found) < needed:
+		r.Reason = fmt.Sprintf("waiting for a new Ready node in pool %s (%d of %d)", np.Pool, len(found), needed)
 	case !allPlaced:
 		r.Reason = "replacement Ready, but some pods fit nowhere yet"
 	default:

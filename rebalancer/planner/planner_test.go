@@ -315,3 +315,36 @@ func TestUnplaceableCountsPodsThatFitNowhere(t *testing.T) {
 		t.Errorf("tally = %d evict, %d blocked, %d waves; want 1, 2, 1", evict, blocked, waves)
 	}
 }
+
+// Draining follows replacements as they join: the k-th node of a pool to
+// drain needs k new nodes.
+func TestReplacementsAreSharedInOrder(t *testing.T) {
+	draining := func(n *corev1.Node) { n.Annotations = map[string]string{signals.AnnotationState: "draining"} }
+	for _, tc := range []struct {
+		name      string
+		otherMods []func(*corev1.Node)
+		newNodes  int
+		wantReady bool
+	}{
+		{name: "the first of two at-risk nodes starts with one new node", newNodes: 1, wantReady: true},
+		{name: "the second waits for a second new node", otherMods: []func(*corev1.Node){draining}, newNodes: 1},
+		{name: "and starts with it", otherMods: []func(*corev1.Node){draining}, newNodes: 2, wantReady: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			nodes := []*corev1.Node{node("a", "spot-a", now.Add(-time.Hour), rebalanceCondition),
+				node("b", "spot-a", now.Add(-time.Hour), append([]func(*corev1.Node){rebalanceCondition}, tc.otherMods...)...)}
+			for i := range tc.newNodes {
+				nodes = append(nodes, node(fmt.Sprintf("new-%d", i), "spot-a", now))
+			}
+			plan, err := New(snapshot.New(now, nodes, []*corev1.Pod{rsPod("web", 0, "a")}, nil), Options{Config: cfg(), Nodes: nil})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, np := range plan.Nodes {
+				if np.Name == "a" && np.Replacement.Ready != tc.wantReady {
+					t.Errorf("node a ready = %v (%s), want %v", np.Replacement.Ready, np.Replacement.Reason, tc.wantReady)
+				}
+			}
+		})
+	}
+}

@@ -1,0 +1,450 @@
+// Command soak is `make soak`: 40 Spot nodes in two pools receive rebalance
+// recommendations at once while about 1,500 pods of 60 Deployments with
+// PDBs run on them, and replacement nodes join over a few minutes. It runs
+// the real controller binary (defaults: replacement mode node, surges) behind
+// a counting proxy to the API server, and reports whether everything ended
+// drained, whether any budget was exceeded, the controller's memory and its
+// request rate against its client rate limit.
+package main
+
+import (
+	"bufio"
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/client-go/rest"
+	"k8s.io/utils/ptr"
+
+	"github.com/spot-rebalancer/spot-rebalancer/config"
+	"github.com/spot-rebalancer/spot-rebalancer/rebalancer/controller"
+	"github.com/spot-rebalancer/spot-rebalancer/rebalancer/signals"
+	"github.com/spot-rebalancer/spot-rebalancer/tests/cluster"
+)
+
+type options struct {
+	nodesPerPool, deployments, replicas int
+	replacementEvery                    time.Duration
+	qps                                 float64
+	burst                               int
+	timeout                             time.Duration
+	binary                              string
+}
+
+func main() {
+	var o options
+	flag.IntVar(&o.nodesPerPool, "nodes-per-pool", 20, "at-risk Spot nodes in each of the two pools")
+	flag.IntVar(&o.deployments, "deployments", 60, "Deployments, each with a PDB")
+	flag.IntVar(&o.replicas, "replicas", 25, "replicas per Deployment")
+	flag.DurationVar(&o.replacementEvery, "replacement-every", 4*time.Second, "one replacement node joins this often")
+	flag.Float64Var(&o.qps, "qps", 50, "the controller's --kube-api-qps")
+	flag.IntVar(&o.burst, "burst", 100, "the controller's --kube-api-burst")
+	flag.DurationVar(&o.timeout, "timeout", 20*time.Minute, "give up after this long")
+	flag.StringVar(&o.binary, "binary", "bin/spot-rebalancer", "the spot-rebalancer binary")
+	flag.Parse()
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, o, os.Stdout); err != nil {
+		fmt.Fprintln(os.Stderr, "soak:", err)
+		os.Exit(1)
+	}
+}
+
+// counter counts the requests passing through the proxy, per second.
+type counter struct {
+	mu      sync.Mutex
+	perSec  map[int64]int
+	total   atomic.Int64
+	watches atomic.Int64
+}
+
+func (c *counter) add(r *http.Request) {
+	c.total.Add(1)
+	if r.URL.Query().Get("watch") == "true" {
+		c.watches.Add(1)
+	}
+	c.mu.Lock()
+	c.perSec[time.Now().Unix()]++
+	c.mu.Unlock()
+}
+
+// proxy forwards plain HTTP from the controller to the API server with the
+// cluster's credentials, counting every request.
+func proxy(cfg *rest.Config, cnt *counter) (string, func(), error) {
+	transport, err := rest.TransportFor(cfg)
+	if err != nil {
+		return "", nil, err
+	}
+	target, err := url.Parse(cfg.Host)
+	if err != nil {
+		return "", nil, err
+	}
+	rp := httputil.NewSingleHostReverseProxy(target)
+	rp.Transport = transport
+	rp.FlushInterval = -1 // watches stream
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", nil, err
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		cnt.add(r)
+		rp.ServeHTTP(w, r)
+	}), ReadHeaderTimeout: 10 * time.Second}
+	go func() { _ = srv.Serve(l) }()
+	return "http://" + l.Addr().String(), func() { _ = srv.Close() }, nil
+}
+
+func run(ctx context.Context, o options, out io.Writer) (err error) {
+	root, err := cluster.RepoRoot()
+	if err != nil {
+		return err
+	}
+	bin := o.binary
+	if !filepath.IsAbs(bin) {
+		bin = filepath.Join(root, bin)
+	}
+	if _, err := os.Stat(bin); err != nil {
+		return fmt.Errorf("%s: %w (run make build)", bin, err)
+	}
+	say := func(format string, args ...any) {
+		fmt.Fprintf(out, "%s %s\n", time.Now().UTC().Format("15:04:05"), fmt.Sprintf(format, args...))
+	}
+	say("starting a local cluster")
+	c, err := cluster.Start("soak")
+	if err != nil {
+		return err
+	}
+	defer c.Stop()
+	kube := c.Client
+	dir, err := os.MkdirTemp("", "spot-rebalancer-soak-")
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err == nil {
+			_ = os.RemoveAll(dir)
+		} else {
+			fmt.Fprintf(out, "the controller's log is kept in %s\n", dir)
+		}
+	}()
+
+	spotTaint := corev1.Taint{Key: config.EKSCapacityTypeLabel, Value: "SPOT", Effect: corev1.TaintEffectNoSchedule}
+	var atRisk []string
+	for _, pool := range []string{"soak-a", "soak-b"} {
+		for i := range o.nodesPerPool {
+			n := cluster.Node{Name: fmt.Sprintf("%s-%02d", pool, i), Spot: true, Pool: pool, CPU: "16", Memory: "64Gi", Taints: []corev1.Taint{spotTaint}}
+			if _, err := kube.CoreV1().Nodes().Create(ctx, cluster.NodeObject(n, "soak"), metav1.CreateOptions{}); err != nil {
+				return err
+			}
+			atRisk = append(atRisk, n.Name)
+		}
+	}
+	if err := waitUsable(ctx, c, len(atRisk)); err != nil {
+		return err
+	}
+	say("%d Spot nodes Ready in pools soak-a and soak-b", len(atRisk))
+
+	ns := "soak"
+	if _, err := kube.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
+		return err
+	}
+	if err := cluster.WaitFor(ctx, 30*time.Second, func(ctx context.Context) (bool, error) {
+		_, err := kube.CoreV1().ServiceAccounts(ns).Get(ctx, "default", metav1.GetOptions{})
+		return err == nil, nil
+	}); err != nil {
+		return err
+	}
+	// Budgets: every other Deployment maxUnavailable 1, the rest 20%.
+	minReady := map[string]int{}
+	for i := range o.deployments {
+		name := fmt.Sprintf("app-%02d", i)
+		budget := intstr.FromInt32(1)
+		minReady[name] = o.replicas - 1
+		if i%2 == 1 {
+			budget = intstr.FromString("20%")
+			minReady[name] = o.replicas - o.replicas*20/100
+		}
+		labels := map[string]string{"app": name}
+		if _, err := kube.PolicyV1().PodDisruptionBudgets(ns).Create(ctx, &policyv1.PodDisruptionBudget{ObjectMeta: metav1.ObjectMeta{Name: name},
+			Spec: policyv1.PodDisruptionBudgetSpec{MaxUnavailable: &budget, Selector: &metav1.LabelSelector{MatchLabels: labels}}}, metav1.CreateOptions{}); err != nil {
+			return err
+		}
+		if _, err := kube.AppsV1().Deployments(ns).Create(ctx, &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Name: name},
+			Spec: appsv1.DeploymentSpec{Replicas: ptr.To(int32(o.replicas)), Selector: &metav1.LabelSelector{MatchLabels: labels},
+				Template: corev1.PodTemplateSpec{
+					ObjectMeta: metav1.ObjectMeta{Labels: labels, Annotations: map[string]string{cluster.PodReadyDelayAnnotation: "1s"}},
+					Spec: corev1.PodSpec{
+						NodeSelector:                  map[string]string{cluster.OwnerLabel: "soak"},
+						Tolerations:                   []corev1.Toleration{{Key: config.EKSCapacityTypeLabel, Operator: corev1.TolerationOpExists}},
+						TerminationGracePeriodSeconds: ptr.To[int64](0),
+						Containers: []corev1.Container{{Name: "app", Image: "registry.example/app:1", Resources: corev1.ResourceRequirements{
+							Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("100m"), corev1.ResourceMemory: resource.MustParse("128Mi")}}}},
+					}}}}, metav1.CreateOptions{}); err != nil {
+			return err
+		}
+	}
+	total := o.deployments * o.replicas
+	if err := cluster.WaitFor(ctx, 10*time.Minute, func(ctx context.Context) (bool, error) {
+		ready, err := c.ReadyPods(ctx, ns, "")
+		return len(ready) == total, err
+	}); err != nil {
+		return fmt.Errorf("waiting for %d pods: %w", total, err)
+	}
+	say("%d pods of %d Deployments Ready, each Deployment with a PDB", total, o.deployments)
+
+	// The controller, through the counting proxy.
+	cnt := &counter{perSec: map[int64]int{}}
+	proxyURL, closeProxy, err := proxy(c.Config, cnt)
+	if err != nil {
+		return err
+	}
+	defer closeProxy()
+	kubeconfig := filepath.Join(dir, "kubeconfig")
+	if err := os.WriteFile(kubeconfig, []byte(fmt.Sprintf(`apiVersion: v1
+kind: Config
+clusters: [{name: soak, cluster: {server: %q}}]
+contexts: [{name: soak, context: {cluster: soak, user: soak}}]
+users: [{name: soak, user: {}}]
+current-context: soak
+`, proxyURL)), 0o600); err != nil {
+		return err
+	}
+	cfg := config.Default()
+	cfg.Webhook.Namespace = ns
+	cfg.Certs.Mode = config.CertModeExternal
+	data, err := config.Marshal(cfg)
+	if err != nil {
+		return err
+	}
+	cfgPath := filepath.Join(dir, "config.yaml")
+	if err := os.WriteFile(cfgPath, data, 0o600); err != nil {
+		return err
+	}
+	metricsPort, err := freePort()
+	if err != nil {
+		return err
+	}
+	logFile, err := os.Create(filepath.Join(dir, "controller.log"))
+	if err != nil {
+		return err
+	}
+	ctl := exec.Command(bin, "controller", "--kubeconfig", kubeconfig, "--config", cfgPath, "--leader-elect=false",
+		"--metrics-bind-address", fmt.Sprintf("127.0.0.1:%d", metricsPort), "--health-probe-bind-address", "0",
+		"--kube-api-qps", strconv.FormatFloat(o.qps, 'f', -1, 64), "--kube-api-burst", strconv.Itoa(o.burst), "--log-level", "info")
+	ctl.Stdout, ctl.Stderr = logFile, logFile
+	if err := ctl.Start(); err != nil {
+		return err
+	}
+	defer func() { _ = ctl.Process.Signal(syscall.SIGTERM); _ = ctl.Wait(); logFile.Close() }()
+	if err := cluster.WaitFor(ctx, time.Minute, func(ctx context.Context) (bool, error) {
+		_, err := scrape(metricsPort)
+		return err == nil, nil
+	}); err != nil {
+		return fmt.Errorf("the controller's metrics never answered: %w", err)
+	}
+	baseline := cnt.total.Load()
+
+	// The signal, on every node at once.
+	signalAt := time.Now()
+	patch := fmt.Sprintf(`{"metadata":{"annotations":{%q:"true"}}}`, signals.AnnotationAtRisk)
+	for _, n := range atRisk {
+		if _, err := kube.CoreV1().Nodes().Patch(ctx, n, "application/merge-patch+json", []byte(patch), metav1.PatchOptions{}); err != nil {
+			return err
+		}
+	}
+	say("rebalance recommendations on all %d nodes", len(atRisk))
+
+	// Replacements join one by one, alternating pools.
+	replacementsDone := make(chan struct{})
+	go func() {
+		defer close(replacementsDone)
+		for i := range len(atRisk) {
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(o.replacementEvery):
+			}
+			pool := []string{"soak-a", "soak-b"}[i%2]
+			n := cluster.Node{Name: fmt.Sprintf("%s-new-%02d", pool, i/2), Spot: true, Pool: pool, CPU: "16", Memory: "64Gi", Taints: []corev1.Taint{spotTaint}}
+			_, _ = kube.CoreV1().Nodes().Create(ctx, cluster.NodeObject(n, "soak"), metav1.CreateOptions{})
+		}
+	}()
+
+	var peakRSS, lastRSS int64
+	breaches, samples := 0, 0
+	lowestHeadroom := 1 << 30
+	lastReport := time.Now()
+	err = cluster.WaitFor(ctx, o.timeout, func(ctx context.Context) (bool, error) {
+		if ctl.ProcessState != nil {
+			return false, fmt.Errorf("the controller exited")
+		}
+		rss, _ := rssKB(ctl.Process.Pid)
+		lastRSS, peakRSS = rss, max(peakRSS, rss)
+		pods, err := kube.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{})
+		if err != nil {
+			return false, nil
+		}
+		ready := map[string]int{}
+		for i := range pods.Items {
+			p := &pods.Items[i]
+			if p.DeletionTimestamp == nil && cluster.PodIsReady(p) {
+				ready[p.Labels["app"]]++
+			}
+		}
+		samples++
+		whole := true
+		for name, want := range minReady {
+			lowestHeadroom = min(lowestHeadroom, ready[name]-want)
+			if ready[name] < want {
+				breaches++
+			}
+			if ready[name] != o.replicas {
+				whole = false
+			}
+		}
+		nodes, err := kube.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
+		if err != nil {
+			return false, nil
+		}
+		states := map[string]int{}
+		for _, n := range nodes.Items {
+			if n.Annotations[signals.AnnotationAtRisk] == "true" {
+				states[n.Annotations[signals.AnnotationState]]++
+			}
+		}
+		if time.Since(lastReport) > 15*time.Second {
+			lastReport = time.Now()
+			say("%3.0fs: nodes by state %v; controller RSS %d MiB", time.Since(signalAt).Seconds(), states, rss/1024)
+		}
+		return states[controller.StateDrained] == len(atRisk) && whole, nil
+	})
+	if err != nil {
+		return fmt.Errorf("not every node drained: %w", err)
+	}
+	elapsed := time.Since(signalAt)
+	<-replacementsDone
+	metrics, err := scrape(metricsPort)
+	if err != nil {
+		return err
+	}
+
+	// Request rate, in 1 s and 10 s windows.
+	cnt.mu.Lock()
+	first, last := signalAt.Unix(), time.Now().Unix()
+	peak1, peak10 := 0, 0.0
+	for s := first; s <= last; s++ {
+		peak1 = max(peak1, cnt.perSec[s])
+		sum := 0
+		for k := s; k < s+10; k++ {
+			sum += cnt.perSec[k]
+		}
+		peak10 = max(peak10, float64(sum)/10)
+	}
+	cnt.mu.Unlock()
+	requests := cnt.total.Load() - baseline
+	fmt.Fprintf(out, "\n=== Soak ===\n")
+	fmt.Fprintf(out, "nodes at risk             %d in 2 pools, replacements joining every %s\n", len(atRisk), o.replacementEvery)
+	fmt.Fprintf(out, "pods                      %d of %d Deployments, every one with a PDB\n", total, o.deployments)
+	fmt.Fprintf(out, "signal to all drained     %.0fs\n", elapsed.Seconds())
+	fmt.Fprintf(out, "evictions / surges        %s / %s (abandoned %s)\n", metrics[`spot_rebalancer_rebalancer_evictions_total{result="evicted"}`],
+		metrics[`spot_rebalancer_rebalancer_surges_total{result="completed"}`], metrics[`spot_rebalancer_rebalancer_surges_total{result="abandoned"}`])
+	fmt.Fprintf(out, "budget breaches           %d in %d samples (lowest headroom %d)\n", breaches, samples, lowestHeadroom)
+	fmt.Fprintf(out, "controller RSS            peak %d MiB, at the end %d MiB\n", peakRSS/1024, lastRSS/1024)
+	fmt.Fprintf(out, "controller requests       %d (%d watches) in %.0fs: mean %.1f/s, peak %d in 1 s, peak %.1f/s over 10 s; limit %.0f/s, burst %d\n",
+		requests, cnt.watches.Load(), elapsed.Seconds(), float64(requests)/elapsed.Seconds(), peak1, peak10, o.qps, o.burst)
+	if breaches > 0 {
+		return fmt.Errorf("%d samples below a budget", breaches)
+	}
+	if peak10 > o.qps*1.05 || float64(peak1) > o.qps+float64(o.burst) {
+		return fmt.Errorf("the controller exceeded its client rate limit")
+	}
+	return nil
+}
+
+func waitUsable(ctx context.Context, c *cluster.Cluster, want int) error {
+	return cluster.WaitFor(ctx, 5*time.Minute, func(ctx context.Context) (bool, error) {
+		nodes, err := c.Client.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
+		if err != nil {
+			return false, nil
+		}
+		usable := 0
+		for i := range nodes.Items {
+			n := &nodes.Items[i]
+			tainted := false
+			for _, t := range n.Spec.Taints {
+				tainted = tainted || t.Key == corev1.TaintNodeNotReady
+			}
+			if cluster.NodeIsReady(n) && !tainted {
+				usable++
+			}
+		}
+		return usable >= want, nil
+	})
+}
+
+// scrape reads the controller's metrics as name{labels} -> value.
+func scrape(port int) (map[string]string, error) {
+	resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/metrics", port))
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	out := map[string]string{}
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		line := sc.Text()
+		if strings.HasPrefix(line, "#") {
+			continue
+		}
+		if i := strings.LastIndexByte(line, ' '); i > 0 {
+			out[line[:i]] = line[i+1:]
+		}
+	}
+	return out, sc.Err()
+}
+
+func rssKB(pid int) (int64, error) {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, err
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if strings.HasPrefix(line, "VmRSS:") {
+			f := strings.Fields(line)
+			if len(f) >= 2 {
+				return strconv.ParseInt(f[1], 10, 64)
+			}
+		}
+	}
+	return 0, fmt.Errorf("no VmRSS for pid %d", pid)
+}
+
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
