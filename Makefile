@@ -51,7 +51,7 @@ e2e: tools ## Run the end-to-end tests on a local cluster
 	go test -count=1 -timeout 30m $(E2E_PKGS)
 
 # Fuzz targets as package:Target; FUZZTIME each (CI uses the default).
-FUZZ_TARGETS = ./agent:FuzzPoll ./config:FuzzDecode ./webhook:FuzzMutatePod ./sources/queue:FuzzHandleMessage ./rebalancer/planner:FuzzPlanInvariants
+FUZZ_TARGETS = ./agent:FuzzPoll ./config:FuzzDecode ./webhook:FuzzMutatePod ./webhook:FuzzHandleAdmissionReview ./sources/queue:FuzzHandleMessage ./rebalancer/planner:FuzzPlanInvariants
 FUZZTIME ?= 20s
 
 .PHONY: fuzz

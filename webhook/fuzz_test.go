@@ -1,10 +1,19 @@
 package webhook
 
 import (
+	"context"
 	"encoding/json"
 	"testing"
+	"time"
 
+	jsonpatchapply "github.com/evanphx/json-patch/v5"
+	"github.com/prometheus/client_golang/prometheus"
+	admissionv1 "k8s.io/api/admission/v1"
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	clocktesting "k8s.io/utils/clock/testing"
+	"sigs.k8s.io/controller-runtime/pkg/client/fake"
+	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
 	"github.com/spot-rebalancer/spot-rebalancer/config"
 )
@@ -42,6 +51,47 @@ func FuzzMutatePod(f *testing.F) {
 		}
 		if m2 := Plan(&again, "spot-spread", profile); !m2.Empty() {
 			t.Fatalf("reinvocation would change the pod again: %+v\nfrom %s", m2, out)
+		}
+	})
+}
+
+// FuzzHandleAdmissionReview decodes arbitrary AdmissionReview bodies as
+// controller-runtime does and hands what decodes to the handler: it must
+// always admit (the webhook fails open), and any patch it returns must
+// apply to the object it was given.
+func FuzzHandleAdmissionReview(f *testing.F) {
+	f.Add([]byte(`{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"1","kind":{"version":"v1","kind":"Pod"},"namespace":"shop","operation":"CREATE","object":{"metadata":{"name":"p","labels":{"app":"a"}},"spec":{"containers":[{"name":"c"}]}}}}`))
+	f.Add([]byte(`{"request":{"uid":"2","kind":{"group":"apps","version":"v1","kind":"Deployment"},"namespace":"shop","operation":"UPDATE","object":{"metadata":{"name":"d"},"spec":{"replicas":3,"template":{"metadata":{"labels":{"app":"a"}}}}}}}`))
+	f.Add([]byte(`{"request":{"uid":"3","kind":{"version":"v1","kind":"Pod"},"namespace":"shop","operation":"CREATE","object":"not an object"}}`))
+	f.Add([]byte(`{"request":{"kind":{"version":"v1","kind":"Pod"},"namespace":"shop","operation":"CREATE","object":{"spec":null,"metadata":[]}}}`))
+	f.Add([]byte(`{"request":null}`))
+	f.Add([]byte(`[`))
+	cfg := config.Default()
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "shop", Labels: map[string]string{ProfileKey: "spot-spread"}}}
+	h := &Handler{Config: &cfg.Webhook, Reader: fake.NewClientBuilder().WithObjects(ns).Build(),
+		Metrics: NewMetrics(prometheus.NewRegistry()), Clock: clocktesting.NewFakePassiveClock(time.Now())}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		var review admissionv1.AdmissionReview
+		if json.Unmarshal(body, &review) != nil || review.Request == nil {
+			return // controller-runtime answers 400 before any handler runs
+		}
+		resp := h.Handle(context.Background(), admission.Request{AdmissionRequest: *review.Request})
+		if !resp.Allowed {
+			t.Fatalf("refused: %+v", resp.Result)
+		}
+		if len(resp.Patches) == 0 {
+			return
+		}
+		ops, err := json.Marshal(resp.Patches)
+		if err != nil {
+			t.Fatal(err)
+		}
+		patch, err := jsonpatchapply.DecodePatch(ops)
+		if err != nil {
+			t.Fatalf("the patch does not decode: %v\n%s", err, ops)
+		}
+		if _, err := patch.Apply(review.Request.Object.Raw); err != nil {
+			t.Fatalf("the patch does not apply: %v\npatch %s\nobject %s", err, ops, review.Request.Object.Raw)
 		}
 	})
 }

@@ -122,7 +122,15 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 		return ctrl.Result{}, err
 	}
 	r.countNodes(snap)
-	plan, err := planner.New(snap, planner.Options{Config: r.Config})
+	// This node, with the nodes whose pods are moving now: their pods
+	// compete for the same room. Nodes that wait move nothing yet.
+	among := []string{node.Name}
+	for _, n := range snap.Nodes {
+		if n.Name != node.Name && n.Annotations[signals.AnnotationState] == StateDraining {
+			among = append(among, n.Name)
+		}
+	}
+	plan, err := planner.New(snap, planner.Options{Config: r.Config, Among: among})
 	if err != nil {
 		return ctrl.Result{}, err
 	}

@@ -29,6 +29,11 @@ type Options struct {
 	// Nodes, when set, are planned as if they had just received a
 	// rebalance recommendation. Otherwise every node with a signal is.
 	Nodes []string
+	// Among, when set, limits the nodes with a signal that are planned to
+	// these (with their own signals); the others still take no pods. The
+	// controller plans a node with the nodes draining beside it, not with
+	// every node that waits.
+	Among []string
 }
 
 // target is a node being planned with its signal.
@@ -126,8 +131,9 @@ func targetsOf(snap *snapshot.Snapshot, opts Options) ([]target, error) {
 		return out, nil
 	}
 	sigs := signalsOf(snap)
+	among := sets.New(opts.Among...)
 	for _, n := range snap.Nodes {
-		if s, ok := sigs[n.Name]; ok {
+		if s, ok := sigs[n.Name]; ok && (among.Len() == 0 || among.Has(n.Name)) {
 			out = append(out, target{node: n, signal: s})
 		}
 	}
