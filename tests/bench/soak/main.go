@@ -49,6 +49,7 @@ type options struct {
 	qps                                 float64
 	burst                               int
 	timeout                             time.Duration
+	maxConcurrent                       int
 	binary                              string
 }
 
@@ -61,6 +62,7 @@ func main() {
 	flag.Float64Var(&o.qps, "qps", 50, "the controller's --kube-api-qps")
 	flag.IntVar(&o.burst, "burst", 100, "the controller's --kube-api-burst")
 	flag.DurationVar(&o.timeout, "timeout", 20*time.Minute, "give up after this long")
+	flag.IntVar(&o.maxConcurrent, "max-concurrent-nodes", 5, "rebalancer.maxConcurrentNodes: nodes of one pool draining at once")
 	flag.StringVar(&o.binary, "binary", "bin/spot-rebalancer", "the spot-rebalancer binary")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -233,6 +235,7 @@ current-context: soak
 	cfg := config.Default()
 	cfg.Webhook.Namespace = ns
 	cfg.Certs.Mode = config.CertModeExternal
+	cfg.Rebalancer.MaxConcurrentNodes = int32(o.maxConcurrent)
 	data, err := config.Marshal(cfg)
 	if err != nil {
 		return err
@@ -364,7 +367,7 @@ current-context: soak
 	cnt.mu.Unlock()
 	requests := cnt.total.Load() - baseline
 	fmt.Fprintf(out, "\n=== Soak ===\n")
-	fmt.Fprintf(out, "nodes at risk             %d in 2 pools, replacements joining every %s\n", len(atRisk), o.replacementEvery)
+	fmt.Fprintf(out, "nodes at risk             %d in 2 pools, replacements joining every %s, maxConcurrentNodes %d\n", len(atRisk), o.replacementEvery, o.maxConcurrent)
 	fmt.Fprintf(out, "pods                      %d of %d Deployments, every one with a PDB\n", total, o.deployments)
 	fmt.Fprintf(out, "signal to all drained     %.0fs\n", elapsed.Seconds())
 	fmt.Fprintf(out, "evictions / surges        %s / %s (abandoned %s)\n", metrics[`spot_rebalancer_rebalancer_evictions_total{result="evicted"}`],
