@@ -14,6 +14,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/util/retry"
 	"k8s.io/klog/v2"
+	"k8s.io/utils/ptr"
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
 	"github.com/spot-rebalancer/spot-rebalancer/rebalancer/planner"
@@ -123,26 +124,43 @@ func surgeGroups(np *planner.NodePlan) map[string][]planner.PodPlan {
 }
 
 func (r *Reconciler) startSurge(ctx context.Context, node *corev1.Node, d *appsv1.Deployment, pods []planner.PodPlan, snap *snapshot.Snapshot) error {
-	scale, err := r.Kube.AppsV1().Deployments(d.Namespace).GetScale(ctx, d.Name, metav1.GetOptions{})
+	// The record is claimed on the live Deployment, with its
+	// resourceVersion: of two drains deciding on a stale cache, one writes
+	// it and the other finds it (or conflicts) and leaves the Deployment
+	// alone. Without that, the second would overwrite the first's record
+	// and the first surge would never be scaled back.
+	deployments := r.Kube.AppsV1().Deployments(d.Namespace)
+	live, err := deployments.Get(ctx, d.Name, metav1.GetOptions{})
 	if err != nil {
-		return fmt.Errorf("reading the scale of deployment %s/%s: %w", d.Namespace, d.Name, err)
+		return fmt.Errorf("reading deployment %s/%s: %w", d.Namespace, d.Name, err)
+	}
+	if _, taken := live.Annotations[signals.AnnotationSurgeState]; taken {
+		return nil // another node's surge; this node's pods wait or are evicted
 	}
 	names := make([]string, 0, len(pods))
 	for _, p := range pods {
 		names = append(names, p.Name)
 	}
 	slices.Sort(names)
-	// Marked first: when the Deployment scales back, these go.
-	for _, name := range names {
-		if err := r.patchPodAnnotation(ctx, d.Namespace, name, signals.SurgeDeletionCost); err != nil {
-			return err
-		}
-	}
-	from := scale.Spec.Replicas
+	from := ptr.Deref(live.Spec.Replicas, 1)
 	st := &signals.SurgeState{Node: node.Name, From: from, To: from + int32(len(pods)), Phase: signals.SurgeScalingUp,
 		Since: r.Clock.Now().UTC(), Pods: names}
-	// Recorded before scaling, on the version read: a restart finds it.
-	if err := r.writeSurge(ctx, d, st); err != nil {
+	raw, err := json.Marshal(st)
+	if err != nil {
+		return err
+	}
+	if live.Annotations == nil {
+		live.Annotations = map[string]string{}
+	}
+	live.Annotations[signals.AnnotationSurgeState] = string(raw)
+	if _, err := deployments.Update(ctx, live, metav1.UpdateOptions{}); err != nil {
+		if apierrors.IsConflict(err) {
+			return nil // changed since read: decided again on the next reconcile
+		}
+		return fmt.Errorf("recording the surge on deployment %s/%s: %w", d.Namespace, d.Name, err)
+	}
+	// Recorded before anything else: a restart finds it and goes on.
+	if err := r.markPods(ctx, d.Namespace, names); err != nil {
 		return err
 	}
 	if err := r.scale(ctx, d, st.From, st.To); err != nil {
@@ -153,6 +171,17 @@ func (r *Reconciler) startSurge(ctx context.Context, node *corev1.Node, d *appsv
 		"moving %d pod(s) off at-risk node %s: scaled from %d to %d; they leave once %d pods are Ready elsewhere", len(pods), node.Name, st.From, st.To, st.From)
 	r.Recorder.Eventf(node, corev1.EventTypeNormal, "SurgeStarted", "deployment %s/%s scaled from %d to %d to move %d pod(s) off this node",
 		d.Namespace, d.Name, st.From, st.To, len(pods))
+	return nil
+}
+
+// markPods gives the pods a surge moves the lowest deletion cost: when the
+// Deployment scales back, these go. Marking twice is harmless.
+func (r *Reconciler) markPods(ctx context.Context, namespace string, names []string) error {
+	for _, name := range names {
+		if err := r.patchPodAnnotation(ctx, namespace, name, signals.SurgeDeletionCost); err != nil {
+			return err
+		}
+	}
 	return nil
 }
 
@@ -171,6 +200,10 @@ func (r *Reconciler) stepSurge(ctx context.Context, node *corev1.Node, d *appsv1
 	case signals.SurgeScalingUp:
 		switch cur {
 		case st.From:
+			// Resumed after a restart: the pods may not be marked yet.
+			if err := r.markPods(ctx, d.Namespace, st.Pods); err != nil {
+				return false, err
+			}
 			return false, r.scale(ctx, d, st.From, st.To)
 		case st.To:
 			st.Phase = signals.SurgeWaiting
