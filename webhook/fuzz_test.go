@@ -45,11 +45,13 @@ func FuzzMutatePod(f *testing.F) {
 		if err != nil {
 			t.Fatalf("our patch does not apply: %v\n%s", err, raw)
 		}
-		var again corev1.Pod
-		if err := json.Unmarshal(out, &again); err != nil {
+		// Decoded as the webhook decodes it on reinvocation: case
+		// sensitively ("metAdAtA" is not metadata).
+		_, again, err := DecodePod(out)
+		if err != nil {
 			t.Fatalf("the mutated pod is not a pod: %v\n%s", err, out)
 		}
-		if m2 := Plan(&again, "spot-spread", profile); !m2.Empty() {
+		if m2 := Plan(again, "spot-spread", profile); !m2.Empty() {
 			t.Fatalf("reinvocation would change the pod again: %+v\nfrom %s", m2, out)
 		}
 	})

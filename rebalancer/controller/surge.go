@@ -83,7 +83,21 @@ func (r *Reconciler) advanceSurges(ctx context.Context, node *corev1.Node, np *p
 			}
 			continue
 		}
-		done, err := r.stepSurge(ctx, node, rec.d, rec.state, snap)
+		// The cache may show a record that has moved on (or ended and been
+		// replaced by another node's): step only on the live one.
+		live, err := r.Kube.AppsV1().Deployments(rec.d.Namespace).Get(ctx, rec.d.Name, metav1.GetOptions{})
+		if apierrors.IsNotFound(err) {
+			continue
+		}
+		if err != nil {
+			return true, fmt.Errorf("reading deployment %s/%s: %w", rec.d.Namespace, rec.d.Name, err)
+		}
+		st, err := signals.SurgeOf(live)
+		if err != nil || st == nil || st.Node != node.Name {
+			running = true // ended or not ours: the cache catches up
+			continue
+		}
+		done, err := r.stepSurge(ctx, node, live, st, snap)
 		if err != nil {
 			return true, err
 		}
@@ -273,7 +287,7 @@ func (r *Reconciler) undoSurges(ctx context.Context, node *corev1.Node, snap *sn
 // the record goes, and the node remembers not to surge this Deployment again.
 func (r *Reconciler) abandonSurge(ctx context.Context, node *corev1.Node, d *appsv1.Deployment, st *signals.SurgeState, why string, restore bool, snap *snapshot.Snapshot) error {
 	for _, p := range snap.PodsOn(node.Name) {
-		if p.Annotations[signals.AnnotationPodDeletionCost] == signals.SurgeDeletionCost && snap.DeploymentOf(p) == d {
+		if p.Annotations[signals.AnnotationPodDeletionCost] == signals.SurgeDeletionCost && sameDeployment(snap.DeploymentOf(p), d) {
 			if err := r.patchPodAnnotation(ctx, p.Namespace, p.Name, ""); err != nil {
 				return err
 			}
@@ -302,7 +316,7 @@ func (r *Reconciler) abandonSurge(ctx context.Context, node *corev1.Node, d *app
 func readyElsewhere(snap *snapshot.Snapshot, d *appsv1.Deployment, node string) int {
 	n := 0
 	for _, p := range snap.PodsIn(d.Namespace) {
-		if p.Spec.NodeName != node && p.Spec.NodeName != "" && p.DeletionTimestamp == nil && podReady(p) && snap.DeploymentOf(p) == d {
+		if p.Spec.NodeName != node && p.Spec.NodeName != "" && p.DeletionTimestamp == nil && podReady(p) && sameDeployment(snap.DeploymentOf(p), d) {
 			n++
 		}
 	}
@@ -404,4 +418,10 @@ func podReady(p *corev1.Pod) bool {
 		}
 	}
 	return false
+}
+
+// sameDeployment compares by UID: the live object and the cached one are
+// different values of one Deployment.
+func sameDeployment(a, b *appsv1.Deployment) bool {
+	return a != nil && b != nil && a.UID == b.UID
 }
