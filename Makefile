@@ -78,7 +78,7 @@ bench-plan: ## Planner benchmarks: 500 nodes/10k pods and 5,000 nodes/100k pods
 	go test -run '^$$' -bench . -benchmem -benchtime 20x ./rebalancer/planner/
 
 .PHONY: soak
-soak: tools build ## 40 Spot nodes, ~1,500 pods with PDBs, all at risk at once (about 10 minutes; figures in docs/benchmarks.md)
+soak: tools build ## 40 Spot nodes, ~1,500 pods with PDBs, all at risk at once (about 15 minutes; figures in docs/benchmarks.md)
 	go run ./tests/bench/soak
 
 .PHONY: lint
