@@ -96,15 +96,6 @@ func (p *process) exited() bool {
 	}
 }
 
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
-}
-
 // warnings collects the admission warnings the API server returns.
 type warnings struct {
 	mu   sync.Mutex
@@ -203,7 +194,7 @@ func run(ctx context.Context, opts options, out io.Writer) (summary Summary, err
 	}
 	var ports [4]int
 	for i := range ports {
-		if ports[i], err = freePort(); err != nil {
+		if ports[i], err = cluster.FreePort(); err != nil {
 			return summary, err
 		}
 	}

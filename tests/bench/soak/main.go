@@ -244,7 +244,7 @@ current-context: soak
 	if err := os.WriteFile(cfgPath, data, 0o600); err != nil {
 		return err
 	}
-	metricsPort, err := freePort()
+	metricsPort, err := cluster.FreePort()
 	if err != nil {
 		return err
 	}
@@ -441,13 +441,4 @@ func rssKB(pid int) (int64, error) {
 		}
 	}
 	return 0, fmt.Errorf("no VmRSS for pid %d", pid)
-}
-
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
 }
