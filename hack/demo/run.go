@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -231,7 +230,7 @@ func run(ctx context.Context, opts options, out io.Writer) (summary Summary, err
 		return summary, err
 	}
 	if err := waitFor(ctx, 60*time.Second, "the webhook to be ready (certificate issued and published)", procs, func(ctx context.Context) (bool, error) {
-		return healthy(ctx, webhookHealth), nil
+		return cluster.Ready(ctx, webhookHealth), nil
 	}); err != nil {
 		return summary, err
 	}
@@ -496,16 +495,6 @@ func registerWebhook(ctx context.Context, kube kubernetes.Interface, cfg *config
 		},
 	}, metav1.CreateOptions{})
 	return err
-}
-
-func healthy(ctx context.Context, port int) bool {
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, fmt.Sprintf("http://127.0.0.1:%d/readyz", port), nil)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return false
-	}
-	resp.Body.Close()
-	return resp.StatusCode == http.StatusOK
 }
 
 func nodeUsable(n *corev1.Node) bool {

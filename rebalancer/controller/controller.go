@@ -387,31 +387,18 @@ func (r *Reconciler) snapshot(ctx context.Context, now time.Time) (*snapshot.Sna
 		r.Client.List(ctx, &deployments), r.Client.List(ctx, &replicaSets), r.Client.List(ctx, &hpas)); err != nil {
 		return nil, fmt.Errorf("listing from the cache: %w", err)
 	}
-	n := make([]*corev1.Node, len(nodes.Items))
-	for i := range nodes.Items {
-		n[i] = &nodes.Items[i]
+	return snapshot.New(now, pointers(nodes.Items), pointers(pods.Items), pointers(pdbs.Items)).
+		WithWorkloads(pointers(deployments.Items), pointers(replicaSets.Items), pointers(hpas.Items)), nil
+}
+
+// pointers returns a pointer to each element of items, in order (the
+// snapshot takes pointers; the lists are ours, copied out of the cache).
+func pointers[T any](items []T) []*T {
+	out := make([]*T, len(items))
+	for i := range items {
+		out[i] = &items[i]
 	}
-	p := make([]*corev1.Pod, len(pods.Items))
-	for i := range pods.Items {
-		p[i] = &pods.Items[i]
-	}
-	b := make([]*policyv1.PodDisruptionBudget, len(pdbs.Items))
-	for i := range pdbs.Items {
-		b[i] = &pdbs.Items[i]
-	}
-	d := make([]*appsv1.Deployment, len(deployments.Items))
-	for i := range deployments.Items {
-		d[i] = &deployments.Items[i]
-	}
-	rs := make([]*appsv1.ReplicaSet, len(replicaSets.Items))
-	for i := range replicaSets.Items {
-		rs[i] = &replicaSets.Items[i]
-	}
-	h := make([]*autoscalingv2.HorizontalPodAutoscaler, len(hpas.Items))
-	for i := range hpas.Items {
-		h[i] = &hpas.Items[i]
-	}
-	return snapshot.New(now, n, p, b).WithWorkloads(d, rs, h), nil
+	return out
 }
 
 // countNodes sets the nodes-by-state gauge from the snapshot.

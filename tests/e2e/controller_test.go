@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -21,17 +20,13 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
-	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
-	"k8s.io/client-go/tools/record"
-	"k8s.io/utils/clock"
 	"k8s.io/utils/ptr"
-	"sigs.k8s.io/controller-runtime/pkg/manager"
-	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"github.com/spot-rebalancer/spot-rebalancer/config"
 	"github.com/spot-rebalancer/spot-rebalancer/rebalancer/controller"
 	"github.com/spot-rebalancer/spot-rebalancer/rebalancer/signals"
 	"github.com/spot-rebalancer/spot-rebalancer/tests/cluster"
+	"github.com/spot-rebalancer/spot-rebalancer/tests/cluster/inproc"
 )
 
 // rebalancers numbers rebalancers: controller names are unique per process.
@@ -57,39 +52,18 @@ func startStoppableRebalancer(t *testing.T, c *cluster.Cluster, mutate func(*con
 	if mutate != nil {
 		mutate(&cfg)
 	}
-	mgr, err := manager.New(c.Config, manager.Options{
-		Metrics:                metricsserver.Options{BindAddress: "0"},
-		HealthProbeBindAddress: "0",
-	})
+	ctx := logr.NewContext(cluster.Context(t), cluster.Logger())
+	r, err := inproc.Start(ctx, c, cfg, fmt.Sprintf("rebalancer-%s-%d", cluster.Owner(t), rebalancers.Add(1)))
 	if err != nil {
 		t.Fatal(err)
 	}
-	metrics := controller.NewMetrics(prometheus.NewRegistry())
-	broadcaster := record.NewBroadcaster()
-	broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: c.Client.CoreV1().Events("")})
-	r := &controller.Reconciler{
-		Client: mgr.GetClient(), Kube: c.Client, Config: &cfg, Clock: clock.RealClock{},
-		Recorder: broadcaster.NewRecorder(mgr.GetScheme(), corev1.EventSource{Component: "spot-rebalancer"}),
-		Metrics:  metrics, Name: fmt.Sprintf("rebalancer-%s-%d", cluster.Owner(t), rebalancers.Add(1)),
-	}
-	if err := r.SetupWithManager(mgr); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(logr.NewContext(cluster.Context(t), cluster.Logger()))
-	done := make(chan error, 1)
-	go func() { done <- mgr.Start(ctx) }()
-	var once sync.Once
 	stop := func() {
-		once.Do(func() {
-			cancel()
-			if err := <-done; err != nil {
-				t.Errorf("manager: %v", err)
-			}
-			broadcaster.Shutdown()
-		})
+		if err := r.Stop(); err != nil {
+			t.Errorf("manager: %v", err)
+		}
 	}
 	t.Cleanup(stop)
-	return metrics, stop
+	return r.Metrics, stop
 }
 
 // deployWeb creates a Deployment pinned to the test's nodes, tolerating

@@ -3,7 +3,6 @@ package e2e
 import (
 	"context"
 	"fmt"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -176,16 +175,6 @@ func tail(s string, n int) string {
 	return strings.Join(lines, "\n")
 }
 
-func readyz(ctx context.Context, port int) bool {
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, fmt.Sprintf("http://127.0.0.1:%d/readyz", port), nil)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return false
-	}
-	resp.Body.Close()
-	return resp.StatusCode == http.StatusOK
-}
-
 // The controller process is SIGKILLed mid-drain and started again.
 func TestControllerKilledMidDrainResumes(t *testing.T) {
 	c := cluster.Get(t)
@@ -301,7 +290,7 @@ func TestWebhookKilledWhilePodsAreCreated(t *testing.T) {
 	hook := startProcess(t, bin, "webhook", "--kubeconfig", c.Kubeconfig, "--config", cfgPath, "--port", fmt.Sprint(port),
 		"--metrics-bind-address", "0", "--health-probe-bind-address", fmt.Sprintf("127.0.0.1:%d", health))
 	c.WaitFor(t, 30*time.Second, "the webhook to be ready", func(ctx context.Context) (bool, error) {
-		return readyz(ctx, health), nil
+		return cluster.Ready(ctx, health), nil
 	})
 
 	const total, killAt = 60, 20

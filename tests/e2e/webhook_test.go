@@ -145,13 +145,7 @@ func TestWebhookInjectsTolerationsAndHints(t *testing.T) {
 	t.Cleanup(func() { _ = webhooks.Delete(context.Background(), configName, metav1.DeleteOptions{}) })
 
 	c.WaitFor(t, 30*time.Second, "the webhook's /readyz", func(ctx context.Context) (bool, error) {
-		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, fmt.Sprintf("http://127.0.0.1:%d/readyz", healthPort), nil)
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			return false, nil
-		}
-		resp.Body.Close()
-		return resp.StatusCode == http.StatusOK, nil
+		return cluster.Ready(ctx, healthPort), nil
 	})
 
 	spotTaint := corev1.Taint{Key: config.EKSCapacityTypeLabel, Value: "SPOT", Effect: corev1.TaintEffectNoSchedule}

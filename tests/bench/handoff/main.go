@@ -15,7 +15,6 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -30,7 +29,6 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -38,18 +36,14 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
-	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
-	"k8s.io/client-go/tools/record"
-	"k8s.io/utils/clock"
 	"k8s.io/utils/ptr"
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
-	"sigs.k8s.io/controller-runtime/pkg/manager"
-	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"github.com/spot-rebalancer/spot-rebalancer/config"
 	"github.com/spot-rebalancer/spot-rebalancer/rebalancer/controller"
 	"github.com/spot-rebalancer/spot-rebalancer/rebalancer/signals"
 	"github.com/spot-rebalancer/spot-rebalancer/tests/cluster"
+	"github.com/spot-rebalancer/spot-rebalancer/tests/cluster/inproc"
 )
 
 // Drainers.
@@ -445,24 +439,9 @@ func startController(ctx context.Context, c *cluster.Cluster, i int, atOnce bool
 		cfg.Replacement.Mode = config.ReplacementNone
 		cfg.Surge.Enabled = ptr.To(false)
 	}
-	mgr, err := manager.New(c.Config, manager.Options{Metrics: metricsserver.Options{BindAddress: "0"}, HealthProbeBindAddress: "0"})
+	r, err := inproc.Start(ctx, c, cfg, fmt.Sprintf("rebalancer-%d", i))
 	if err != nil {
 		return nil, err
 	}
-	metrics := controller.NewMetrics(prometheus.NewRegistry())
-	broadcaster := record.NewBroadcaster()
-	broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: c.Client.CoreV1().Events("")})
-	r := &controller.Reconciler{Client: mgr.GetClient(), Kube: c.Client, Config: &cfg, Clock: clock.RealClock{},
-		Recorder: broadcaster.NewRecorder(mgr.GetScheme(), corev1.EventSource{Component: "spot-rebalancer"}),
-		Metrics:  metrics, Name: fmt.Sprintf("rebalancer-%d", i)}
-	if err := r.SetupWithManager(mgr); err != nil {
-		return nil, err
-	}
-	go func() {
-		if err := mgr.Start(logr.NewContext(ctx, logr.Discard())); err != nil && !errors.Is(err, context.Canceled) {
-			fmt.Fprintln(os.Stderr, "controller:", err)
-		}
-		broadcaster.Shutdown()
-	}()
-	return metrics, nil
+	return r.Metrics, nil
 }

@@ -34,6 +34,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
 
@@ -50,6 +51,7 @@ type options struct {
 	burst                               int
 	timeout                             time.Duration
 	maxConcurrent                       int
+	maxRSSMiB                           int64
 	binary                              string
 }
 
@@ -63,6 +65,7 @@ func main() {
 	flag.IntVar(&o.burst, "burst", 100, "the controller's --kube-api-burst")
 	flag.DurationVar(&o.timeout, "timeout", 20*time.Minute, "give up after this long")
 	flag.IntVar(&o.maxConcurrent, "max-concurrent-nodes", 5, "rebalancer.maxConcurrentNodes: nodes of one pool draining at once")
+	flag.Int64Var(&o.maxRSSMiB, "max-rss-mib", 512, "fail when the controller's resident memory ever exceeds this")
 	flag.StringVar(&o.binary, "binary", "bin/spot-rebalancer", "the spot-rebalancer binary")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -343,7 +346,10 @@ current-context: soak
 		return states[controller.StateDrained] == len(atRisk) && whole, nil
 	})
 	if err != nil {
-		return fmt.Errorf("not every node drained: %w", err)
+		if left := checkEnd(ctx, kube, ns, int32(o.replicas)); left != nil {
+			return fmt.Errorf("not every node drained and settled: %w; %v", err, left)
+		}
+		return fmt.Errorf("not every node drained and settled: %w", err)
 	}
 	elapsed := time.Since(signalAt)
 	<-replacementsDone
@@ -379,8 +385,48 @@ current-context: soak
 	if breaches > 0 {
 		return fmt.Errorf("%d samples below a budget", breaches)
 	}
+	if peakRSS/1024 > o.maxRSSMiB {
+		return fmt.Errorf("the controller's RSS peaked at %d MiB, over --max-rss-mib %d", peakRSS/1024, o.maxRSSMiB)
+	}
+	if err := checkEnd(ctx, kube, ns, int32(o.replicas)); err != nil {
+		return err
+	}
 	if peak10 > o.qps*1.05 || float64(peak1) > o.qps+float64(o.burst) {
 		return fmt.Errorf("the controller exceeded its client rate limit")
+	}
+	return nil
+}
+
+// checkEnd fails when the rebalancer left something behind: a Deployment
+// not back at its replica count or still carrying a surge record, or a
+// node tainted by us that is not drained.
+func checkEnd(ctx context.Context, kube kubernetes.Interface, ns string, replicas int32) error {
+	deps, err := kube.AppsV1().Deployments(ns).List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return err
+	}
+	var left []string
+	for _, d := range deps.Items {
+		if got := ptr.Deref(d.Spec.Replicas, 1); got != replicas {
+			left = append(left, fmt.Sprintf("Deployment %s has %d replicas, not %d", d.Name, got, replicas))
+		}
+		if v, ok := d.Annotations[signals.AnnotationSurgeState]; ok {
+			left = append(left, fmt.Sprintf("Deployment %s still has %s=%s", d.Name, signals.AnnotationSurgeState, v))
+		}
+	}
+	nodes, err := kube.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return err
+	}
+	for _, n := range nodes.Items {
+		for _, t := range n.Spec.Taints {
+			if t.Key == signals.TaintDraining && n.Annotations[signals.AnnotationState] != controller.StateDrained {
+				left = append(left, fmt.Sprintf("node %s has the %s taint in state %q", n.Name, t.Key, n.Annotations[signals.AnnotationState]))
+			}
+		}
+	}
+	if len(left) > 0 {
+		return fmt.Errorf("left behind:\n  %s", strings.Join(left, "\n  "))
 	}
 	return nil
 }

@@ -229,12 +229,7 @@ func run(ctx context.Context, o options, out io.Writer) error {
 		defer func(cmd *exec.Cmd) { _ = cmd.Process.Signal(syscall.SIGTERM); _ = cmd.Wait() }(cmd)
 	}
 	if err := cluster.WaitFor(ctx, time.Minute, func(ctx context.Context) (bool, error) {
-		resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/readyz", health))
-		if err != nil {
-			return false, nil
-		}
-		resp.Body.Close()
-		return resp.StatusCode == http.StatusOK, nil
+		return cluster.Ready(ctx, health), nil
 	}); err != nil {
 		return fmt.Errorf("our webhook never became ready: %w", err)
 	}

@@ -1,0 +1,76 @@
+// Package inproc runs the rebalancer inside a test or benchmark process,
+// against a cluster from package cluster, the way `spot-rebalancer
+// controller` runs it (minus leader election and the HTTP endpoints).
+package inproc
+
+import (
+	"context"
+	"errors"
+	"sync"
+
+	"github.com/prometheus/client_golang/prometheus"
+	corev1 "k8s.io/api/core/v1"
+	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
+	"k8s.io/client-go/tools/record"
+	"k8s.io/utils/clock"
+	"sigs.k8s.io/controller-runtime/pkg/manager"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	"github.com/spot-rebalancer/spot-rebalancer/config"
+	"github.com/spot-rebalancer/spot-rebalancer/rebalancer/controller"
+	"github.com/spot-rebalancer/spot-rebalancer/tests/cluster"
+)
+
+// Rebalancer is a running in-process rebalancer.
+type Rebalancer struct {
+	// Metrics are the reconciler's own, on a private registry.
+	Metrics *controller.Metrics
+
+	cancel context.CancelFunc
+	done   chan error
+	once   sync.Once
+	err    error
+}
+
+// Start runs a rebalancer named name with cfg until ctx ends or Stop is
+// called. It logs to the logr.Logger in ctx, if any.
+func Start(ctx context.Context, c *cluster.Cluster, cfg config.Rebalancer, name string) (*Rebalancer, error) {
+	mgr, err := manager.New(c.Config, manager.Options{
+		Metrics:                metricsserver.Options{BindAddress: "0"},
+		HealthProbeBindAddress: "0",
+	})
+	if err != nil {
+		return nil, err
+	}
+	broadcaster := record.NewBroadcaster()
+	r := &Rebalancer{Metrics: controller.NewMetrics(prometheus.NewRegistry()), done: make(chan error, 1)}
+	rec := &controller.Reconciler{
+		Client: mgr.GetClient(), Kube: c.Client, Config: &cfg, Clock: clock.RealClock{},
+		Recorder: broadcaster.NewRecorder(mgr.GetScheme(), corev1.EventSource{Component: "spot-rebalancer"}),
+		Metrics:  r.Metrics, Name: name,
+	}
+	if err := rec.SetupWithManager(mgr); err != nil {
+		return nil, err
+	}
+	broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: c.Client.CoreV1().Events("")})
+	ctx, r.cancel = context.WithCancel(ctx)
+	go func() {
+		err := mgr.Start(ctx)
+		broadcaster.Shutdown()
+		r.done <- err
+	}()
+	return r, nil
+}
+
+// Stop stops the rebalancer and waits for it; it returns the manager's
+// error, if it failed for another reason than being stopped. Calling it
+// again returns the same.
+func (r *Rebalancer) Stop() error {
+	r.once.Do(func() {
+		r.cancel()
+		if err := <-r.done; err != nil && !errors.Is(err, context.Canceled) {
+			r.err = err
+		}
+	})
+	return r.err
+}
