@@ -28,6 +28,7 @@ import (
 	"k8s.io/client-go/util/workqueue"
 	"k8s.io/klog/v2"
 	"k8s.io/utils/clock"
+	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	ctrlcontroller "sigs.k8s.io/controller-runtime/pkg/controller"
@@ -93,6 +94,12 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 		For(&corev1.Node{}).
 		Named(cmp.Or(r.Name, "rebalancer")).
 		WithOptions(ctrlcontroller.Options{MaxConcurrentReconciles: 4,
+			// A plain FIFO queue, not controller-runtime's priority queue: that
+			// one gives nodes from the initial list a low priority which every
+			// requeue keeps, so under load (draining nodes requeue every
+			// second) a node marked at risk before the controller started waited
+			// minutes for its first reconcile (the soak found four).
+			UsePriorityQueue: ptr.To(false),
 			// Failures back off to 10 s at most, not the default 1000 s: after an
 			// API server outage a drain, maybe under an interruption deadline,
 			// must resume within seconds.
@@ -340,7 +347,11 @@ func (r *Reconciler) transition(ctx context.Context, node *corev1.Node, state, r
 	updated.Annotations[signals.AnnotationState] = state
 	updated.Annotations[signals.AnnotationStateReason] = reason
 	if _, ok := updated.Annotations[signals.AnnotationSignalTime]; !ok {
-		updated.Annotations[signals.AnnotationSignalTime] = r.Clock.Now().UTC().Format(time.RFC3339)
+		since := r.Clock.Now()
+		if sig, ok := signals.FromNode(node, since); ok {
+			since = sig.Since
+		}
+		updated.Annotations[signals.AnnotationSignalTime] = since.UTC().Format(time.RFC3339)
 	}
 	keepCordoned := !strings.Contains(reason, "made the node schedulable again")
 	updated.Spec.Taints = withoutTaint(updated.Spec.Taints)

@@ -5,6 +5,8 @@
 package signals
 
 import (
+	"bytes"
+	"encoding/json"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -22,8 +24,9 @@ const (
 	AnnotationAtRisk = "spot-rebalancer.io/at-risk"
 	// AnnotationTerminationTime is the interruption's RFC 3339 time.
 	AnnotationTerminationTime = "spot-rebalancer.io/termination-time"
-	// AnnotationSignalTime is when the rebalancer first saw the signal, for
-	// signals that carry no time of their own.
+	// AnnotationSignalTime records when a signal that carries no time of its
+	// own began: for the annotation, when it was written (from the Node's
+	// managed fields), else when the rebalancer first saw it.
 	AnnotationSignalTime = "spot-rebalancer.io/signal-time"
 	// AnnotationState and AnnotationStateReason record the rebalancer's
 	// progress so that a restart resumes where it stopped.
@@ -109,7 +112,40 @@ func FromNode(node *corev1.Node, now time.Time) (Signal, bool) {
 		return *rebalance, true
 	}
 	if node.Annotations[AnnotationAtRisk] == "true" {
-		return Signal{Kind: RebalanceRecommendation, Source: SourceAnnotation, Since: recorded}, true
+		since := recorded
+		if _, ok := node.Annotations[AnnotationSignalTime]; !ok {
+			if t, ok := annotationWritten(node, AnnotationAtRisk); ok && t.Before(now) {
+				since = t
+			}
+		}
+		return Signal{Kind: RebalanceRecommendation, Source: SourceAnnotation, Since: since}, true
 	}
 	return Signal{}, false
+}
+
+// annotationWritten returns when the annotation key was last written, as
+// far as the Node's managed fields tell: the latest time of the field
+// managers that own it (a manager's time moves with any field it changes,
+// so this errs late, never early). A controller that starts after the
+// operator's `kubectl annotate` then still counts the nodes that joined in
+// between as replacements.
+func annotationWritten(node *corev1.Node, key string) (time.Time, bool) {
+	var latest time.Time
+	for _, mf := range node.ManagedFields {
+		if mf.Time == nil || mf.FieldsV1 == nil || !bytes.Contains(mf.FieldsV1.Raw, []byte(`"f:`+key+`"`)) {
+			continue
+		}
+		var fields struct {
+			Metadata struct {
+				Annotations map[string]json.RawMessage `json:"f:annotations"`
+			} `json:"f:metadata"`
+		}
+		if err := json.Unmarshal(mf.FieldsV1.Raw, &fields); err != nil {
+			continue
+		}
+		if _, ok := fields.Metadata.Annotations["f:"+key]; ok && mf.Time.After(latest) {
+			latest = mf.Time.Time
+		}
+	}
+	return latest, !latest.IsZero()
 }

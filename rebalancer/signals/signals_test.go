@@ -53,6 +53,48 @@ func TestFromNode(t *testing.T) {
 			want:       Signal{Kind: RebalanceRecommendation, Source: SourceAnnotation, Since: earlier},
 			wantAtRisk: true,
 		},
+		"the operator's annotation, not yet recorded, dates from when its field manager wrote it": {
+			node: corev1.Node{ObjectMeta: metav1.ObjectMeta{
+				Annotations: map[string]string{AnnotationAtRisk: "true", "other": "x"},
+				ManagedFields: []metav1.ManagedFieldsEntry{
+					managed("kubelet", now.Add(-time.Hour), `{"f:status":{"f:conditions":{}}}`),
+					managed("kubectl-annotate", earlier, `{"f:metadata":{"f:annotations":{"f:spot-rebalancer.io/at-risk":{}}}}`),
+					managed("someone", now.Add(-time.Minute), `{"f:metadata":{"f:annotations":{"f:other":{}}}}`),
+				}}},
+			want:       Signal{Kind: RebalanceRecommendation, Source: SourceAnnotation, Since: earlier},
+			wantAtRisk: true,
+		},
+		"of two managers owning the annotation, the later one counts": {
+			node: corev1.Node{ObjectMeta: metav1.ObjectMeta{
+				Annotations: map[string]string{AnnotationAtRisk: "true"},
+				ManagedFields: []metav1.ManagedFieldsEntry{
+					managed("a", earlier, `{"f:metadata":{"f:annotations":{"f:spot-rebalancer.io/at-risk":{}}}}`),
+					managed("b", now.Add(-time.Minute), `{"f:metadata":{"f:annotations":{"f:spot-rebalancer.io/at-risk":{}}}}`),
+				}}},
+			want:       Signal{Kind: RebalanceRecommendation, Source: SourceAnnotation, Since: now.Add(-time.Minute)},
+			wantAtRisk: true,
+		},
+		"a recorded signal time wins over managed fields": {
+			node: corev1.Node{ObjectMeta: metav1.ObjectMeta{
+				Annotations: map[string]string{AnnotationAtRisk: "true", AnnotationSignalTime: now.Add(-time.Minute).Format(time.RFC3339)},
+				ManagedFields: []metav1.ManagedFieldsEntry{
+					managed("a", earlier, `{"f:metadata":{"f:annotations":{"f:spot-rebalancer.io/at-risk":{}}}}`),
+				}}},
+			want:       Signal{Kind: RebalanceRecommendation, Source: SourceAnnotation, Since: now.Add(-time.Minute)},
+			wantAtRisk: true,
+		},
+		"managed fields that do not parse, mention the key elsewhere or lie in the future are ignored": {
+			node: corev1.Node{ObjectMeta: metav1.ObjectMeta{
+				Annotations: map[string]string{AnnotationAtRisk: "true"},
+				ManagedFields: []metav1.ManagedFieldsEntry{
+					managed("broken", earlier, `{"f:metadata":{"f:annotations":{"f:spot-rebalancer.io/at-risk"`),
+					managed("label", earlier, `{"f:metadata":{"f:labels":{"f:spot-rebalancer.io/at-risk":{}}}}`),
+					managed("future", now.Add(time.Hour), `{"f:metadata":{"f:annotations":{"f:spot-rebalancer.io/at-risk":{}}}}`),
+					{Manager: "no-time", FieldsV1: &metav1.FieldsV1{Raw: []byte(`{"f:metadata":{"f:annotations":{"f:spot-rebalancer.io/at-risk":{}}}}`)}},
+				}}},
+			want:       Signal{Kind: RebalanceRecommendation, Source: SourceAnnotation, Since: now},
+			wantAtRisk: true,
+		},
 		"an at-risk annotation other than true is no signal": {
 			node: corev1.Node{ObjectMeta: metav1.ObjectMeta{Annotations: map[string]string{AnnotationAtRisk: "maybe"}}},
 		},
@@ -65,4 +107,9 @@ func TestFromNode(t *testing.T) {
 			}
 		})
 	}
+}
+
+func managed(manager string, at time.Time, fields string) metav1.ManagedFieldsEntry {
+	return metav1.ManagedFieldsEntry{Manager: manager, Operation: metav1.ManagedFieldsOperationUpdate,
+		Time: new(metav1.NewTime(at)), FieldsV1: &metav1.FieldsV1{Raw: []byte(fields)}}
 }
