@@ -94,6 +94,8 @@ old one before any certificate it signs is served.`,
 				LeaderElectionID:              leaderElectionID,
 				LeaderElectionNamespace:       leaseNS,
 				LeaderElectionReleaseOnCancel: true,
+				// Lease renewals must not queue behind evictions.
+				LeaderElectionConfig: ownRateLimit(restConfig),
 			})
 			if err != nil {
 				return fmt.Errorf("creating manager: %w", err)

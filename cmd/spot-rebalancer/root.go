@@ -9,6 +9,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"k8s.io/client-go/rest"
+	"k8s.io/client-go/util/flowcontrol"
 
 	"github.com/spot-rebalancer/spot-rebalancer/config"
 	"github.com/spot-rebalancer/spot-rebalancer/internal/kubeconfig"
@@ -90,7 +91,7 @@ Exit codes: 0 success, 1 runtime failure, 2 bad usage or invalid configuration.`
 	pf.StringVar(&opts.kubeconfig, "kubeconfig", "",
 		"path to a kubeconfig; default: in-cluster service account, then $KUBECONFIG, then ~/.kube/config")
 	pf.StringVar(&opts.configFile, "config", "", "configuration file (YAML, kind Config); default: built-in defaults")
-	pf.Float32Var(&opts.qps, "kube-api-qps", 50, "queries per second to the API server, sustained (client-side rate limit)")
+	pf.Float32Var(&opts.qps, "kube-api-qps", 50, "queries per second to the API server, sustained, for all of the process's clients together (client-side rate limit)")
 	pf.IntVar(&opts.burst, "kube-api-burst", 100, "queries to the API server allowed in a burst above --kube-api-qps")
 	pf.BoolVar(&opts.printConfig, "print-config", false, "print the effective configuration (file, flags and defaults) as YAML and exit")
 
@@ -169,8 +170,20 @@ func (o *globalOptions) restConfig() (*rest.Config, error) {
 	if err != nil {
 		return nil, err
 	}
+	// One token bucket for every client the process builds from this
+	// config (client-go otherwise gives each API group's client its own,
+	// and the process as a whole could go several times over the limit).
 	cfg.QPS, cfg.Burst = o.qps, o.burst
+	cfg.RateLimiter = flowcontrol.NewTokenBucketRateLimiter(o.qps, o.burst)
 	return cfg, nil
+}
+
+// ownRateLimit returns a copy of cfg whose clients get a token bucket of
+// their own, with the same QPS and burst.
+func ownRateLimit(cfg *rest.Config) *rest.Config {
+	own := rest.CopyConfig(cfg)
+	own.RateLimiter = nil
+	return own
 }
 
 func printConfig(w io.Writer, c *config.Config) error {

@@ -7,6 +7,9 @@ import (
 	"strings"
 	"testing"
 
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/util/flowcontrol"
+
 	"github.com/spot-rebalancer/spot-rebalancer/config"
 )
 
@@ -125,5 +128,50 @@ func TestPrintedConfigLoadsBack(t *testing.T) {
 	}
 	if _, err := config.LoadFile(path); err != nil {
 		t.Fatalf("the printed configuration must be a valid --config file: %v", err)
+	}
+}
+
+// --kube-api-qps and --kube-api-burst bound the whole process: every client
+// built from the config, of any API group, takes from one token bucket;
+// leader election gets its own.
+func TestOneRateLimitForTheProcess(t *testing.T) {
+	kubeconfig := filepath.Join(t.TempDir(), "kubeconfig")
+	if err := os.WriteFile(kubeconfig, []byte(`apiVersion: v1
+kind: Config
+clusters: [{name: c, cluster: {server: "https://127.0.0.1:1"}}]
+users: [{name: u, user: {token: t}}]
+contexts: [{name: c, context: {cluster: c, user: u}}]
+current-context: c
+`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	o := &globalOptions{kubeconfig: kubeconfig, qps: 7, burst: 9}
+	cfg, err := o.restConfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.RateLimiter == nil || cfg.RateLimiter.QPS() != 7 {
+		t.Fatalf("RateLimiter = %v, want a token bucket of 7 QPS", cfg.RateLimiter)
+	}
+	kube, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, got := range map[string]flowcontrol.RateLimiter{
+		"core/v1":   kube.CoreV1().RESTClient().GetRateLimiter(),
+		"apps/v1":   kube.AppsV1().RESTClient().GetRateLimiter(),
+		"policy/v1": kube.PolicyV1().RESTClient().GetRateLimiter(),
+	} {
+		if got != cfg.RateLimiter {
+			t.Errorf("the %s client has a rate limiter of its own", name)
+		}
+	}
+	own := ownRateLimit(cfg)
+	lease, err := kubernetes.NewForConfig(own)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := lease.CoordinationV1().RESTClient().GetRateLimiter(); got == cfg.RateLimiter || got == nil || got.QPS() != 7 {
+		t.Errorf("leader election's rate limiter = %v, want its own of 7 QPS", got)
 	}
 }
