@@ -12,7 +12,6 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
@@ -93,26 +92,6 @@ func (p *process) exited() bool {
 	default:
 		return false
 	}
-}
-
-// warnings collects the admission warnings the API server returns.
-type warnings struct {
-	mu   sync.Mutex
-	msgs []string
-}
-
-func (w *warnings) HandleWarningHeader(_ int, _ string, msg string) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	w.msgs = append(w.msgs, msg)
-}
-
-func (w *warnings) take() []string {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	m := w.msgs
-	w.msgs = nil
-	return m
 }
 
 // workload is one sample Deployment.
@@ -278,7 +257,7 @@ func run(ctx context.Context, opts options, out io.Writer) (summary Summary, err
 	}); err != nil {
 		return summary, err
 	}
-	seen := &warnings{}
+	seen := &cluster.Warnings{}
 	warnConfig := rest.CopyConfig(c.Config)
 	warnConfig.WarningHandler = seen
 	userClient, err := kubernetes.NewForConfig(warnConfig)
@@ -298,7 +277,7 @@ func run(ctx context.Context, opts options, out io.Writer) (summary Summary, err
 		if _, err := userClient.AppsV1().Deployments(appNamespace).Create(ctx, deployment(w), metav1.CreateOptions{}); err != nil {
 			return summary, err
 		}
-		for _, msg := range seen.take() {
+		for _, msg := range seen.Take() {
 			n.say("kubectl would print: Warning: %s", msg)
 		}
 	}

@@ -51,24 +51,6 @@ type roundTripFunc func(*http.Request) (*http.Response, error)
 
 func (f roundTripFunc) RoundTrip(req *http.Request) (*http.Response, error) { return f(req) }
 
-// warnings collects the admission warnings the API server passes back.
-type warnings struct {
-	mu   sync.Mutex
-	msgs []string
-}
-
-func (w *warnings) HandleWarningHeader(_ int, _ string, msg string) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	w.msgs = append(w.msgs, msg)
-}
-
-func (w *warnings) all() string {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return strings.Join(w.msgs, "\n")
-}
-
 // The webhook, called by the real API server over TLS with certificates
 // from package certs: pods in an opted-in namespace get the Spot
 // tolerations and land on tainted Spot nodes; a namespace that did not opt
@@ -152,7 +134,7 @@ func TestWebhookInjectsTolerationsAndHints(t *testing.T) {
 	spotA := c.AddNode(t, cluster.Node{Spot: true, Pool: "spot-a", Taints: []corev1.Taint{spotTaint}})
 	spotB := c.AddNode(t, cluster.Node{Spot: true, Pool: "spot-a", Taints: []corev1.Taint{spotTaint}})
 
-	seen := &warnings{}
+	seen := &cluster.Warnings{}
 	warnConfig := rest.CopyConfig(c.Config)
 	warnConfig.WarningHandler = seen
 	client, err := kubernetes.NewForConfig(warnConfig)
@@ -187,7 +169,7 @@ func TestWebhookInjectsTolerationsAndHints(t *testing.T) {
 		if got := d.Annotations[webhook.PDBHintAnnotation]; got != "missing; suggest maxUnavailable=1" {
 			t.Errorf("pdb-hint annotation = %q", got)
 		}
-		if w := seen.all(); !strings.Contains(w, "spot-rebalancer: deployment web PDB missing; suggest maxUnavailable=1") {
+		if w := strings.Join(seen.Take(), "\n"); !strings.Contains(w, "spot-rebalancer: deployment web PDB missing; suggest maxUnavailable=1") {
 			t.Errorf("the client saw no PDB warning; warnings: %q", w)
 		}
 		c.WaitFor(t, 60*time.Second, "3 web pods Running on the Spot nodes", func(ctx context.Context) (bool, error) {
