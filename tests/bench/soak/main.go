@@ -9,10 +9,12 @@ package main
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"flag"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"net/http/httputil"
@@ -21,6 +23,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -80,6 +83,7 @@ func main() {
 type counter struct {
 	mu      sync.Mutex
 	perSec  map[int64]int
+	byKind  map[string]int // "PATCH pods", "PUT deployments/scale", ...
 	total   atomic.Int64
 	watches atomic.Int64
 }
@@ -94,7 +98,31 @@ func (c *counter) add(r *http.Request) {
 	}
 	c.mu.Lock()
 	c.perSec[time.Now().Unix()]++
+	c.byKind[r.Method+" "+resourceOf(r.URL.Path)]++
 	c.mu.Unlock()
+}
+
+// resourceOf names the resource of an API path, with its subresource:
+// /api/v1/namespaces/x/pods/y/eviction -> pods/eviction.
+func resourceOf(path string) string {
+	parts := strings.Split(strings.Trim(path, "/"), "/")
+	switch {
+	case len(parts) > 0 && parts[0] == "api":
+		parts = parts[min(2, len(parts)):] // api, v1
+	case len(parts) > 0 && parts[0] == "apis":
+		parts = parts[min(3, len(parts)):] // apis, group, version
+	}
+	if len(parts) >= 2 && parts[0] == "namespaces" && len(parts) != 2 {
+		parts = parts[2:]
+	}
+	switch len(parts) {
+	case 0:
+		return path
+	case 1, 2:
+		return parts[0]
+	default:
+		return parts[0] + "/" + parts[2]
+	}
 }
 
 // proxy forwards plain HTTP from the controller to the API server with the
@@ -222,7 +250,7 @@ func run(ctx context.Context, o options, out io.Writer) (err error) {
 	say("%d pods of %d Deployments Ready, each Deployment with a PDB", total, o.deployments)
 
 	// The controller, through the counting proxy.
-	cnt := &counter{perSec: map[int64]int{}}
+	cnt := &counter{perSec: map[int64]int{}, byKind: map[string]int{}}
 	proxyURL, closeProxy, err := proxy(c.Config, cnt)
 	if err != nil {
 		return err
@@ -388,6 +416,12 @@ current-context: soak
 	fmt.Fprintf(out, "controller RSS            peak %d MiB, at the end %d MiB\n", peakRSS/1024, lastRSS/1024)
 	fmt.Fprintf(out, "controller requests       %d (%d watches) in %.0fs: mean %.1f/s; --kube-api-qps %.0f, --kube-api-burst %d\n",
 		requests, cnt.watches.Load(), elapsed.Seconds(), float64(requests)/elapsed.Seconds(), o.qps, o.burst)
+	cnt.mu.Lock()
+	kinds := slices.SortedFunc(maps.Keys(cnt.byKind), func(a, b string) int { return cmp.Compare(cnt.byKind[b], cnt.byKind[a]) })
+	for _, k := range kinds[:min(12, len(kinds))] {
+		fmt.Fprintf(out, "  %-24s %6d  (%.1f per pod)\n", k, cnt.byKind[k], float64(cnt.byKind[k])/float64(total))
+	}
+	cnt.mu.Unlock()
 	var over []string
 	for i, w := range windows {
 		allowed := o.burst + int(o.qps*float64(w))
