@@ -83,6 +83,10 @@ func (r *Reconciler) advanceSurges(ctx context.Context, node *corev1.Node, np *p
 			}
 			continue
 		}
+		if r.waitingQuietly(rec, snap, node.Name) {
+			running = true
+			continue
+		}
 		// The cache may show a record that has moved on (or ended and been
 		// replaced by another node's): step only on the live one.
 		live, err := r.Kube.AppsV1().Deployments(rec.d.Namespace).Get(ctx, rec.d.Name, metav1.GetOptions{})
@@ -123,6 +127,21 @@ func (r *Reconciler) advanceSurges(ctx context.Context, node *corev1.Node, np *p
 		running = true
 	}
 	return running, nil
+}
+
+// waitingQuietly reports whether the cache shows a surge that can only go
+// on waiting: in its waiting phase, at the surged count, within its timeout,
+// fewer of its pods Ready elsewhere than it had replicas. Nothing is read
+// for it then: a draining node is reconciled every second, and reading each
+// of its surges live (the Deployment and its scale) made waiting the
+// controller's biggest use of its API rate limit. If the cache is behind,
+// waiting one more round is all that happens; any step reads the live
+// record first.
+func (r *Reconciler) waitingQuietly(rec surgeRecord, snap *snapshot.Snapshot, node string) bool {
+	st := rec.state
+	return st.Phase == signals.SurgeWaiting && ptr.Deref(rec.d.Spec.Replicas, 1) == st.To &&
+		r.Clock.Since(st.Since) < r.Config.Surge.Timeout.Duration &&
+		readyElsewhere(snap, rec.d, node) < int(st.From)
 }
 
 // surgeGroups are the plan's surge pods by Deployment (namespace/name).
