@@ -218,16 +218,11 @@ func (r *Reconciler) markPods(ctx context.Context, namespace string, names []str
 	return nil
 }
 
-// stepSurge advances one surge; it reports whether the surge is over.
+// stepSurge advances one surge, given the live Deployment (its replica
+// count is what its scale subresource shows); it reports whether the surge
+// is over.
 func (r *Reconciler) stepSurge(ctx context.Context, node *corev1.Node, d *appsv1.Deployment, st *signals.SurgeState, snap *snapshot.Snapshot) (bool, error) {
-	scale, err := r.Kube.AppsV1().Deployments(d.Namespace).GetScale(ctx, d.Name, metav1.GetOptions{})
-	if apierrors.IsNotFound(err) {
-		return true, nil // the Deployment is gone, and its record with it
-	}
-	if err != nil {
-		return false, fmt.Errorf("reading the scale of deployment %s/%s: %w", d.Namespace, d.Name, err)
-	}
-	cur := scale.Spec.Replicas
+	cur := ptr.Deref(d.Spec.Replicas, 1)
 	someoneElse := fmt.Sprintf("its replica count was changed to %d by someone else (expected %d or %d)", cur, st.From, st.To)
 	switch st.Phase {
 	case signals.SurgeScalingUp:
