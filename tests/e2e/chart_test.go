@@ -168,6 +168,14 @@ func TestHelmChart(t *testing.T) {
 					t.Error("agent.enabled=false still renders the DaemonSet")
 				}
 			}},
+		{name: "client rate limit", set: []string{"controller.kubeAPIQPS=200", "controller.kubeAPIBurst=400"},
+			check: func(t *testing.T, _ *config.Config, m string) {
+				for _, want := range []string{"--kube-api-qps=200", "--kube-api-burst=400"} {
+					if !strings.Contains(m, want) {
+						t.Errorf("the rendering lacks %q", want)
+					}
+				}
+			}},
 		{name: "replacement and surge", set: []string{"rebalancer.replacement.mode=capacity", "rebalancer.surge.enabled=false", "config.rebalancer.implicitBudget.maxUnavailable=1"},
 			check: func(t *testing.T, cfg *config.Config, _ string) {
 				if cfg.Rebalancer.Replacement.Mode != config.ReplacementCapacity || *cfg.Rebalancer.Surge.Enabled || cfg.Rebalancer.ImplicitBudget.MaxUnavailable.IntValue() != 1 {
@@ -188,9 +196,15 @@ func TestHelmChart(t *testing.T) {
 	}
 
 	t.Run("bad values fail with the field's name", func(t *testing.T) {
-		out, code := tool(t, c, nil, "helm", "template", "spot-rebalancer", chart, "--set", "certs.mode=vault")
-		if code == 0 || !strings.Contains(out, `certs.mode "vault"`) {
-			t.Errorf("certs.mode=vault: exit %d\n%s", code, out)
+		for set, want := range map[string]string{
+			"certs.mode=vault":           `certs.mode "vault"`,
+			"controller.kubeAPIQPS=0":    "controller.kubeAPIQPS 0",
+			"controller.kubeAPIBurst=-1": "controller.kubeAPIBurst -1",
+		} {
+			out, code := tool(t, c, nil, "helm", "template", "spot-rebalancer", chart, "--set", set)
+			if code == 0 || !strings.Contains(out, want) {
+				t.Errorf("%s: exit %d, want an error naming %q\n%s", set, code, want, out)
+			}
 		}
 	})
 

@@ -62,6 +62,9 @@ spot-rebalancer-controller
 {{- if not (has .Values.certs.mode (list "self-managed" "cert-manager" "external")) }}
 {{- fail (printf "certs.mode %q: must be self-managed, cert-manager or external" .Values.certs.mode) }}
 {{- end }}
+{{- if or (le (float64 .Values.controller.kubeAPIQPS) 0.0) (le (int .Values.controller.kubeAPIBurst) 0) }}
+{{- fail (printf "controller.kubeAPIQPS %v and controller.kubeAPIBurst %v: both must be positive" .Values.controller.kubeAPIQPS .Values.controller.kubeAPIBurst) }}
+{{- end }}
 {{- $r := .Values.rebalancer }}
 {{- $base := dict
   "apiVersion" "spot-rebalancer.io/v1alpha1"
