@@ -187,3 +187,23 @@ func TestLoadFileThatDoesNotExist(t *testing.T) {
 		t.Fatalf("want a configuration error naming the file, got %v", err)
 	}
 }
+
+func TestWriteFileLoadsBack(t *testing.T) {
+	want := Default()
+	want.Rebalancer.MaxConcurrentNodes = 7
+	want.Certs.Mode = CertModeExternal
+	path := filepath.Join(t.TempDir(), "config.yaml")
+	if err := WriteFile(path, want); err != nil {
+		t.Fatal(err)
+	}
+	got, err := LoadFile(path)
+	if err != nil {
+		t.Fatalf("a written file must load as --config: %v", err)
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("written and loaded back (-want +got):\n%s", diff)
+	}
+	if info, err := os.Stat(path); err != nil || info.Mode().Perm() != 0o600 {
+		t.Errorf("mode = %v, %v; want 0600", info.Mode().Perm(), err)
+	}
+}

@@ -80,3 +80,12 @@ func Decode(data []byte) (*Config, error) {
 func Marshal(c *Config) ([]byte, error) {
 	return yaml.Marshal(c)
 }
+
+// WriteFile writes the configuration to path as a --config file (mode 0600).
+func WriteFile(path string, c *Config) error {
+	data, err := Marshal(c)
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(path, data, 0o600)
+}

@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/go-logr/logr"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -15,6 +14,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/go-logr/logr"
 
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
@@ -251,4 +252,20 @@ func sweepAbandoned() {
 		killComponents(dir)
 		_ = os.RemoveAll(dir)
 	}
+}
+
+// Binary resolves a built binary: path as given when absolute, else from
+// the repository root (bin/spot-rebalancer, say); it must exist.
+func Binary(path string) (string, error) {
+	if !filepath.IsAbs(path) {
+		root, err := RepoRoot()
+		if err != nil {
+			return "", err
+		}
+		path = filepath.Join(root, path)
+	}
+	if _, err := os.Stat(path); err != nil {
+		return "", fmt.Errorf("%s: %w (run make build)", path, err)
+	}
+	return path, nil
 }

@@ -119,12 +119,8 @@ func controllerConfig(t *testing.T, namespace string) string {
 	cfg.Certs.Mode = config.CertModeExternal
 	cfg.Rebalancer.Replacement.Mode = config.ReplacementCapacity
 	cfg.Rebalancer.Surge.Enabled = ptr.To(false)
-	data, err := config.Marshal(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
 	path := filepath.Join(t.TempDir(), "config.yaml")
-	if err := os.WriteFile(path, data, 0o600); err != nil {
+	if err := config.WriteFile(path, cfg); err != nil {
 		t.Fatal(err)
 	}
 	return path
@@ -260,12 +256,8 @@ func TestWebhookKilledWhilePodsAreCreated(t *testing.T) {
 	cfg.Certs.ServiceName, cfg.Certs.ServingSecretName, cfg.Certs.CASecretName = "webhook", "webhook-tls", "webhook-ca"
 	cfg.Certs.ExtraDNSNames = []string{"127.0.0.1"}
 	cfg.Certs.WebhookConfigurations = []string{configName}
-	data, err := config.Marshal(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
 	cfgPath := filepath.Join(t.TempDir(), "config.yaml")
-	if err := os.WriteFile(cfgPath, data, 0o600); err != nil {
+	if err := config.WriteFile(cfgPath, cfg); err != nil {
 		t.Fatal(err)
 	}
 	dnsNames := certs.DNSNames(cfg.Certs.ServiceName, system, cfg.Certs.ExtraDNSNames)

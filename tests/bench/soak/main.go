@@ -152,16 +152,9 @@ func proxy(cfg *rest.Config, cnt *counter) (string, func(), error) {
 }
 
 func run(ctx context.Context, o options, out io.Writer) (err error) {
-	root, err := cluster.RepoRoot()
+	bin, err := cluster.Binary(o.binary)
 	if err != nil {
 		return err
-	}
-	bin := o.binary
-	if !filepath.IsAbs(bin) {
-		bin = filepath.Join(root, bin)
-	}
-	if _, err := os.Stat(bin); err != nil {
-		return fmt.Errorf("%s: %w (run make build)", bin, err)
 	}
 	say := func(format string, args ...any) {
 		fmt.Fprintf(out, "%s %s\n", time.Now().UTC().Format("15:04:05"), fmt.Sprintf(format, args...))
@@ -270,12 +263,8 @@ current-context: soak
 	cfg.Webhook.Namespace = ns
 	cfg.Certs.Mode = config.CertModeExternal
 	cfg.Rebalancer.MaxConcurrentNodes = int32(o.maxConcurrent)
-	data, err := config.Marshal(cfg)
-	if err != nil {
-		return err
-	}
 	cfgPath := filepath.Join(dir, "config.yaml")
-	if err := os.WriteFile(cfgPath, data, 0o600); err != nil {
+	if err := config.WriteFile(cfgPath, cfg); err != nil {
 		return err
 	}
 	metricsPort, err := cluster.FreePort()

@@ -125,16 +125,9 @@ type phaseResult struct {
 }
 
 func run(ctx context.Context, o options, out io.Writer) error {
-	root, err := cluster.RepoRoot()
+	bin, err := cluster.Binary(o.binary)
 	if err != nil {
 		return err
-	}
-	bin := o.binary
-	if !filepath.IsAbs(bin) {
-		bin = filepath.Join(root, bin)
-	}
-	if _, err := os.Stat(bin); err != nil {
-		return fmt.Errorf("%s: %w (run make build)", bin, err)
 	}
 	fmt.Fprintln(out, "starting a local cluster")
 	c, err := cluster.Start("bench")
@@ -204,12 +197,8 @@ func run(ctx context.Context, o options, out io.Writer) error {
 		os.WriteFile(filepath.Join(certDir, "tls.key"), serving.KeyPEM, 0o600)); err != nil {
 		return err
 	}
-	cfgData, err := config.Marshal(cfg)
-	if err != nil {
-		return err
-	}
 	cfgPath := filepath.Join(dir, "config.yaml")
-	if err := os.WriteFile(cfgPath, cfgData, 0o600); err != nil {
+	if err := config.WriteFile(cfgPath, cfg); err != nil {
 		return err
 	}
 
