@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	appsv1 "k8s.io/api/apps/v1"
+	autoscalingv1 "k8s.io/api/autoscaling/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -186,7 +187,8 @@ func (r *Reconciler) startSurge(ctx context.Context, node *corev1.Node, d *appsv
 		live.Annotations = map[string]string{}
 	}
 	live.Annotations[signals.AnnotationSurgeState] = string(raw)
-	if _, err := deployments.Update(ctx, live, metav1.UpdateOptions{}); err != nil {
+	recorded, err := deployments.Update(ctx, live, metav1.UpdateOptions{})
+	if err != nil {
 		if apierrors.IsConflict(err) {
 			return nil // changed since read: decided again on the next reconcile
 		}
@@ -196,7 +198,7 @@ func (r *Reconciler) startSurge(ctx context.Context, node *corev1.Node, d *appsv
 	if err := r.markPods(ctx, d.Namespace, names); err != nil {
 		return err
 	}
-	if err := r.scale(ctx, d, st.From, st.To); err != nil {
+	if err := r.scale(ctx, recorded, st.From, st.To); err != nil {
 		return err
 	}
 	r.Metrics.Surges.WithLabelValues("started").Inc()
@@ -235,7 +237,8 @@ func (r *Reconciler) stepSurge(ctx context.Context, node *corev1.Node, d *appsv1
 			return false, r.scale(ctx, d, st.From, st.To)
 		case st.To:
 			st.Phase = signals.SurgeWaiting
-			return false, r.writeSurge(ctx, d, st)
+			_, err := r.writeSurge(ctx, d, st)
+			return false, err
 		}
 		return true, r.abandonSurge(ctx, node, d, st, someoneElse, false, snap)
 	case signals.SurgeWaiting:
@@ -252,10 +255,11 @@ func (r *Reconciler) stepSurge(ctx context.Context, node *corev1.Node, d *appsv1
 			return false, nil
 		}
 		st.Phase = signals.SurgeScalingDown
-		if err := r.writeSurge(ctx, d, st); err != nil {
+		written, err := r.writeSurge(ctx, d, st)
+		if err != nil {
 			return false, err
 		}
-		return false, r.scale(ctx, d, st.To, st.From)
+		return false, r.scale(ctx, written, st.To, st.From)
 	case signals.SurgeScalingDown:
 		switch cur {
 		case st.To:
@@ -338,16 +342,30 @@ func readyElsewhere(snap *snapshot.Snapshot, d *appsv1.Deployment, node string) 
 }
 
 // scale sets the Deployment's replicas from one count to another through
-// the scale subresource, only if the live count is still from.
+// the scale subresource, only if the live count is still from. When d says
+// from, the first try writes on d's own resourceVersion without reading
+// (callers mostly hold a Deployment they have just read or written; a stale
+// one conflicts, and every retry reads the scale first).
 func (r *Reconciler) scale(ctx context.Context, d *appsv1.Deployment, from, to int32) error {
 	deployments := r.Kube.AppsV1().Deployments(d.Namespace)
+	var known *autoscalingv1.Scale
+	if d.ResourceVersion != "" && ptr.Deref(d.Spec.Replicas, 1) == from {
+		known = &autoscalingv1.Scale{
+			ObjectMeta: metav1.ObjectMeta{Name: d.Name, Namespace: d.Namespace, ResourceVersion: d.ResourceVersion},
+			Spec:       autoscalingv1.ScaleSpec{Replicas: ptr.Deref(d.Spec.Replicas, 1)},
+		}
+	}
 	// The scale's resourceVersion is the Deployment's, which its status
 	// changes all the time: on a conflict, read again and scale only if the
 	// count is still from.
 	return retry.RetryOnConflict(retry.DefaultRetry, func() error {
-		scale, err := deployments.GetScale(ctx, d.Name, metav1.GetOptions{})
-		if err != nil {
-			return fmt.Errorf("reading the scale of deployment %s/%s: %w", d.Namespace, d.Name, err)
+		scale := known
+		known = nil
+		if scale == nil {
+			var err error
+			if scale, err = deployments.GetScale(ctx, d.Name, metav1.GetOptions{}); err != nil {
+				return fmt.Errorf("reading the scale of deployment %s/%s: %w", d.Namespace, d.Name, err)
+			}
 		}
 		if scale.Spec.Replicas != from {
 			return fmt.Errorf("deployment %s/%s has %d replicas, not %d: not scaling", d.Namespace, d.Name, scale.Spec.Replicas, from)
@@ -360,30 +378,32 @@ func (r *Reconciler) scale(ctx context.Context, d *appsv1.Deployment, from, to i
 	})
 }
 
-func (r *Reconciler) writeSurge(ctx context.Context, d *appsv1.Deployment, st *signals.SurgeState) error {
+// writeSurge records st on the Deployment and returns it as written.
+func (r *Reconciler) writeSurge(ctx context.Context, d *appsv1.Deployment, st *signals.SurgeState) (*appsv1.Deployment, error) {
 	raw, err := json.Marshal(st)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	return r.patchDeploymentAnnotation(ctx, d, string(raw))
 }
 
 func (r *Reconciler) clearSurge(ctx context.Context, d *appsv1.Deployment) error {
-	return r.patchDeploymentAnnotation(ctx, d, "")
+	_, err := r.patchDeploymentAnnotation(ctx, d, "")
+	return err
 }
 
 // patchDeploymentAnnotation sets (or, with "", removes) the surge record.
-func (r *Reconciler) patchDeploymentAnnotation(ctx context.Context, d *appsv1.Deployment, value string) error {
+func (r *Reconciler) patchDeploymentAnnotation(ctx context.Context, d *appsv1.Deployment, value string) (*appsv1.Deployment, error) {
 	var v any
 	if value != "" {
 		v = value
 	}
 	patch, _ := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": map[string]any{signals.AnnotationSurgeState: v}}})
-	_, err := r.Kube.AppsV1().Deployments(d.Namespace).Patch(ctx, d.Name, types.MergePatchType, patch, metav1.PatchOptions{})
+	patched, err := r.Kube.AppsV1().Deployments(d.Namespace).Patch(ctx, d.Name, types.MergePatchType, patch, metav1.PatchOptions{})
 	if err != nil && !(value == "" && apierrors.IsNotFound(err)) {
-		return fmt.Errorf("recording the surge on deployment %s/%s: %w", d.Namespace, d.Name, err)
+		return nil, fmt.Errorf("recording the surge on deployment %s/%s: %w", d.Namespace, d.Name, err)
 	}
-	return nil
+	return patched, nil
 }
 
 // patchPodAnnotation sets (or, with "", removes) the pod's deletion cost. A
