@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"os"
 	"os/exec"
@@ -94,11 +95,10 @@ func (c *Cluster) StopAPIServer() (restart func() error, err error) {
 	if err := syscall.Kill(apiserver.pid, syscall.SIGKILL); err != nil {
 		return nil, err
 	}
-	for deadline := time.Now().Add(10 * time.Second); alive(apiserver.pid); {
-		if time.Now().After(deadline) {
-			return nil, fmt.Errorf("kube-apiserver (pid %d) survived SIGKILL", apiserver.pid)
-		}
-		time.Sleep(10 * time.Millisecond)
+	if err := WaitFor(context.Background(), 10*time.Second, func(context.Context) (bool, error) {
+		return !alive(apiserver.pid), nil
+	}); err != nil {
+		return nil, fmt.Errorf("kube-apiserver (pid %d) survived SIGKILL: %w", apiserver.pid, err)
 	}
 	return func() error {
 		for _, p := range all {
