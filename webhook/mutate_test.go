@@ -2,9 +2,9 @@ package webhook
 
 import (
 	"encoding/json"
-	jsonpatchapply "github.com/evanphx/json-patch/v5"
 	"testing"
 
+	jsonpatchapply "github.com/evanphx/json-patch/v5"
 	"github.com/google/go-cmp/cmp"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
