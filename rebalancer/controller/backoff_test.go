@@ -74,7 +74,7 @@ func TestAdmitDrainCountsWhatTheCacheDoesNotShowYet(t *testing.T) {
 	}
 	cfg := config.Default().Rebalancer
 	r := &Reconciler{Config: &cfg}
-	stale := snapshot.New(time.Now(), []*corev1.Node{node("n1", StateAwaitingReplacement), node("n2", StateAwaitingReplacement)}, nil, nil)
+	stale := snapshot.New(time.Now(), snapshot.Objects{Nodes: []*corev1.Node{node("n1", StateAwaitingReplacement), node("n2", StateAwaitingReplacement)}})
 	if _, ok := r.admitDrain(stale, "a", "n1"); !ok {
 		t.Fatal("the first node of the pool was refused")
 	}
@@ -84,7 +84,7 @@ func TestAdmitDrainCountsWhatTheCacheDoesNotShowYet(t *testing.T) {
 	if _, ok := r.admitDrain(stale, "a", "n1"); !ok {
 		t.Error("the admitted node itself was refused on its next reconcile")
 	}
-	fresh := snapshot.New(time.Now(), []*corev1.Node{node("n1", StateDrained), node("n2", StateAwaitingReplacement)}, nil, nil)
+	fresh := snapshot.New(time.Now(), snapshot.Objects{Nodes: []*corev1.Node{node("n1", StateDrained), node("n2", StateAwaitingReplacement)}})
 	if _, ok := r.admitDrain(fresh, "a", "n2"); !ok {
 		t.Error("once the first node is drained the second must be admitted")
 	}

@@ -90,7 +90,7 @@ func syntheticCluster(nodes, pods, atRisk int) *snapshot.Snapshot {
 			})
 		}
 	}
-	return snapshot.New(now, ns, ps, pdbs)
+	return snapshot.New(now, snapshot.Objects{Nodes: ns, Pods: ps, PDBs: pdbs})
 }
 
 func benchmarkPlan(b *testing.B, nodes, pods, atRisk int) {
@@ -123,7 +123,7 @@ func BenchmarkPlanOneNodeFreshSnapshot5kNodes100kPods(b *testing.B) {
 	b.ReportAllocs()
 	b.ResetTimer()
 	for b.Loop() {
-		fresh := snapshot.New(snap.Now, snap.Nodes, snap.Pods, snap.PDBs)
+		fresh := snapshot.New(snap.Now, snapshot.Objects{Nodes: snap.Nodes, Pods: snap.Pods, PDBs: snap.PDBs})
 		if _, err := New(fresh, Options{Config: c}); err != nil {
 			b.Fatal(err)
 		}

@@ -57,7 +57,7 @@ func randomSnapshot(seed uint64) *snapshot.Snapshot {
 			pdbs = append(pdbs, pdb(fmt.Sprintf("%s-pdb%d", app, k), app, allowed, int32(replicas), int32(max(replicas-1-r.IntN(2), 0))))
 		}
 	}
-	return snapshot.New(now, nodes, pods, pdbs)
+	return snapshot.New(now, snapshot.Objects{Nodes: nodes, Pods: pods, PDBs: pdbs})
 }
 
 // On any cluster: every pod of a planned node gets exactly one decision,

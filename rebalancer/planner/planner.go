@@ -16,6 +16,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/apimachinery/pkg/util/sets"
 	schedcorev1 "k8s.io/component-helpers/scheduling/corev1"
+	"k8s.io/utils/ptr"
 
 	"github.com/spot-rebalancer/spot-rebalancer/config"
 	"github.com/spot-rebalancer/spot-rebalancer/rebalancer/signals"
@@ -65,9 +66,9 @@ func New(snap *snapshot.Snapshot, opts Options) (*Plan, error) {
 	pods := map[types.UID]*PodPlan{}
 	for _, t := range targets {
 		np := NodePlan{Name: t.node.Name, Signal: t.signal.Kind, SignalSource: t.signal.Source,
-			State: cmp.Or(t.node.Annotations[signals.AnnotationState], "at-risk"), Pool: p.pool(t.node),
+			State: cmp.Or(signals.StateOf(t.node.Annotations), signals.StateAtRisk), Pool: p.pool(t.node), SignalNote: t.signal.Note,
 			Pods: []PodPlan{}, Blockers: []Blocker{}, Unprotected: []Unprotected{}}
-		if t.signal.Kind == signals.InterruptionNotice && !t.signal.TerminationTime.IsZero() {
+		if t.signal.Kind == signals.InterruptionNotice {
 			d := t.signal.TerminationTime.Add(-opts.Config.DeadlineSafety.Duration)
 			np.Deadline = &d
 		}
@@ -159,18 +160,44 @@ func pdbsOf(snap *snapshot.Snapshot) map[string][]compiledPDB {
 	}).(map[string][]compiledPDB)
 }
 
-// replicasOf counts the running pods of every controller, once per
-// snapshot: the implicit budget is a share of them.
-func replicasOf(snap *snapshot.Snapshot) map[types.UID]int {
-	return snap.Memo("planner.replicas", func() any {
-		out := map[types.UID]int{}
+// health is how many pods a workload wants and how many of them are
+// healthy (Ready and not terminating) right now.
+type health struct {
+	expected, healthy int
+}
+
+// healthOf counts every controller's pods once per snapshot, as the
+// disruption controller does for a PDB: the implicit budget holds over
+// time only if the pods already down count against it. A workload's
+// expected count is its ReplicaSet's or StatefulSet's replicas when the
+// snapshot has it, else the number of its pods that have not finished.
+func healthOf(snap *snapshot.Snapshot) map[types.UID]health {
+	return snap.Memo("planner.health", func() any {
+		out := map[types.UID]health{}
 		for _, pod := range snap.Pods {
-			if o := metav1.GetControllerOfNoCopy(pod); o != nil && pod.Status.Phase != corev1.PodSucceeded && pod.Status.Phase != corev1.PodFailed {
-				out[o.UID]++
+			o := metav1.GetControllerOfNoCopy(pod)
+			if o == nil || pod.Status.Phase == corev1.PodSucceeded || pod.Status.Phase == corev1.PodFailed {
+				continue
 			}
+			h := out[o.UID]
+			h.expected++
+			if pod.DeletionTimestamp == nil && snapshot.PodReady(pod) {
+				h.healthy++
+			}
+			out[o.UID] = h
+		}
+		for _, rs := range snap.ReplicaSets {
+			h := out[rs.UID]
+			h.expected = int(ptr.Deref(rs.Spec.Replicas, 1))
+			out[rs.UID] = h
+		}
+		for _, sts := range snap.StatefulSets {
+			h := out[sts.UID]
+			h.expected = int(ptr.Deref(sts.Spec.Replicas, 1))
+			out[sts.UID] = h
 		}
 		return out
-	}).(map[types.UID]int)
+	}).(map[types.UID]health)
 }
 
 // signalsOf returns the signal of every at-risk node, once per snapshot.
@@ -233,6 +260,8 @@ func (p *planning) classify(pod *corev1.Pod) PodPlan {
 		return block(pp, "no controller: nothing would recreate it, so it is left until the deadline")
 	case pod.Annotations[signals.AnnotationDoNotEvict] == "true":
 		return block(pp, "annotated "+signals.AnnotationDoNotEvict+"=true")
+	case pod.Annotations[signals.AnnotationKarpenterDoNotDisrupt] == "true":
+		return block(pp, "annotated "+signals.AnnotationKarpenterDoNotDisrupt+"=true")
 	case len(pp.PDBs) > 1:
 		names := make([]string, len(pp.PDBs))
 		for i, r := range pp.PDBs {
@@ -288,7 +317,7 @@ func (p *planning) assignWaves(targets []target, plan *Plan, moving []*corev1.Po
 	for _, t := range targets {
 		interruption[t.node.Name] = t.signal.Kind == signals.InterruptionNotice
 	}
-	replicas := replicasOf(p.snap)
+	workloads := healthOf(p.snap)
 	order := slices.Clone(moving)
 	slices.SortStableFunc(order, func(a, b *corev1.Pod) int {
 		pa, pb := pods[a.UID], pods[b.UID]
@@ -303,7 +332,7 @@ func (p *planning) assignWaves(targets []target, plan *Plan, moving []*corev1.Po
 		if pp.Action != ActionEvict {
 			continue
 		}
-		key, b := p.budgetOf(pod, pp, replicas, interruption[pod.Spec.NodeName], budgets)
+		key, b := p.budgetOf(pod, pp, workloads, interruption[pod.Spec.NodeName], budgets)
 		start := 1
 		if pp.Critical {
 			start = lastNonCritical + 1
@@ -329,7 +358,7 @@ func (p *planning) assignWaves(targets []target, plan *Plan, moving []*corev1.Po
 	}
 }
 
-func (p *planning) budgetOf(pod *corev1.Pod, pp *PodPlan, replicas map[types.UID]int, interruption bool, budgets map[string]*budget) (string, *budget) {
+func (p *planning) budgetOf(pod *corev1.Pod, pp *PodPlan, workloads map[types.UID]health, interruption bool, budgets map[string]*budget) (string, *budget) {
 	if len(pp.PDBs) == 1 {
 		key := "pdb/" + pod.Namespace + "/" + pp.PDBs[0].Name
 		if b, ok := budgets[key]; ok {
@@ -352,8 +381,12 @@ func (p *planning) budgetOf(pod *corev1.Pod, pp *PodPlan, replicas map[types.UID
 		// No deadline-free waiting: as fast as the PDBs allow.
 		return key, &budget{first: 1 << 30, later: 1 << 30, used: map[int]int{}}
 	}
-	n := ImplicitBudget(p.cfg.ImplicitBudget.MaxUnavailable, replicas[owner.UID])
-	return key, &budget{first: n, later: n, used: map[int]int{}}
+	// As a PDB's disruptionsAllowed: the pods it may lose now are the
+	// healthy ones beyond what must stay up, so a pod evicted a moment ago
+	// and its replacement, still starting, count against it.
+	h := workloads[owner.UID]
+	n := ImplicitBudget(p.cfg.ImplicitBudget.MaxUnavailable, h.expected)
+	return key, &budget{first: max(h.healthy-(h.expected-n), 0), later: n, used: map[int]int{}}
 }
 
 // ImplicitBudget is how many pods of a workload without a PDB may be down
@@ -402,7 +435,7 @@ func (p *planning) replacement(t target, np *NodePlan) Replacement {
 		if name == t.node.Name || other == nil || sig.Kind == signals.InterruptionNotice || p.pool(other) != np.Pool {
 			continue
 		}
-		if state := other.Annotations[signals.AnnotationState]; state == "draining" || state == "drained" {
+		if state := signals.StateOf(other.Annotations); state == signals.StateDraining || state == signals.StateDrained {
 			needed++
 		}
 	}
@@ -448,12 +481,7 @@ func (p *planning) unprotected(pods []*corev1.Pod, plans []PodPlan) []Unprotecte
 		key := pod.Namespace + "/" + kind + "/" + name
 		u, ok := byKey[key]
 		if !ok {
-			sel := maps.Clone(pod.Labels)
-			for _, k := range []string{"pod-template-hash", "controller-revision-hash", "statefulset.kubernetes.io/pod-name", "apps.kubernetes.io/pod-index"} {
-				delete(sel, k)
-			}
-			u = &Unprotected{Namespace: pod.Namespace, Kind: kind, Name: name,
-				SuggestedPDB: SuggestedPDB{Name: name, Selector: sel, MaxUnavailable: 1}}
+			u = &Unprotected{Namespace: pod.Namespace, Kind: kind, Name: name, SuggestedPDB: p.suggestPDB(pod, name)}
 			byKey[key] = u
 		}
 		u.Pods++
@@ -461,6 +489,42 @@ func (p *planning) unprotected(pods []*corev1.Pod, plans []PodPlan) []Unprotecte
 	out := make([]Unprotected, 0, len(byKey))
 	for _, k := range slices.Sorted(maps.Keys(byKey)) {
 		out = append(out, *byKey[k])
+	}
+	return out
+}
+
+// suggestPDB proposes a budget of one pod for the pod's workload, with the
+// workload's own selector (a pod's labels can carry more, a zone for
+// instance, and a PDB on those would protect some of its pods only). For a
+// workload the snapshot does not hold, the pod's labels without those that
+// differ from pod to pod.
+func (p *planning) suggestPDB(pod *corev1.Pod, name string) SuggestedPDB {
+	out := SuggestedPDB{Name: name, MaxUnavailable: 1}
+	var sel *metav1.LabelSelector
+	if d := p.snap.DeploymentOf(pod); d != nil {
+		sel = d.Spec.Selector
+	} else if o := metav1.GetControllerOfNoCopy(pod); o != nil {
+		switch o.Kind {
+		case "StatefulSet":
+			if sts := p.snap.StatefulSet(pod.Namespace, o.Name); sts != nil && sts.UID == o.UID {
+				sel = sts.Spec.Selector
+			}
+		case "ReplicaSet":
+			if rs := p.snap.ReplicaSet(pod.Namespace, o.Name); rs != nil && rs.UID == o.UID {
+				sel = rs.Spec.Selector
+			}
+		}
+	}
+	if sel != nil {
+		out.Selector, out.MatchExpressions = maps.Clone(sel.MatchLabels), slices.Clone(sel.MatchExpressions)
+		if out.Selector == nil {
+			out.Selector = map[string]string{}
+		}
+		return out
+	}
+	out.Selector = maps.Clone(pod.Labels)
+	for _, k := range []string{"pod-template-hash", "controller-revision-hash", "statefulset.kubernetes.io/pod-name", "apps.kubernetes.io/pod-index"} {
+		delete(out.Selector, k)
 	}
 	return out
 }

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
@@ -23,7 +24,7 @@ var now = time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC)
 func node(name, pool string, created time.Time, mods ...func(*corev1.Node)) *corev1.Node {
 	n := &corev1.Node{
 		ObjectMeta: metav1.ObjectMeta{Name: name, CreationTimestamp: metav1.NewTime(created),
-			Labels: map[string]string{"eks.amazonaws.com/nodegroup": pool, "kubernetes.io/hostname": name}},
+			Labels: map[string]string{"eks.amazonaws.com/nodegroup": pool, "kubernetes.io/hostname": name, "eks.amazonaws.com/capacityType": "SPOT"}},
 		Status: corev1.NodeStatus{
 			Allocatable: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("8"), corev1.ResourceMemory: resource.MustParse("32Gi"), corev1.ResourcePods: resource.MustParse("110")},
 			Conditions:  []corev1.NodeCondition{{Type: corev1.NodeReady, Status: corev1.ConditionTrue}},
@@ -49,13 +50,17 @@ func rsPod(app string, i int, nodeName string, mods ...func(*corev1.Pod)) *corev
 				UID: types.UID("rs-" + app), Controller: new(true)}}},
 		Spec: corev1.PodSpec{NodeName: nodeName, Containers: []corev1.Container{{Name: "c", Resources: corev1.ResourceRequirements{
 			Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("100m")}}}}},
-		Status: corev1.PodStatus{Phase: corev1.PodRunning},
+		Status: corev1.PodStatus{Phase: corev1.PodRunning, Conditions: []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue}}},
 	}
 	for _, m := range mods {
 		m(p)
 	}
 	return p
 }
+
+func notReady(p *corev1.Pod) { p.Status.Conditions = nil }
+
+func terminating(p *corev1.Pod) { p.DeletionTimestamp = new(metav1.NewTime(now)) }
 
 func pdb(name, app string, allowed, expected, desired int32) *policyv1.PodDisruptionBudget {
 	return &policyv1.PodDisruptionBudget{
@@ -148,6 +153,21 @@ func TestWavesAndBlockers(t *testing.T) {
 			want: map[string]string{"web-h-0": "wave 1", "web-h-1": "wave 1", "web-h-2": "wave 2",
 				"web-h-3": "", "web-h-4": "", "web-h-5": "", "web-h-6": "", "web-h-7": ""},
 		},
+		"a workload without a PDB whose pod elsewhere is still starting waits for it: the implicit budget holds over time": {
+			pods: []*corev1.Pod{rsPod("web", 0, "risky"), rsPod("web", 1, "risky"), rsPod("web", 2, "other"), rsPod("web", 3, "other", notReady)},
+			// 4 replicas: 25% is 1, and one is down already.
+			want: map[string]string{"web-h-0": "wave 2", "web-h-1": "wave 3", "web-h-2": "", "web-h-3": ""},
+		},
+		"a pod of a workload without a PDB evicted a moment ago counts against its implicit budget": {
+			pods: []*corev1.Pod{rsPod("web", 0, "risky", terminating), rsPod("web", 1, "risky"), rsPod("web", 2, "other"), rsPod("web", 3, "other")},
+			want: map[string]string{"web-h-0": "skip", "web-h-1": "wave 2", "web-h-2": "", "web-h-3": ""},
+		},
+		"a pod annotated karpenter.sh/do-not-disrupt is a blocker": {
+			pods: []*corev1.Pod{rsPod("web", 0, "risky", func(p *corev1.Pod) {
+				p.Annotations = map[string]string{signals.AnnotationKarpenterDoNotDisrupt: "true"}
+			})},
+			want: map[string]string{"web-h-0": "blocked"}, blocked: true,
+		},
 		"an interruption notice drains unprotected workloads at once": {
 			pods: []*corev1.Pod{rsPod("web", 0, "risky"), rsPod("web", 1, "risky"), rsPod("web", 2, "risky")},
 			signal: func(n *corev1.Node) {
@@ -181,7 +201,7 @@ func TestWavesAndBlockers(t *testing.T) {
 				r.Status.Conditions = r.Status.Conditions[:1]
 				tc.signal(r)
 			}
-			snap := snapshot.New(now, []*corev1.Node{r, other}, tc.pods, tc.pdbs)
+			snap := snapshot.New(now, snapshot.Objects{Nodes: []*corev1.Node{r, other}, Pods: tc.pods, PDBs: tc.pdbs})
 			c := cfg()
 			if tc.config != nil {
 				tc.config(c)
@@ -214,15 +234,34 @@ func bigCPU(p *corev1.Pod) {
 }
 
 func TestSuggestedPDB(t *testing.T) {
-	snap := snapshot.New(now, []*corev1.Node{node("risky", "spot-a", now, rebalanceCondition), node("other", "x", now)},
-		[]*corev1.Pod{rsPod("web", 0, "risky"), rsPod("web", 1, "risky"), rsPod("db", 0, "risky")},
-		[]*policyv1.PodDisruptionBudget{pdb("db", "db", 1, 3, 2)})
+	zone := func(p *corev1.Pod) { p.Labels["topology.kubernetes.io/zone"] = "us-east-1a" }
+	web, webRS := deployment("web", 2, func(d *appsv1.Deployment) {
+		d.Spec.Selector = &metav1.LabelSelector{MatchLabels: map[string]string{"app": "web"}}
+	})
+	cache := &appsv1.StatefulSet{ObjectMeta: metav1.ObjectMeta{Name: "cache", Namespace: "shop", UID: "sts-cache"},
+		Spec: appsv1.StatefulSetSpec{Selector: &metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{
+			{Key: "app", Operator: metav1.LabelSelectorOpIn, Values: []string{"cache"}}}}}}
+	cachePod := rsPod("cache", 0, "risky", zone, func(p *corev1.Pod) {
+		p.OwnerReferences[0].Kind, p.OwnerReferences[0].Name, p.OwnerReferences[0].UID = "StatefulSet", "cache", "sts-cache"
+	})
+	snap := snapshot.New(now, snapshot.Objects{
+		Nodes: []*corev1.Node{node("risky", "spot-a", now, rebalanceCondition), node("other", "x", now)},
+		Pods:  []*corev1.Pod{rsPod("web", 0, "risky", zone), rsPod("web", 1, "risky", zone), rsPod("db", 0, "risky"), cachePod},
+		PDBs:  []*policyv1.PodDisruptionBudget{pdb("db", "db", 1, 3, 2)}, Deployments: []*appsv1.Deployment{web},
+		ReplicaSets: []*appsv1.ReplicaSet{webRS}, StatefulSets: []*appsv1.StatefulSet{cache}})
 	plan, err := New(snap, Options{Config: cfg()})
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []Unprotected{{Namespace: "shop", Kind: "Deployment", Name: "web", Pods: 2,
-		SuggestedPDB: SuggestedPDB{Name: "web", Selector: map[string]string{"app": "web"}, MaxUnavailable: 1}}}
+	// The pods' zone label is not the workloads': a PDB on it would
+	// protect one zone's pods only.
+	want := []Unprotected{
+		{Namespace: "shop", Kind: "Deployment", Name: "web", Pods: 2,
+			SuggestedPDB: SuggestedPDB{Name: "web", Selector: map[string]string{"app": "web"}, MaxUnavailable: 1}},
+		{Namespace: "shop", Kind: "StatefulSet", Name: "cache", Pods: 1,
+			SuggestedPDB: SuggestedPDB{Name: "cache", Selector: map[string]string{}, MaxUnavailable: 1,
+				MatchExpressions: []metav1.LabelSelectorRequirement{{Key: "app", Operator: metav1.LabelSelectorOpIn, Values: []string{"cache"}}}}},
+	}
 	if diff := cmp.Diff(want, plan.Nodes[0].Unprotected); diff != "" {
 		t.Errorf("(-want +got):\n%s", diff)
 	}
@@ -260,7 +299,7 @@ func TestReplacement(t *testing.T) {
 			risky := node("risky", "spot-a", now.Add(-time.Hour), func(n *corev1.Node) {
 				n.Status.Conditions = append(n.Status.Conditions, corev1.NodeCondition{Type: signals.ConditionRebalance, Status: corev1.ConditionTrue, LastTransitionTime: metav1.NewTime(signalled)})
 			})
-			snap := snapshot.New(now, append([]*corev1.Node{risky}, tc.extra...), []*corev1.Pod{rsPod("web", 0, "risky")}, nil)
+			snap := snapshot.New(now, snapshot.Objects{Nodes: append([]*corev1.Node{risky}, tc.extra...), Pods: []*corev1.Pod{rsPod("web", 0, "risky")}})
 			c := cfg()
 			c.Replacement.Mode = tc.mode
 			plan, err := New(snap, Options{Config: c})
@@ -281,8 +320,7 @@ func TestReplacement(t *testing.T) {
 }
 
 func TestPlanNamedNodesAsIfJustRecommended(t *testing.T) {
-	snap := snapshot.New(now, []*corev1.Node{node("a", "spot-a", now.Add(-time.Hour)), node("b", "spot-a", now.Add(-time.Hour))},
-		[]*corev1.Pod{rsPod("web", 0, "a")}, nil)
+	snap := snapshot.New(now, snapshot.Objects{Nodes: []*corev1.Node{node("a", "spot-a", now.Add(-time.Hour)), node("b", "spot-a", now.Add(-time.Hour))}, Pods: []*corev1.Pod{rsPod("web", 0, "a")}})
 	plan, err := New(snap, Options{Config: cfg(), Nodes: []string{"a"}})
 	if err != nil {
 		t.Fatal(err)
@@ -299,9 +337,8 @@ func TestPlanNamedNodesAsIfJustRecommended(t *testing.T) {
 }
 
 func TestUnplaceableCountsPodsThatFitNowhere(t *testing.T) {
-	snap := snapshot.New(now, []*corev1.Node{node("risky", "spot-a", now, rebalanceCondition), node("other", "x", now)},
-		[]*corev1.Pod{rsPod("big", 0, "risky", bigCPU), rsPod("big", 1, "risky", bigCPU),
-			rsPod("solo", 0, "risky", func(p *corev1.Pod) { p.OwnerReferences = nil })}, nil)
+	snap := snapshot.New(now, snapshot.Objects{Nodes: []*corev1.Node{node("risky", "spot-a", now, rebalanceCondition), node("other", "x", now)}, Pods: []*corev1.Pod{rsPod("big", 0, "risky", bigCPU), rsPod("big", 1, "risky", bigCPU),
+		rsPod("solo", 0, "risky", func(p *corev1.Pod) { p.OwnerReferences = nil })}})
 	plan, err := New(snap, Options{Config: cfg()})
 	if err != nil {
 		t.Fatal(err)
@@ -336,7 +373,7 @@ func TestReplacementsAreSharedInOrder(t *testing.T) {
 			for i := range tc.newNodes {
 				nodes = append(nodes, node(fmt.Sprintf("new-%d", i), "spot-a", now))
 			}
-			plan, err := New(snapshot.New(now, nodes, []*corev1.Pod{rsPod("web", 0, "a")}, nil), Options{Config: cfg(), Nodes: nil})
+			plan, err := New(snapshot.New(now, snapshot.Objects{Nodes: nodes, Pods: []*corev1.Pod{rsPod("web", 0, "a")}}), Options{Config: cfg(), Nodes: nil})
 			if err != nil {
 				t.Fatal(err)
 			}

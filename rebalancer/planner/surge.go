@@ -3,6 +3,7 @@ package planner
 import (
 	"fmt"
 	"strings"
+	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	"k8s.io/apimachinery/pkg/util/sets"
@@ -10,6 +11,12 @@ import (
 
 	"github.com/spot-rebalancer/spot-rebalancer/rebalancer/signals"
 )
+
+// SurgeMinTimeToDeadline is the least time before an interruption's
+// deadline in which a surge starts: it must be able to finish (new pods
+// Ready, old ones gone) well before the deadline; otherwise the pods are
+// evicted with the rest, in parallel.
+const SurgeMinTimeToDeadline = time.Minute
 
 // surge turns the evictions of a Deployment's pods on a node into one
 // surge, where the Deployment allows it (surgeBlocker): all of its pods
@@ -51,7 +58,11 @@ func (p *planning) surge(plan *Plan) {
 		for _, key := range order {
 			g := groups[key]
 			why := p.surgeBlocker(g.d, np.Name, hpas)
+			st, _ := signals.SurgeOf(g.d)
+			ours := st != nil && st.Node == np.Name
 			switch {
+			case why == "" && !ours && np.Deadline != nil && np.Deadline.Sub(p.snap.Now) < SurgeMinTimeToDeadline:
+				why = fmt.Sprintf("less than %s to the interruption deadline", SurgeMinTimeToDeadline)
 			case blocked.Has(key):
 				why = "some of its pods here fit nowhere"
 			case fallback.Has(key):

@@ -38,7 +38,10 @@ func TestSurgeOnlyWhereTheDeploymentAllows(t *testing.T) {
 		withHPA  bool
 		fallback bool
 		disabled bool
-		want     Action
+		// interruptIn, when set, interrupts the node instead, with its
+		// termination that far ahead.
+		interruptIn time.Duration
+		want        Action
 		reason   string
 	}{
 		"a settled Deployment surges":        {want: ActionSurge, reason: "Deployment web scales up by 2, then back"},
@@ -54,6 +57,12 @@ func TestSurgeOnlyWhereTheDeploymentAllows(t *testing.T) {
 		"one surge at a time per Deployment": {mod: func(d *appsv1.Deployment) {
 			d.Annotations[signals.AnnotationSurgeState] = `{"node":"elsewhere","from":4,"to":5,"phase":"waiting","since":"2026-11-26T12:00:00Z","pods":["x"]}`
 		}, want: ActionEvict, reason: "no surge: already surging off node elsewhere"},
+		"under an interruption with time to finish, a Deployment surges": {interruptIn: 2 * time.Minute, want: ActionSurge},
+		"under an interruption too close to its deadline, a Deployment is evicted": {interruptIn: 70 * time.Second,
+			want: ActionEvict, reason: "no surge: less than 1m0s to the interruption deadline"},
+		"a surge off this node already under way goes on near the deadline": {interruptIn: 70 * time.Second, mod: func(d *appsv1.Deployment) {
+			d.Annotations[signals.AnnotationSurgeState] = `{"node":"risky","from":4,"to":6,"phase":"waiting","since":"2026-11-26T12:00:00Z","pods":["web-h-0","web-h-1"]}`
+		}, want: ActionSurge},
 		"an unreadable record is not trusted": {mod: func(d *appsv1.Deployment) { d.Annotations[signals.AnnotationSurgeState] = "{" },
 			want: ActionEvict, reason: "does not parse"},
 	}
@@ -62,6 +71,11 @@ func TestSurgeOnlyWhereTheDeploymentAllows(t *testing.T) {
 			risky := node("risky", "spot-a", now.Add(-time.Hour), rebalanceCondition)
 			if tc.fallback {
 				risky.Annotations = map[string]string{signals.AnnotationSurgeFallback: "shop/other,shop/web"}
+			}
+			if tc.interruptIn != 0 {
+				risky.Status.Conditions = []corev1.NodeCondition{{Type: corev1.NodeReady, Status: corev1.ConditionTrue},
+					{Type: signals.ConditionInterruption, Status: corev1.ConditionTrue, LastTransitionTime: metav1.NewTime(now)}}
+				risky.Annotations = map[string]string{signals.AnnotationTerminationTime: now.Add(tc.interruptIn).Format(time.RFC3339)}
 			}
 			nodes := []*corev1.Node{risky, node("other", "spot-a", now.Add(-time.Hour))}
 			var mods []func(*appsv1.Deployment)
@@ -75,7 +89,7 @@ func TestSurgeOnlyWhereTheDeploymentAllows(t *testing.T) {
 					Spec: autoscalingv2.HorizontalPodAutoscalerSpec{ScaleTargetRef: autoscalingv2.CrossVersionObjectReference{APIVersion: "apps/v1", Kind: "Deployment", Name: "web"}}})
 			}
 			pods := []*corev1.Pod{rsPod("web", 0, "risky"), rsPod("web", 1, "risky"), rsPod("web", 2, "other"), rsPod("web", 3, "other")}
-			snap := snapshot.New(now, nodes, pods, nil).WithWorkloads([]*appsv1.Deployment{d}, []*appsv1.ReplicaSet{rs}, hpas)
+			snap := snapshot.New(now, snapshot.Objects{Nodes: nodes, Pods: pods, PDBs: nil, Deployments: []*appsv1.Deployment{d}, ReplicaSets: []*appsv1.ReplicaSet{rs}, HPAs: hpas})
 			c := cfg()
 			c.Surge.WithHPA = tc.withHPA
 			if tc.disabled {
@@ -108,9 +122,8 @@ func TestSurgeOnlyWhereTheDeploymentAllows(t *testing.T) {
 // surged: a surge needs room for every pod it moves.
 func TestNoSurgeWhenSomePodFitsNowhere(t *testing.T) {
 	d, rs := deployment("big", 2)
-	snap := snapshot.New(now, []*corev1.Node{node("risky", "spot-a", now, rebalanceCondition), node("other", "x", now)},
-		[]*corev1.Pod{rsPod("big", 0, "risky", bigCPU), rsPod("big", 1, "risky", bigCPU)}, nil).
-		WithWorkloads([]*appsv1.Deployment{d}, []*appsv1.ReplicaSet{rs}, nil)
+	snap := snapshot.New(now, snapshot.Objects{Nodes: []*corev1.Node{node("risky", "spot-a", now, rebalanceCondition), node("other", "x", now)}, Pods: []*corev1.Pod{rsPod("big", 0, "risky", bigCPU), rsPod("big", 1, "risky", bigCPU)},
+		Deployments: []*appsv1.Deployment{d}, ReplicaSets: []*appsv1.ReplicaSet{rs}})
 	plan, err := New(snap, Options{Config: cfg()})
 	if err != nil {
 		t.Fatal(err)

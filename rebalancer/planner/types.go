@@ -9,6 +9,8 @@ package planner
 import (
 	"time"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
 	"github.com/spot-rebalancer/spot-rebalancer/config"
 	"github.com/spot-rebalancer/spot-rebalancer/rebalancer/signals"
 )
@@ -44,11 +46,14 @@ type NodePlan struct {
 	Signal       signals.Kind `json:"signal"`
 	SignalSource string       `json:"signalSource"`
 	// Deadline is when pods still there are deleted (interruptions).
-	Deadline    *time.Time  `json:"deadline,omitempty"`
-	State       string      `json:"state"`
-	Pool        string      `json:"pool"`
-	Replacement Replacement `json:"replacement"`
-	Pods        []PodPlan   `json:"pods"`
+	Deadline *time.Time `json:"deadline,omitempty"`
+	// SignalNote says when a time on the node was not believed or the
+	// signal is handled as another kind.
+	SignalNote  string        `json:"signalNote,omitempty"`
+	State       signals.State `json:"state"`
+	Pool        string        `json:"pool"`
+	Replacement Replacement   `json:"replacement"`
+	Pods        []PodPlan     `json:"pods"`
 	// Unplaceable counts the pods that must move and fit on no node.
 	Unplaceable int           `json:"unplaceable"`
 	Blockers    []Blocker     `json:"blockers"`
@@ -133,7 +138,10 @@ type Unprotected struct {
 
 // SuggestedPDB is a budget that would protect an unprotected workload.
 type SuggestedPDB struct {
-	Name           string            `json:"name"`
-	Selector       map[string]string `json:"selector"`
-	MaxUnavailable int               `json:"maxUnavailable"`
+	Name string `json:"name"`
+	// Selector and MatchExpressions are the workload's own selector (its
+	// matchLabels and matchExpressions).
+	Selector         map[string]string                 `json:"selector"`
+	MatchExpressions []metav1.LabelSelectorRequirement `json:"matchExpressions,omitempty"`
+	MaxUnavailable   int                               `json:"maxUnavailable"`
 }

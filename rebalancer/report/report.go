@@ -7,11 +7,12 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"maps"
 	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/spot-rebalancer/spot-rebalancer/rebalancer/planner"
 )
@@ -56,6 +57,9 @@ func writeNode(w io.Writer, n *planner.NodePlan) {
 	fmt.Fprintf(w, "NODE %s\n", n.Name)
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintf(tw, "  signal:\t%s (from %s)\n", n.Signal, n.SignalSource)
+	if n.SignalNote != "" {
+		fmt.Fprintf(tw, "  note:\t%s\n", n.SignalNote)
+	}
 	if n.Deadline != nil {
 		fmt.Fprintf(tw, "  deadline:\t%s\n", n.Deadline.UTC().Format(time.RFC3339))
 	}
@@ -102,7 +106,7 @@ func writeNode(w io.Writer, n *planner.NodePlan) {
 		tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 		for _, u := range n.Unprotected {
 			fmt.Fprintf(tw, "  %s/%s %s\t%d pod(s) here\tsuggest: PDB %s maxUnavailable=%d selector %s\n",
-				u.Namespace, strings.ToLower(u.Kind), u.Name, u.Pods, u.SuggestedPDB.Name, u.SuggestedPDB.MaxUnavailable, selector(u.SuggestedPDB.Selector))
+				u.Namespace, strings.ToLower(u.Kind), u.Name, u.Pods, u.SuggestedPDB.Name, u.SuggestedPDB.MaxUnavailable, selector(u.SuggestedPDB))
 		}
 		tw.Flush()
 	}
@@ -144,12 +148,9 @@ func summary(plan *planner.Plan) string {
 	return fmt.Sprintf("Plan is blocked: %d pod(s) cannot move; %s.", blocked, moves)
 }
 
-func selector(m map[string]string) string {
-	parts := make([]string, 0, len(m))
-	for _, k := range slices.Sorted(maps.Keys(m)) {
-		parts = append(parts, k+"="+m[k])
-	}
-	return strings.Join(parts, ",")
+// selector writes the suggested selector as kubectl's -l takes it.
+func selector(s planner.SuggestedPDB) string {
+	return metav1.FormatLabelSelector(&metav1.LabelSelector{MatchLabels: s.Selector, MatchExpressions: s.MatchExpressions})
 }
 
 func orDash(s string) string {

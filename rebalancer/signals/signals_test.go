@@ -14,6 +14,7 @@ func TestFromNode(t *testing.T) {
 	cond := func(t corev1.NodeConditionType, s corev1.ConditionStatus) corev1.NodeCondition {
 		return corev1.NodeCondition{Type: t, Status: s, LastTransitionTime: metav1.NewTime(earlier)}
 	}
+	spot := map[string]string{"karpenter.sh/capacity-type": "spot"}
 	tests := map[string]struct {
 		node       corev1.Node
 		want       Signal
@@ -30,21 +31,90 @@ func TestFromNode(t *testing.T) {
 		},
 		"an interruption wins over a recommendation and carries the termination time": {
 			node: corev1.Node{
-				ObjectMeta: metav1.ObjectMeta{Annotations: map[string]string{AnnotationTerminationTime: "2026-11-26T12:02:00Z"}},
+				ObjectMeta: metav1.ObjectMeta{Labels: spot, Annotations: map[string]string{AnnotationTerminationTime: "2026-11-26T11:56:50Z"}},
 				Status: corev1.NodeStatus{Conditions: []corev1.NodeCondition{
 					cond(ConditionRebalance, corev1.ConditionTrue), cond(ConditionInterruption, corev1.ConditionTrue)}},
 			},
-			want:       Signal{Kind: InterruptionNotice, Source: SourceCondition, Since: earlier, TerminationTime: now.Add(2 * time.Minute)},
+			want:       Signal{Kind: InterruptionNotice, Source: SourceCondition, Since: earlier, TerminationTime: earlier.Add(110 * time.Second)},
 			wantAtRisk: true,
+		},
+		"an interruption without a termination time ends two minutes after its signal": {
+			node: corev1.Node{ObjectMeta: metav1.ObjectMeta{Labels: spot},
+				Status: corev1.NodeStatus{Conditions: []corev1.NodeCondition{cond(ConditionInterruption, corev1.ConditionTrue)}}},
+			want: Signal{Kind: InterruptionNotice, Source: SourceCondition, Since: earlier, TerminationTime: earlier.Add(2 * time.Minute),
+				Note: "no termination time: the signal's time plus 2m0s"},
+			wantAtRisk: true,
+		},
+		"a termination time from 1970 is not believed": {
+			node: corev1.Node{ObjectMeta: metav1.ObjectMeta{Labels: spot, Annotations: map[string]string{AnnotationTerminationTime: "1970-01-01T00:00:00Z"}},
+				Status: corev1.NodeStatus{Conditions: []corev1.NodeCondition{cond(ConditionInterruption, corev1.ConditionTrue)}}},
+			want: Signal{Kind: InterruptionNotice, Source: SourceCondition, Since: earlier, TerminationTime: earlier.Add(2 * time.Minute),
+				Note: "termination time 1970-01-01T00:00:00Z is before the signal (stale or forged): the signal's time plus 2m0s"},
+			wantAtRisk: true,
+		},
+		"a termination time left by an earlier notice is not believed": {
+			node: corev1.Node{ObjectMeta: metav1.ObjectMeta{Labels: spot, Annotations: map[string]string{AnnotationTerminationTime: "2026-11-26T11:40:00Z"}},
+				Status: corev1.NodeStatus{Conditions: []corev1.NodeCondition{cond(ConditionInterruption, corev1.ConditionTrue)}}},
+			want: Signal{Kind: InterruptionNotice, Source: SourceCondition, Since: earlier, TerminationTime: earlier.Add(2 * time.Minute),
+				Note: "termination time 2026-11-26T11:40:00Z is before the signal (stale or forged): the signal's time plus 2m0s"},
+			wantAtRisk: true,
+		},
+		"a termination time an hour away is cut to the notice period": {
+			node: corev1.Node{ObjectMeta: metav1.ObjectMeta{Labels: spot, Annotations: map[string]string{AnnotationTerminationTime: "2026-11-26T13:00:00Z"}},
+				Status: corev1.NodeStatus{Conditions: []corev1.NodeCondition{cond(ConditionInterruption, corev1.ConditionTrue)}}},
+			want: Signal{Kind: InterruptionNotice, Source: SourceCondition, Since: earlier, TerminationTime: earlier.Add(2 * time.Minute),
+				Note: "termination time 2026-11-26T13:00:00Z is more than 2m0s after the signal: the signal's time plus 2m0s"},
+			wantAtRisk: true,
+		},
+		"a termination time that does not parse is not guessed at": {
+			node: corev1.Node{ObjectMeta: metav1.ObjectMeta{Labels: spot, Annotations: map[string]string{AnnotationTerminationTime: "soon"}},
+				Status: corev1.NodeStatus{Conditions: []corev1.NodeCondition{cond(ConditionInterruption, corev1.ConditionTrue)}}},
+			want: Signal{Kind: InterruptionNotice, Source: SourceCondition, Since: earlier, TerminationTime: earlier.Add(2 * time.Minute),
+				Note: `termination time "soon" does not parse: the signal's time plus 2m0s`},
+			wantAtRisk: true,
+		},
+		"a signal dated in the future starts now": {
+			node: corev1.Node{ObjectMeta: metav1.ObjectMeta{Labels: spot},
+				Status: corev1.NodeStatus{Conditions: []corev1.NodeCondition{{Type: ConditionInterruption, Status: corev1.ConditionTrue,
+					LastTransitionTime: metav1.NewTime(now.Add(time.Hour))}}}},
+			want: Signal{Kind: InterruptionNotice, Source: SourceCondition, Since: now, TerminationTime: now.Add(2 * time.Minute),
+				Note: "no termination time: the signal's time plus 2m0s"},
+			wantAtRisk: true,
+		},
+		"an interruption on a node not known to be Spot is a recommendation": {
+			node: corev1.Node{ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"eks.amazonaws.com/capacityType": "ON_DEMAND"},
+				Annotations: map[string]string{AnnotationTerminationTime: "2026-11-26T11:56:50Z"}},
+				Status: corev1.NodeStatus{Conditions: []corev1.NodeCondition{cond(ConditionInterruption, corev1.ConditionTrue)}}},
+			want: Signal{Kind: RebalanceRecommendation, Source: SourceCondition, Since: earlier,
+				Note: "interruption notice on a node not known to be Spot (no Spot capacity label or EC2 lifecycle): handled as a rebalance recommendation"},
+			wantAtRisk: true,
+		},
+		"the EC2 source's lifecycle makes a node Spot": {
+			node: corev1.Node{ObjectMeta: metav1.ObjectMeta{Annotations: map[string]string{AnnotationLifecycle: "spot", AnnotationTerminationTime: "2026-11-26T11:56:50Z"}},
+				Status: corev1.NodeStatus{Conditions: []corev1.NodeCondition{cond(ConditionInterruption, corev1.ConditionTrue)}}},
+			want:       Signal{Kind: InterruptionNotice, Source: SourceCondition, Since: earlier, TerminationTime: earlier.Add(110 * time.Second)},
+			wantAtRisk: true,
+		},
+		"a draining node whose signal went away goes on draining": {
+			node: corev1.Node{ObjectMeta: metav1.ObjectMeta{Labels: spot, Annotations: map[string]string{
+				AnnotationState: string(StateDraining), AnnotationSignalTime: earlier.Format(time.RFC3339)}}},
+			want: Signal{Kind: RebalanceRecommendation, Source: SourceDraining, Since: earlier,
+				Note: "the signal went away while draining: the drain finishes"},
+			wantAtRisk: true,
+		},
+		"a drained node whose signal went away is not at risk": {
+			node: corev1.Node{ObjectMeta: metav1.ObjectMeta{Labels: spot, Annotations: map[string]string{AnnotationState: string(StateDrained)}}},
 		},
 		"NTH's rebalance taint is a recommendation since it was added": {
 			node:       corev1.Node{Spec: corev1.NodeSpec{Taints: []corev1.Taint{{Key: TaintNTHRebalance, Effect: corev1.TaintEffectNoSchedule, TimeAdded: new(metav1.NewTime(earlier))}}}},
 			want:       Signal{Kind: RebalanceRecommendation, Source: SourceNTHTaint, Since: earlier},
 			wantAtRisk: true,
 		},
-		"NTH's spot-itn taint is an interruption": {
-			node:       corev1.Node{Spec: corev1.NodeSpec{Taints: []corev1.Taint{{Key: TaintNTHInterruption, Effect: corev1.TaintEffectNoSchedule}}}},
-			want:       Signal{Kind: InterruptionNotice, Source: SourceNTHTaint, Since: now},
+		"NTH's spot-itn taint is an interruption that ends two minutes after it is first seen": {
+			node: corev1.Node{ObjectMeta: metav1.ObjectMeta{Labels: spot},
+				Spec: corev1.NodeSpec{Taints: []corev1.Taint{{Key: TaintNTHInterruption, Effect: corev1.TaintEffectNoSchedule}}}},
+			want: Signal{Kind: InterruptionNotice, Source: SourceNTHTaint, Since: now, TerminationTime: now.Add(2 * time.Minute),
+				Note: "no termination time: the signal's time plus 2m0s"},
 			wantAtRisk: true,
 		},
 		"the operator's annotation is a recommendation since the recorded signal time": {

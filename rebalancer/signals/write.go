@@ -15,7 +15,9 @@ import (
 
 // Writer records Spot signals on Nodes the way FromNode reads them. Both
 // writes are idempotent: a signal already on the node is not written
-// again, whatever time the source now reports.
+// again, whatever time the source now reports. A new interruption notice
+// always writes its own termination time, replacing one an earlier notice
+// left behind.
 type Writer struct {
 	Kube  kubernetes.Interface
 	Clock clock.PassiveClock
@@ -32,9 +34,9 @@ func (w Writer) Interruption(ctx context.Context, node string, at time.Time, rea
 	if hasTrue(n, ConditionInterruption) {
 		return false, nil
 	}
-	if _, ok := n.Annotations[AnnotationTerminationTime]; !ok {
+	if value := at.UTC().Format(time.RFC3339); n.Annotations[AnnotationTerminationTime] != value {
 		patch, _ := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": map[string]string{
-			AnnotationTerminationTime: at.UTC().Format(time.RFC3339)}}})
+			AnnotationTerminationTime: value}}})
 		if _, err := w.Kube.CoreV1().Nodes().Patch(ctx, node, types.MergePatchType, patch, metav1.PatchOptions{}); err != nil {
 			return false, fmt.Errorf("annotating node %s: %w", node, err)
 		}

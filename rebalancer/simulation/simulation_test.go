@@ -312,7 +312,7 @@ func TestPlacement(t *testing.T) {
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
-			snap := snapshot.New(time.Now(), tc.nodes, tc.pods, nil)
+			snap := snapshot.New(time.Now(), snapshot.Objects{Nodes: tc.nodes, Pods: tc.pods})
 			var moving []*corev1.Pod
 			for _, p := range tc.pods {
 				if p.Spec.NodeName == "risky" {

@@ -1,7 +1,8 @@
 // Package snapshot owns the rebalancer's view of the cluster at one moment:
-// nodes, pods by node, PodDisruptionBudgets, the Deployments behind pods
-// and the time. Planning is a pure
-// function of a Snapshot.
+// nodes, pods by node, PodDisruptionBudgets, the workloads behind pods and
+// the time. Planning and deciding are pure functions of a Snapshot; Read
+// gathers one, from the controller's cache or straight from the API server
+// for `spot-rebalancer plan`.
 package snapshot
 
 import (
@@ -16,50 +17,50 @@ import (
 	autoscalingv2 "k8s.io/api/autoscaling/v2"
 	corev1 "k8s.io/api/core/v1"
 	policyv1 "k8s.io/api/policy/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/tools/pager"
-	"k8s.io/utils/clock"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 )
+
+// Objects are what a snapshot is made of. The snapshot keeps the pointers:
+// callers must not modify the objects afterwards.
+type Objects struct {
+	Nodes []*corev1.Node
+	Pods  []*corev1.Pod
+	PDBs  []*policyv1.PodDisruptionBudget
+	// Deployments, ReplicaSets, StatefulSets and HPAs are the workloads:
+	// what a surge scales, what an implicit budget counts, what a
+	// suggested PDB selects.
+	Deployments  []*appsv1.Deployment
+	ReplicaSets  []*appsv1.ReplicaSet
+	StatefulSets []*appsv1.StatefulSet
+	HPAs         []*autoscalingv2.HorizontalPodAutoscaler
+}
 
 // Snapshot is the cluster at Now. Build it with New; its slices are sorted
 // by name so that everything computed from it is deterministic.
 type Snapshot struct {
-	Now   time.Time
-	Nodes []*corev1.Node
-	Pods  []*corev1.Pod
-	PDBs  []*policyv1.PodDisruptionBudget
-	// Deployments, ReplicaSets and HPAs are what the surge hand-off reads;
-	// empty unless added with WithWorkloads.
-	Deployments []*appsv1.Deployment
-	ReplicaSets []*appsv1.ReplicaSet
-	HPAs        []*autoscalingv2.HorizontalPodAutoscaler
+	Now time.Time
+	Objects
 
-	nodes       map[string]*corev1.Node
-	deployments map[string]*appsv1.Deployment
-	replicaSets map[string]*appsv1.ReplicaSet
-	podsByNode  map[string][]*corev1.Pod
-	podsByNS    map[string][]*corev1.Pod
+	nodes        map[string]*corev1.Node
+	deployments  map[string]*appsv1.Deployment
+	replicaSets  map[string]*appsv1.ReplicaSet
+	statefulSets map[string]*appsv1.StatefulSet
+	podsByNode   map[string][]*corev1.Pod
+	podsByNS     map[string][]*corev1.Pod
 
 	memoMu sync.Mutex
 	memo   map[string]any
 }
 
-// New indexes the objects. It does not copy them: callers must not modify
-// them afterwards.
-func New(now time.Time, nodes []*corev1.Node, pods []*corev1.Pod, pdbs []*policyv1.PodDisruptionBudget) *Snapshot {
-	s := &Snapshot{Now: now, Nodes: slices.Clone(nodes), Pods: slices.Clone(pods), PDBs: slices.Clone(pdbs),
-		nodes: make(map[string]*corev1.Node, len(nodes)), podsByNode: make(map[string][]*corev1.Pod, len(nodes)),
-		podsByNS: map[string][]*corev1.Pod{}, memo: map[string]any{}}
-	slices.SortFunc(s.Nodes, func(a, b *corev1.Node) int { return strings.Compare(a.Name, b.Name) })
-	slices.SortFunc(s.Pods, func(a, b *corev1.Pod) int { return compareKeys(a.Namespace, a.Name, b.Namespace, b.Name) })
-	slices.SortFunc(s.PDBs, func(a, b *policyv1.PodDisruptionBudget) int {
-		return compareKeys(a.Namespace, a.Name, b.Namespace, b.Name)
-	})
-	for _, n := range s.Nodes {
-		s.nodes[n.Name] = n
-	}
+// New indexes the objects, each list sorted by namespace and name.
+func New(now time.Time, o Objects) *Snapshot {
+	s := &Snapshot{Now: now, Objects: Objects{
+		Nodes: sorted(o.Nodes), Pods: sorted(o.Pods), PDBs: sorted(o.PDBs), Deployments: sorted(o.Deployments),
+		ReplicaSets: sorted(o.ReplicaSets), StatefulSets: sorted(o.StatefulSets), HPAs: sorted(o.HPAs)},
+		nodes: index(o.Nodes), deployments: index(o.Deployments), replicaSets: index(o.ReplicaSets), statefulSets: index(o.StatefulSets),
+		podsByNode: make(map[string][]*corev1.Pod, len(o.Nodes)), podsByNS: map[string][]*corev1.Pod{}, memo: map[string]any{}}
 	for _, p := range s.Pods {
 		s.podsByNS[p.Namespace] = append(s.podsByNS[p.Namespace], p)
 		if p.Spec.NodeName != "" {
@@ -69,31 +70,34 @@ func New(now time.Time, nodes []*corev1.Node, pods []*corev1.Pod, pdbs []*policy
 	return s
 }
 
+func sorted[T metav1.Object](items []T) []T {
+	out := slices.Clone(items)
+	slices.SortFunc(out, func(a, b T) int { return compareKeys(a.GetNamespace(), a.GetName(), b.GetNamespace(), b.GetName()) })
+	return out
+}
+
+// index maps namespace/name (name alone for cluster-scoped objects) to
+// the object.
+func index[T metav1.Object](items []T) map[string]T {
+	out := make(map[string]T, len(items))
+	for _, o := range items {
+		out[key(o.GetNamespace(), o.GetName())] = o
+	}
+	return out
+}
+
+func key(namespace, name string) string {
+	if namespace == "" {
+		return name
+	}
+	return namespace + "/" + name
+}
+
 func compareKeys(ns1, n1, ns2, n2 string) int {
 	if c := strings.Compare(ns1, ns2); c != 0 {
 		return c
 	}
 	return strings.Compare(n1, n2)
-}
-
-// WithWorkloads adds Deployments, ReplicaSets and HorizontalPodAutoscalers
-// to a snapshot that has not been used yet, and returns it.
-func (s *Snapshot) WithWorkloads(deployments []*appsv1.Deployment, replicaSets []*appsv1.ReplicaSet, hpas []*autoscalingv2.HorizontalPodAutoscaler) *Snapshot {
-	s.Deployments, s.ReplicaSets, s.HPAs = slices.Clone(deployments), slices.Clone(replicaSets), slices.Clone(hpas)
-	slices.SortFunc(s.Deployments, func(a, b *appsv1.Deployment) int { return compareKeys(a.Namespace, a.Name, b.Namespace, b.Name) })
-	slices.SortFunc(s.ReplicaSets, func(a, b *appsv1.ReplicaSet) int { return compareKeys(a.Namespace, a.Name, b.Namespace, b.Name) })
-	slices.SortFunc(s.HPAs, func(a, b *autoscalingv2.HorizontalPodAutoscaler) int {
-		return compareKeys(a.Namespace, a.Name, b.Namespace, b.Name)
-	})
-	s.deployments = make(map[string]*appsv1.Deployment, len(deployments))
-	for _, d := range s.Deployments {
-		s.deployments[d.Namespace+"/"+d.Name] = d
-	}
-	s.replicaSets = make(map[string]*appsv1.ReplicaSet, len(replicaSets))
-	for _, rs := range s.ReplicaSets {
-		s.replicaSets[rs.Namespace+"/"+rs.Name] = rs
-	}
-	return s
 }
 
 // DeploymentOf returns the Deployment that owns the pod through its
@@ -103,7 +107,7 @@ func (s *Snapshot) DeploymentOf(pod *corev1.Pod) *appsv1.Deployment {
 	if ref == nil || ref.Kind != "ReplicaSet" {
 		return nil
 	}
-	rs := s.replicaSets[pod.Namespace+"/"+ref.Name]
+	rs := s.replicaSets[key(pod.Namespace, ref.Name)]
 	if rs == nil || rs.UID != ref.UID {
 		return nil
 	}
@@ -111,11 +115,26 @@ func (s *Snapshot) DeploymentOf(pod *corev1.Pod) *appsv1.Deployment {
 	if dref == nil || dref.Kind != "Deployment" {
 		return nil
 	}
-	d := s.deployments[pod.Namespace+"/"+dref.Name]
+	d := s.deployments[key(pod.Namespace, dref.Name)]
 	if d == nil || d.UID != dref.UID {
 		return nil
 	}
 	return d
+}
+
+// ReplicaSet returns the named ReplicaSet, or nil.
+func (s *Snapshot) ReplicaSet(namespace, name string) *appsv1.ReplicaSet {
+	return s.replicaSets[key(namespace, name)]
+}
+
+// StatefulSet returns the named StatefulSet, or nil.
+func (s *Snapshot) StatefulSet(namespace, name string) *appsv1.StatefulSet {
+	return s.statefulSets[key(namespace, name)]
+}
+
+// Deployment returns the named Deployment, or nil.
+func (s *Snapshot) Deployment(namespace, name string) *appsv1.Deployment {
+	return s.deployments[key(namespace, name)]
 }
 
 // Node returns the named node, or nil.
@@ -140,53 +159,74 @@ func (s *Snapshot) Memo(key string, build func() any) any {
 	return v
 }
 
-// FromClient lists everything once, in pages, as `spot-rebalancer plan`
-// does against any cluster.
-func FromClient(ctx context.Context, client kubernetes.Interface, clk clock.PassiveClock) (*Snapshot, error) {
-	var nodes []*corev1.Node
-	if err := list(ctx, func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
-		return client.CoreV1().Nodes().List(ctx, o)
-	}, func(obj runtime.Object) { nodes = append(nodes, obj.(*corev1.Node)) }); err != nil {
+// Read lists everything a snapshot holds from r: the controller's cache
+// (pageSize 0: the cache answers at once), or a client of the API server
+// for `spot-rebalancer plan` (pages of pageSize).
+func Read(ctx context.Context, r client.Reader, now time.Time, pageSize int64) (*Snapshot, error) {
+	var o Objects
+	var err error
+	if o.Nodes, err = listAll[corev1.Node](ctx, r, &corev1.NodeList{}, pageSize); err != nil {
 		return nil, fmt.Errorf("listing nodes: %w", err)
 	}
-	var pods []*corev1.Pod
-	if err := list(ctx, func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
-		return client.CoreV1().Pods("").List(ctx, o)
-	}, func(obj runtime.Object) { pods = append(pods, obj.(*corev1.Pod)) }); err != nil {
+	if o.Pods, err = listAll[corev1.Pod](ctx, r, &corev1.PodList{}, pageSize); err != nil {
 		return nil, fmt.Errorf("listing pods: %w", err)
 	}
-	var pdbs []*policyv1.PodDisruptionBudget
-	if err := list(ctx, func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
-		return client.PolicyV1().PodDisruptionBudgets("").List(ctx, o)
-	}, func(obj runtime.Object) { pdbs = append(pdbs, obj.(*policyv1.PodDisruptionBudget)) }); err != nil {
+	if o.PDBs, err = listAll[policyv1.PodDisruptionBudget](ctx, r, &policyv1.PodDisruptionBudgetList{}, pageSize); err != nil {
 		return nil, fmt.Errorf("listing PodDisruptionBudgets: %w", err)
 	}
-	var deployments []*appsv1.Deployment
-	if err := list(ctx, func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
-		return client.AppsV1().Deployments("").List(ctx, o)
-	}, func(obj runtime.Object) { deployments = append(deployments, obj.(*appsv1.Deployment)) }); err != nil {
+	if o.Deployments, err = listAll[appsv1.Deployment](ctx, r, &appsv1.DeploymentList{}, pageSize); err != nil {
 		return nil, fmt.Errorf("listing Deployments: %w", err)
 	}
-	var replicaSets []*appsv1.ReplicaSet
-	if err := list(ctx, func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
-		return client.AppsV1().ReplicaSets("").List(ctx, o)
-	}, func(obj runtime.Object) { replicaSets = append(replicaSets, obj.(*appsv1.ReplicaSet)) }); err != nil {
+	if o.ReplicaSets, err = listAll[appsv1.ReplicaSet](ctx, r, &appsv1.ReplicaSetList{}, pageSize); err != nil {
 		return nil, fmt.Errorf("listing ReplicaSets: %w", err)
 	}
-	var hpas []*autoscalingv2.HorizontalPodAutoscaler
-	if err := list(ctx, func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
-		return client.AutoscalingV2().HorizontalPodAutoscalers("").List(ctx, o)
-	}, func(obj runtime.Object) { hpas = append(hpas, obj.(*autoscalingv2.HorizontalPodAutoscaler)) }); err != nil {
+	if o.StatefulSets, err = listAll[appsv1.StatefulSet](ctx, r, &appsv1.StatefulSetList{}, pageSize); err != nil {
+		return nil, fmt.Errorf("listing StatefulSets: %w", err)
+	}
+	if o.HPAs, err = listAll[autoscalingv2.HorizontalPodAutoscaler](ctx, r, &autoscalingv2.HorizontalPodAutoscalerList{}, pageSize); err != nil {
 		return nil, fmt.Errorf("listing HorizontalPodAutoscalers: %w", err)
 	}
-	return New(clk.Now(), nodes, pods, pdbs).WithWorkloads(deployments, replicaSets, hpas), nil
+	return New(now, o), nil
 }
 
-func list(ctx context.Context, fn pager.ListPageFunc, each func(runtime.Object)) error {
-	p := pager.New(fn)
-	p.PageSize = 500
-	return p.EachListItem(ctx, metav1.ListOptions{}, func(obj runtime.Object) error {
-		each(obj)
-		return nil
-	})
+// listAll lists every T, page by page when pageSize is set. Each page is
+// decoded into a fresh copy of the empty list, so the items of earlier
+// pages are never overwritten.
+func listAll[T any](ctx context.Context, r client.Reader, empty client.ObjectList, pageSize int64) ([]*T, error) {
+	var out []*T
+	next := ""
+	for {
+		list := empty.DeepCopyObject().(client.ObjectList)
+		var opts []client.ListOption
+		if pageSize > 0 {
+			opts = append(opts, client.Limit(pageSize), client.Continue(next))
+		}
+		if err := r.List(ctx, list, opts...); err != nil {
+			return nil, err
+		}
+		items, err := meta.ExtractList(list)
+		if err != nil {
+			return nil, err
+		}
+		for _, item := range items {
+			t, ok := item.(any).(*T)
+			if !ok {
+				return nil, fmt.Errorf("listing: got a %T", item)
+			}
+			out = append(out, t)
+		}
+		if next = list.GetContinue(); pageSize == 0 || next == "" {
+			return out, nil
+		}
+	}
+}
+
+// PodReady tells whether the pod's Ready condition is True.
+func PodReady(p *corev1.Pod) bool {
+	for _, c := range p.Status.Conditions {
+		if c.Type == corev1.PodReady {
+			return c.Status == corev1.ConditionTrue
+		}
+	}
+	return false
 }

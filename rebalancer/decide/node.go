@@ -1,0 +1,300 @@
+package decide
+
+import (
+	"fmt"
+	"strings"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+
+	"github.com/spot-rebalancer/spot-rebalancer/config"
+	"github.com/spot-rebalancer/spot-rebalancer/rebalancer/planner"
+	"github.com/spot-rebalancer/spot-rebalancer/rebalancer/signals"
+	"github.com/spot-rebalancer/spot-rebalancer/rebalancer/snapshot"
+)
+
+// How often a node is looked at again while it waits or drains.
+const (
+	waitPoll    = 2 * time.Second
+	drainPoll   = time.Second
+	blockedPoll = 30 * time.Second
+)
+
+// MinGrace is the least grace period of a pod deleted at a deadline: a
+// grace period of 0 removes the pod from the API at once, while it may
+// still run (a StatefulSet could then run two pods of one identity).
+const MinGrace = 5 * time.Second
+
+// Node decides the node's next step.
+func Node(in Input) Decision {
+	state := signals.StateOf(in.Node.Annotations)
+	if !in.AtRisk {
+		switch state {
+		case signals.StateAtRisk, signals.StateAwaitingReplacement, signals.StateBlocked:
+			return Decision{Clear: true, ClearedFrom: state}
+		}
+		return Decision{}
+	}
+	switch state {
+	case "":
+		msg := fmt.Sprintf("%s (from %s)", in.Signal.Kind, in.Signal.Source)
+		if in.Signal.Note != "" {
+			msg += ": " + in.Signal.Note
+		}
+		return in.to(signals.StateAtRisk, signals.ReasonSignalled, msg, 0)
+	case signals.StateAtRisk, signals.StateAwaitingReplacement:
+		return awaitReplacement(in)
+	case signals.StateDraining:
+		return drain(in)
+	case signals.StateBlocked:
+		return blocked(in)
+	case signals.StateDrained:
+		return Decision{}
+	}
+	return in.to(signals.StateAtRisk, signals.ReasonUnknownState, fmt.Sprintf("unknown state %q replaced", state), 0)
+}
+
+func awaitReplacement(in Input) Decision {
+	if in.Signal.Kind == signals.InterruptionNotice {
+		return in.to(signals.StateDraining, signals.ReasonInterruption, "interruption notice: draining at once", 0)
+	}
+	np, cfg := in.Plan, in.Config
+	if np.Replacement.Ready {
+		return admit(in, np.Replacement.Reason)
+	}
+	waited := in.Now.Sub(in.Signal.Since)
+	timeout := cfg.Replacement.Timeout.Duration
+	if waited < timeout {
+		return in.to(signals.StateAwaitingReplacement, signals.ReasonAwaitingReplacement, np.Replacement.Reason, min(waitPoll, timeout-waited))
+	}
+	switch cfg.Replacement.OnTimeout {
+	case config.OnTimeoutDrainIfFits:
+		if np.Unplaceable == 0 {
+			return admit(in, fmt.Sprintf("no replacement after %s, but every pod fits elsewhere", timeout))
+		}
+		return in.to(signals.StateBlocked, signals.ReasonNoReplacement, fmt.Sprintf("no replacement after %s and some pods fit nowhere", timeout), blockedPoll)
+	case config.OnTimeoutUncordon:
+		d := in.to(signals.StateBlocked, signals.ReasonUncordoned, fmt.Sprintf("no replacement after %s: gave up and made the node schedulable again", timeout), 0)
+		if d.Transition != nil {
+			d.Transition.Taint = false
+		}
+		return d
+	default:
+		return in.to(signals.StateBlocked, signals.ReasonKeptCordoned, fmt.Sprintf("no replacement after %s: kept cordoned", timeout), 0)
+	}
+}
+
+// admit starts draining for a rebalance recommendation, unless the pool
+// already drains maxConcurrentNodes.
+func admit(in Input, why string) Decision {
+	if in.Draining >= int(in.Config.MaxConcurrentNodes) {
+		return in.to(signals.StateAwaitingReplacement, signals.ReasonQueued,
+			fmt.Sprintf("queued: %d node(s) of pool %s already draining (maxConcurrentNodes %d)", in.Draining, orNone(in.Plan.Pool), in.Config.MaxConcurrentNodes), waitPoll)
+	}
+	reason := signals.ReasonReplacementReady
+	if !in.Plan.Replacement.Ready {
+		reason = signals.ReasonFitsWithoutReplacement
+	}
+	return in.to(signals.StateDraining, reason, why, 0)
+}
+
+func blocked(in Input) Decision {
+	np := in.Plan
+	reason := signals.ReasonOf(in.Node.Annotations)
+	switch {
+	case in.Signal.Kind == signals.InterruptionNotice && reason == signals.ReasonDeadlineNotForced:
+		return drain(in)
+	case in.Signal.Kind == signals.InterruptionNotice:
+		return in.to(signals.StateDraining, signals.ReasonInterruption, "interruption notice: draining at once", 0)
+	case reason == signals.ReasonBlockedByPods && len(np.Blockers) == 0:
+		return in.to(signals.StateDraining, signals.ReasonBlockersGone, "the blocking pods are gone", 0)
+	case reason == signals.ReasonNoReplacement && np.Replacement.Ready && len(np.Blockers) == 0:
+		return admit(in, np.Replacement.Reason)
+	}
+	return Decision{Requeue: blockedPoll}
+}
+
+func drain(in Input) Decision {
+	np := in.Plan
+	if np.Deadline != nil && !in.Now.Before(*np.Deadline) {
+		return deadline(in)
+	}
+	surges, running := stepSurges(in, true)
+	interruption := in.Signal.Kind == signals.InterruptionNotice
+	if running && !interruption {
+		// A rebalance moves its surges first; the rest waits for them.
+		return Decision{Surges: surges, Requeue: drainPoll}
+	}
+	var wave []planner.PodPlan
+	remaining := 0
+	for _, p := range np.Pods {
+		if p.Action == planner.ActionEvict {
+			remaining++
+			if p.Wave == 1 {
+				wave = append(wave, p)
+			}
+		}
+	}
+	if len(wave) == 0 {
+		switch {
+		case remaining > 0 || running:
+			// The next waves wait for their PDBs to recover, or surges
+			// under an interruption for their pods.
+			return Decision{Surges: surges, Requeue: drainPoll}
+		case len(np.Blockers) > 0 && np.Deadline != nil:
+			d := in.to(signals.StateDraining, signals.ReasonWaitingForDeadline, "waiting for the deadline to remove blocked pods", min(drainPoll, np.Deadline.Sub(in.Now)))
+			d.Surges = surges
+			return d
+		case len(np.Blockers) > 0:
+			return in.to(signals.StateBlocked, signals.ReasonBlockedByPods, "blocked pods: "+blockerSummary(np), blockedPoll)
+		default:
+			return in.to(signals.StateDrained, signals.ReasonDrained, "every evictable pod has moved", 0)
+		}
+	}
+	if in.Backoff > 0 {
+		return Decision{Surges: surges, Requeue: in.Backoff}
+	}
+	d := Decision{Surges: surges, Requeue: drainPoll}
+	for _, p := range wave {
+		pod := podNamed(in.Snapshot.PodsOn(in.Node.Name), p.Namespace, p.Name)
+		if pod == nil || in.Evicted.Has(pod.UID) {
+			continue
+		}
+		d.Evictions = append(d.Evictions, Eviction{Pod: pod, Destination: p.Destination})
+	}
+	return d
+}
+
+// deadline removes what is left at an interruption's deadline.
+func deadline(in Input) Decision {
+	if in.Config.ForceAtDeadline == nil || !*in.Config.ForceAtDeadline {
+		surges, _ := stepSurges(in, false)
+		d := in.to(signals.StateBlocked, signals.ReasonDeadlineNotForced, "deadline reached; forceAtDeadline is false, so the remaining pods are left", blockedPoll)
+		d.Surges = surges
+		return d
+	}
+	left := max(in.Signal.TerminationTime.Sub(in.Now), 0)
+	var deletions []Deletion
+	for _, p := range in.Plan.Pods {
+		if p.Action == planner.ActionSkip {
+			continue
+		}
+		if pod := podNamed(in.Snapshot.PodsOn(in.Node.Name), p.Namespace, p.Name); pod != nil {
+			deletions = append(deletions, Deletion{Pod: pod, Grace: Grace(pod, left)})
+		}
+	}
+	var surges []SurgeAction
+	for _, s := range in.Surges {
+		surges = append(surges, AtDeadline(s))
+	}
+	d := in.to(signals.StateDrained, signals.ReasonDeadline, fmt.Sprintf("deadline reached: %d pod(s) deleted", len(deletions)), 0)
+	d.Deletions, d.Surges = deletions, surges
+	return d
+}
+
+// Grace is the grace period of a pod deleted at a deadline: the time left
+// before the instance goes, at most the pod's own, never under MinGrace.
+func Grace(pod *corev1.Pod, left time.Duration) int64 {
+	own := int64(corev1.DefaultTerminationGracePeriodSeconds)
+	if g := pod.Spec.TerminationGracePeriodSeconds; g != nil {
+		own = *g
+	}
+	return max(min(own, int64(left/time.Second)), int64(MinGrace/time.Second))
+}
+
+// stepSurges steps every surge off the node and, when start is set,
+// starts those the plan asks for. It reports whether any is under way.
+func stepSurges(in Input, start bool) ([]SurgeAction, bool) {
+	var out []SurgeAction
+	running := false
+	inProgress := map[string]bool{}
+	timeout := in.Config.Surge.Timeout.Duration
+	for _, s := range in.Surges {
+		if s.Deployment != nil {
+			inProgress[s.Deployment.Namespace+"/"+s.Deployment.Name] = true
+		}
+		a := Step(s, in.Now, timeout)
+		running = running || a.Running()
+		out = append(out, a)
+	}
+	if !start {
+		return out, running
+	}
+	for _, g := range surgeGroups(in.Plan, in.Snapshot) {
+		if inProgress[g.key] || g.deployment == nil {
+			continue
+		}
+		out = append(out, SurgeAction{Op: SurgeStart, Deployment: g.deployment,
+			Record: &signals.SurgeState{Node: in.Node.Name, Phase: signals.SurgeScalingUp, Since: in.Now.UTC(), Pods: g.pods}})
+		running = true
+	}
+	return out, running
+}
+
+// group is a Deployment the node's plan moves by surge, with its pods.
+type group struct {
+	key        string
+	deployment *appsv1.Deployment
+	pods       []string
+}
+
+// surgeGroups are the plan's surges, in the plan's order.
+func surgeGroups(np *planner.NodePlan, snap *snapshot.Snapshot) []group {
+	var out []group
+	index := map[string]int{}
+	for _, p := range np.Pods {
+		if p.Action != planner.ActionSurge {
+			continue
+		}
+		name := strings.TrimPrefix(p.Workload, "Deployment/")
+		key := p.Namespace + "/" + name
+		i, ok := index[key]
+		if !ok {
+			i = len(out)
+			index[key] = i
+			out = append(out, group{key: key, deployment: snap.Deployment(p.Namespace, name)})
+		}
+		out[i].pods = append(out[i].pods, p.Name)
+	}
+	return out
+}
+
+// to records state with its reason; recording what the node already
+// records writes nothing.
+func (in Input) to(state signals.State, reason signals.Reason, message string, requeue time.Duration) Decision {
+	a := in.Node.Annotations
+	if signals.StateOf(a) == state && signals.ReasonOf(a) == reason && a[signals.AnnotationStateReason] == message {
+		return Decision{Requeue: requeue}
+	}
+	return Decision{Transition: &Transition{State: state, Reason: reason, Message: message, Taint: true,
+		Cordon: state == signals.StateDraining || state == signals.StateDrained}, Requeue: requeue}
+}
+
+func podNamed(pods []*corev1.Pod, namespace, name string) *corev1.Pod {
+	for _, p := range pods {
+		if p.Namespace == namespace && p.Name == name {
+			return p
+		}
+	}
+	return nil
+}
+
+func blockerSummary(np *planner.NodePlan) string {
+	parts := make([]string, 0, len(np.Blockers))
+	for _, b := range np.Blockers {
+		parts = append(parts, fmt.Sprintf("%s/%s (%s)", b.Namespace, b.Name, b.Reason))
+	}
+	s := strings.Join(parts, "; ")
+	if len(s) > 500 {
+		s = s[:497] + "..."
+	}
+	return s
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "(none)"
+	}
+	return s
+}

@@ -1,0 +1,141 @@
+package decide
+
+import (
+	"fmt"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+
+	"github.com/spot-rebalancer/spot-rebalancer/rebalancer/signals"
+)
+
+// The surge hand-off, per Deployment with pods on a draining node:
+//
+//  1. record the surge on the Deployment (phase scaling-up), mark the
+//     pods there with the lowest pod-deletion-cost, scale up by their
+//     number through the scale subresource;
+//  2. record phase waiting once the Deployment is at the surged count;
+//  3. wait until as many of its pods as it had replicas are Ready on other
+//     nodes;
+//  4. record phase scaling-down and scale back: the ReplicaSet controller
+//     removes the pods with the lowest deletion cost, the ones on the node;
+//  5. remove the record.
+//
+// Every step reads the live replica count first. If it is neither what the
+// record expects nor what the step writes, someone else (an HPA, GitOps, a
+// person) changed it: the surge gives up without restoring anything, and
+// the pods fall back to eviction. If the new pods are not Ready within
+// rebalancer.surge.timeout, the Deployment is scaled back and the pods fall
+// back to eviction. A restart or a new leader resumes from the record.
+
+// Quiet tells whether a surge seen in the cache can only go on waiting: in
+// its waiting phase, at the surged count, within its timeout, fewer of its
+// pods Ready elsewhere than it had replicas. The controller reads nothing
+// live for it then (a draining node is looked at every second, and reading
+// each surge live was the controller's biggest use of its rate limit).
+func Quiet(s Surge, now time.Time, timeout time.Duration) bool {
+	st := s.Record
+	return st != nil && !s.Unreadable && st.Phase == signals.SurgeWaiting && s.Replicas == st.To &&
+		now.Sub(st.Since) < timeout && s.ReadyElsewhere < int(st.From)
+}
+
+// Step is the next step of a surge under way.
+func Step(s Surge, now time.Time, timeout time.Duration) SurgeAction {
+	a := SurgeAction{Deployment: s.Deployment, Record: s.Record}
+	if s.Unreadable {
+		return abandon(a, s, "its surge record does not parse", false, true)
+	}
+	if s.Stale {
+		return SurgeAction{Op: SurgeWait, Deployment: s.Deployment, Record: s.Record}
+	}
+	st, cur := s.Record, s.Replicas
+	someoneElse := fmt.Sprintf("its replica count was changed to %d by someone else (expected %d or %d)", cur, st.From, st.To)
+	switch st.Phase {
+	case signals.SurgeScalingUp:
+		switch cur {
+		case st.From:
+			a.Op = SurgeScaleUp
+			return a
+		case st.To:
+			a.Op, a.Record = SurgeRecordWaiting, withPhase(st, signals.SurgeWaiting)
+			return a
+		}
+		return abandon(a, s, someoneElse, false, true)
+	case signals.SurgeWaiting:
+		switch {
+		case cur != st.To:
+			return abandon(a, s, someoneElse, false, true)
+		case now.Sub(st.Since) >= timeout:
+			return abandon(a, s, fmt.Sprintf("the new pods were not Ready within %s: scaled back to %d", timeout, st.From), true, true)
+		case s.ReadyElsewhere < int(st.From):
+			a.Op = SurgeWait
+			return a
+		}
+		a.Op, a.Record = SurgeScaleDown, withPhase(st, signals.SurgeScalingDown)
+		return a
+	case signals.SurgeScalingDown:
+		switch cur {
+		case st.To:
+			a.Op = SurgeResumeScaleDown
+			return a
+		case st.From:
+			a.Op = SurgeComplete
+			return a
+		}
+		return abandon(a, s, someoneElse, false, true)
+	}
+	return abandon(a, s, fmt.Sprintf("unknown phase %q", st.Phase), false, true)
+}
+
+// AtDeadline ends a surge when its node's interruption deadline comes,
+// after the node's pods were deleted: the Deployment, if still at the
+// surged count, goes back to its own (the ReplicaSet controller then has
+// as many pods as it wants, none to remove: the ones deleted are
+// terminating and its new ones stay). Scaling back before the deletions
+// would remove the new pods still starting on healthy nodes first.
+func AtDeadline(s Surge) SurgeAction {
+	a := SurgeAction{Deployment: s.Deployment, Record: s.Record}
+	if s.Unreadable || s.Stale {
+		return Step(s, time.Time{}, 0)
+	}
+	return abandon(a, Surge{Replicas: s.Replicas, Record: s.Record}, "the interruption deadline was reached", s.Replicas == s.Record.To, false)
+}
+
+// Orphaned tells whether a surge off node can no longer be stepped: the
+// node is gone, or it is neither draining nor held at its deadline.
+func Orphaned(node *corev1.Node) bool {
+	if node == nil {
+		return true
+	}
+	switch signals.StateOf(node.Annotations) {
+	case signals.StateDraining, signals.StateBlocked:
+		return false
+	}
+	return true
+}
+
+// Orphan undoes a surge whose node is gone or no longer draining: nothing
+// will step it again, and a Deployment left at the surged count would stay
+// there for good (and refuse every later surge).
+func Orphan(s Surge) SurgeAction {
+	a := SurgeAction{Deployment: s.Deployment, Record: s.Record}
+	if s.Unreadable || s.Stale {
+		return Step(s, time.Time{}, 0)
+	}
+	if s.Record.Phase == signals.SurgeScalingDown && s.Replicas == s.Record.From {
+		a.Op = SurgeComplete
+		return a
+	}
+	return abandon(a, s, "its node is gone or no longer draining", s.Replicas == s.Record.To, false)
+}
+
+func abandon(a SurgeAction, s Surge, why string, restore, fallback bool) SurgeAction {
+	a.Op, a.Why, a.Restore, a.Fallback, a.Unmark = SurgeAbandon, why, restore && s.Record != nil, fallback, s.Marked
+	return a
+}
+
+func withPhase(st *signals.SurgeState, phase string) *signals.SurgeState {
+	out := *st
+	out.Phase = phase
+	return &out
+}

@@ -1,0 +1,180 @@
+package decide
+
+import (
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/spot-rebalancer/spot-rebalancer/rebalancer/signals"
+)
+
+// step is a SurgeAction in a few words.
+type step struct {
+	Op       SurgeOp
+	Phase    string
+	Restore  bool
+	Fallback bool
+	Unmark   []string
+	Why      string
+}
+
+func stepOf(a SurgeAction) step {
+	s := step{Op: a.Op, Restore: a.Restore, Fallback: a.Fallback, Unmark: a.Unmark, Why: a.Why}
+	if a.Record != nil {
+		s.Phase = a.Record.Phase
+	}
+	return s
+}
+
+// record is a surge of web from 4 to 6 replicas off node risky, begun
+// 20 s before now, at the given phase, with the live count and the pods
+// Ready elsewhere.
+func record(phase string, replicas int32, ready int) Surge {
+	return Surge{Deployment: &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: "shop"}},
+		Replicas: replicas, ReadyElsewhere: ready, Marked: []string{"web-h-0", "web-h-1"},
+		Record: &signals.SurgeState{Node: "risky", From: 4, To: 6, Phase: phase, Since: now.Add(-20 * time.Second), Pods: []string{"web-h-0", "web-h-1"}}}
+}
+
+var marked = []string{"web-h-0", "web-h-1"}
+
+func TestSurgeStep(t *testing.T) {
+	const timeout = 5 * time.Minute
+	someoneElse := "its replica count was changed to 9 by someone else (expected 4 or 6)"
+	tests := map[string]struct {
+		surge Surge
+		at    time.Time
+		want  step
+	}{
+		"recorded but not scaled yet (a restart in between): mark and scale up": {
+			surge: record(signals.SurgeScalingUp, 4, 4), want: step{Op: SurgeScaleUp, Phase: signals.SurgeScalingUp}},
+		"scaled up: record that it waits": {
+			surge: record(signals.SurgeScalingUp, 6, 4), want: step{Op: SurgeRecordWaiting, Phase: signals.SurgeWaiting}},
+		"scaling up, the count changed by someone else: give up, restore nothing, evict instead": {
+			surge: record(signals.SurgeScalingUp, 9, 4),
+			want:  step{Op: SurgeAbandon, Phase: signals.SurgeScalingUp, Fallback: true, Unmark: marked, Why: someoneElse}},
+		"waiting, new pods not Ready yet: wait": {
+			surge: record(signals.SurgeWaiting, 6, 3), want: step{Op: SurgeWait, Phase: signals.SurgeWaiting}},
+		"waiting, as many Ready elsewhere as it had replicas: record and scale down": {
+			surge: record(signals.SurgeWaiting, 6, 4), want: step{Op: SurgeScaleDown, Phase: signals.SurgeScalingDown}},
+		"waiting, the count changed by someone else: give up, restore nothing": {
+			surge: record(signals.SurgeWaiting, 9, 4),
+			want:  step{Op: SurgeAbandon, Phase: signals.SurgeWaiting, Fallback: true, Unmark: marked, Why: someoneElse}},
+		"waiting past the surge timeout: scale back, evict instead": {
+			surge: record(signals.SurgeWaiting, 6, 3), at: now.Add(timeout),
+			want: step{Op: SurgeAbandon, Phase: signals.SurgeWaiting, Restore: true, Fallback: true, Unmark: marked,
+				Why: "the new pods were not Ready within 5m0s: scaled back to 4"}},
+		"scaling down, still at the surged count: scale down again": {
+			surge: record(signals.SurgeScalingDown, 6, 4), want: step{Op: SurgeResumeScaleDown, Phase: signals.SurgeScalingDown}},
+		"scaling down, back at its own count: done": {
+			surge: record(signals.SurgeScalingDown, 4, 4), want: step{Op: SurgeComplete, Phase: signals.SurgeScalingDown}},
+		"scaling down, the count changed by someone else: give up, restore nothing": {
+			surge: record(signals.SurgeScalingDown, 9, 4),
+			want:  step{Op: SurgeAbandon, Phase: signals.SurgeScalingDown, Fallback: true, Unmark: marked, Why: someoneElse}},
+		"an unknown phase: give up, restore nothing": {
+			surge: record("jumping", 6, 4),
+			want:  step{Op: SurgeAbandon, Phase: "jumping", Fallback: true, Unmark: marked, Why: `unknown phase "jumping"`}},
+		"a record that does not parse: trust nothing in it, restore nothing": {
+			surge: Surge{Deployment: &appsv1.Deployment{}, Unreadable: true, Replicas: 6},
+			want:  step{Op: SurgeAbandon, Fallback: true, Why: "its surge record does not parse"}},
+		"a record the live Deployment no longer has: wait for the cache": {
+			surge: func() Surge { s := record(signals.SurgeWaiting, 6, 4); s.Stale = true; return s }(),
+			want:  step{Op: SurgeWait, Phase: signals.SurgeWaiting}},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			at := tc.at
+			if at.IsZero() {
+				at = now
+			}
+			if diff := cmp.Diff(tc.want, stepOf(Step(tc.surge, at, timeout))); diff != "" {
+				t.Errorf("(-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+func TestSurgeQuiet(t *testing.T) {
+	const timeout = 5 * time.Minute
+	tests := map[string]struct {
+		surge Surge
+		at    time.Time
+		want  bool
+	}{
+		"waiting at the surged count with pods not Ready yet is quiet": {surge: record(signals.SurgeWaiting, 6, 3), want: true},
+		"enough pods Ready elsewhere is not":                           {surge: record(signals.SurgeWaiting, 6, 4)},
+		"a changed count is not":                                       {surge: record(signals.SurgeWaiting, 5, 3)},
+		"past the timeout is not":                                      {surge: record(signals.SurgeWaiting, 6, 3), at: now.Add(timeout)},
+		"another phase is not":                                         {surge: record(signals.SurgeScalingUp, 6, 3)},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			at := tc.at
+			if at.IsZero() {
+				at = now
+			}
+			if got := Quiet(tc.surge, at, timeout); got != tc.want {
+				t.Errorf("Quiet = %v, want %v", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestSurgeEnds(t *testing.T) {
+	deadline := "the interruption deadline was reached"
+	orphan := "its node is gone or no longer draining"
+	tests := map[string]struct {
+		end   func(Surge) SurgeAction
+		surge Surge
+		want  step
+	}{
+		"at the deadline, a Deployment at the surged count goes back, its pods already deleted (none unmarked)": {
+			end: AtDeadline, surge: record(signals.SurgeWaiting, 6, 2),
+			want: step{Op: SurgeAbandon, Phase: signals.SurgeWaiting, Restore: true, Why: deadline}},
+		"at the deadline, a Deployment not at the surged count is left as it is": {
+			end: AtDeadline, surge: record(signals.SurgeScalingUp, 4, 4),
+			want: step{Op: SurgeAbandon, Phase: signals.SurgeScalingUp, Why: deadline}},
+		"a surge whose node is gone goes back from the surged count": {
+			end: Orphan, surge: record(signals.SurgeWaiting, 6, 4),
+			want: step{Op: SurgeAbandon, Phase: signals.SurgeWaiting, Restore: true, Unmark: marked, Why: orphan}},
+		"a surge whose node is gone, already scaled back, is complete": {
+			end: Orphan, surge: record(signals.SurgeScalingDown, 4, 4),
+			want: step{Op: SurgeComplete, Phase: signals.SurgeScalingDown}},
+		"an orphaned surge whose count someone changed is left at that count": {
+			end: Orphan, surge: record(signals.SurgeWaiting, 9, 4),
+			want: step{Op: SurgeAbandon, Phase: signals.SurgeWaiting, Unmark: marked, Why: orphan}},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			if diff := cmp.Diff(tc.want, stepOf(tc.end(tc.surge))); diff != "" {
+				t.Errorf("(-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+func TestOrphaned(t *testing.T) {
+	withState := func(s signals.State) *corev1.Node {
+		return &corev1.Node{ObjectMeta: metav1.ObjectMeta{Annotations: map[string]string{signals.AnnotationState: string(s)}}}
+	}
+	tests := map[string]struct {
+		node *corev1.Node
+		want bool
+	}{
+		"a node that is gone":                    {want: true},
+		"a drained node":                         {node: withState(signals.StateDrained), want: true},
+		"a node no longer at risk":               {node: &corev1.Node{}, want: true},
+		"a draining node steps its surges":       {node: withState(signals.StateDraining)},
+		"a node held at its deadline steps them": {node: withState(signals.StateBlocked)},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			if got := Orphaned(tc.node); got != tc.want {
+				t.Errorf("Orphaned = %v, want %v", got, tc.want)
+			}
+		})
+	}
+}

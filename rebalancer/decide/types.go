@@ -1,0 +1,149 @@
+package decide
+
+import (
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/sets"
+
+	"github.com/spot-rebalancer/spot-rebalancer/config"
+	"github.com/spot-rebalancer/spot-rebalancer/rebalancer/planner"
+	"github.com/spot-rebalancer/spot-rebalancer/rebalancer/signals"
+	"github.com/spot-rebalancer/spot-rebalancer/rebalancer/snapshot"
+)
+
+// Input is everything a node's next step depends on.
+type Input struct {
+	Now    time.Time
+	Config *config.Rebalancer
+	Node   *corev1.Node
+	// Signal is the node's signal, when AtRisk.
+	Signal signals.Signal
+	AtRisk bool
+	// Plan is the node's plan and Snapshot what it was made from (both
+	// needed when AtRisk).
+	Plan     *planner.NodePlan
+	Snapshot *snapshot.Snapshot
+	// Surges are the surges recorded off the node (and records that do
+	// not parse, which no node owns).
+	Surges []Surge
+	// Draining counts the other nodes of the node's pool that drain now:
+	// maxConcurrentNodes admits this one only below it.
+	Draining int
+	// Evicted are pods evicted a moment ago that the cache may still show
+	// untouched: they are not evicted again.
+	Evicted sets.Set[types.UID]
+	// Backoff is how long a PodDisruptionBudget's 429 still holds the
+	// node's evictions.
+	Backoff time.Duration
+}
+
+// Surge is one surge record with what its step depends on.
+type Surge struct {
+	// Deployment is the live Deployment, or the cached one when the
+	// surge can only go on waiting (Quiet).
+	Deployment *appsv1.Deployment
+	// Record is the surge record; nil when Unreadable.
+	Record     *signals.SurgeState
+	Unreadable bool
+	// Stale is a record the cache showed for this node that the live
+	// Deployment no longer has (ended, or another node's now): the cache
+	// catches up.
+	Stale bool
+	// Replicas is the Deployment's replica count.
+	Replicas int32
+	// ReadyElsewhere counts its Ready pods not on the node and not
+	// terminating.
+	ReadyElsewhere int
+	// Marked are its pods on the node that carry the surge's deletion
+	// cost.
+	Marked []string
+}
+
+// Decision is what to do about one node now. The executor applies it in
+// this order: deletions, surges, evictions, then the transition.
+type Decision struct {
+	// Transition records a state; nil leaves the node's state as it is.
+	Transition *Transition
+	// Clear removes the rebalancer's state and taint: the signal went
+	// away before the node started draining.
+	Clear bool
+	// ClearedFrom is the state Clear ends.
+	ClearedFrom signals.State
+	Evictions   []Eviction
+	Deletions   []Deletion
+	Surges      []SurgeAction
+	// Requeue is when to look again (0: on the next change).
+	Requeue time.Duration
+}
+
+// Transition is a state recorded on the node with its reason.
+type Transition struct {
+	State   signals.State
+	Reason  signals.Reason
+	Message string
+	// Taint keeps new pods off the node with the draining taint.
+	Taint bool
+	// Cordon marks the node unschedulable (draining and drained).
+	Cordon bool
+}
+
+// Eviction is one pod to evict through the Eviction API.
+type Eviction struct {
+	Pod         *corev1.Pod
+	Destination string
+}
+
+// Deletion is one pod deleted at an interruption's deadline.
+type Deletion struct {
+	Pod *corev1.Pod
+	// Grace is the grace period in seconds, never 0.
+	Grace int64
+}
+
+// SurgeOp is one step of the surge protocol.
+type SurgeOp string
+
+const (
+	// SurgeWait: nothing to do until its new pods are Ready.
+	SurgeWait SurgeOp = "wait"
+	// SurgeStart: claim the record on the live Deployment, mark the pods,
+	// scale up.
+	SurgeStart SurgeOp = "start"
+	// SurgeScaleUp: mark the pods (again) and scale From to To: resumed
+	// after a restart between the record and the scale.
+	SurgeScaleUp SurgeOp = "scale-up"
+	// SurgeRecordWaiting: the Deployment is at To; record phase waiting.
+	SurgeRecordWaiting SurgeOp = "record-waiting"
+	// SurgeScaleDown: enough pods are Ready elsewhere; record phase
+	// scaling-down, then scale To to From.
+	SurgeScaleDown SurgeOp = "scale-down"
+	// SurgeResumeScaleDown: scale To to From (recorded already).
+	SurgeResumeScaleDown SurgeOp = "resume-scale-down"
+	// SurgeComplete: back at From; remove the record.
+	SurgeComplete SurgeOp = "complete"
+	// SurgeAbandon: unmark the pods, scale back if Restore, remove the
+	// record and, if Fallback, record on the node that this Deployment's
+	// pods are evicted instead.
+	SurgeAbandon SurgeOp = "abandon"
+)
+
+// SurgeAction is one surge's step.
+type SurgeAction struct {
+	Op         SurgeOp
+	Deployment *appsv1.Deployment
+	// Record is the record to write (start and the phase changes) or the
+	// record being stepped.
+	Record *signals.SurgeState
+	// Why a surge is abandoned, for people.
+	Why      string
+	Restore  bool
+	Fallback bool
+	// Unmark are the pods on the node whose deletion cost is removed.
+	Unmark []string
+}
+
+// Running tells whether the surge is still under way after this step.
+func (a SurgeAction) Running() bool { return a.Op != SurgeComplete && a.Op != SurgeAbandon }

@@ -1,0 +1,71 @@
+package signals
+
+// State is the rebalancer's progress on a node, recorded in AnnotationState
+// so that a restart or a new leader resumes where the last one stopped.
+type State string
+
+const (
+	StateAtRisk              State = "at-risk"
+	StateAwaitingReplacement State = "awaiting-replacement"
+	StateDraining            State = "draining"
+	StateDrained             State = "drained"
+	StateBlocked             State = "blocked"
+)
+
+// States are every state, in the order a node goes through them (the label
+// values of the nodes-by-state gauge).
+var States = []State{StateAtRisk, StateAwaitingReplacement, StateDraining, StateDrained, StateBlocked}
+
+// StateOf returns the state recorded on a node's annotations ("" for none).
+func StateOf(annotations map[string]string) State { return State(annotations[AnnotationState]) }
+
+// Reason is the machine-readable code of why a node is in its state,
+// recorded in AnnotationStateReasonCode beside the message for people in
+// AnnotationStateReason. Decisions read the code, never the message.
+type Reason string
+
+const (
+	// ReasonSignalled: a Spot signal arrived; nothing decided yet.
+	ReasonSignalled Reason = "Signalled"
+	// ReasonAwaitingReplacement: replacement capacity is not there yet.
+	ReasonAwaitingReplacement Reason = "AwaitingReplacement"
+	// ReasonQueued: the pool already drains rebalancer.maxConcurrentNodes.
+	ReasonQueued Reason = "Queued"
+	// ReasonReplacementReady: the capacity is there; draining.
+	ReasonReplacementReady Reason = "ReplacementReady"
+	// ReasonInterruption: an interruption notice drains at once.
+	ReasonInterruption Reason = "InterruptionNotice"
+	// ReasonFitsWithoutReplacement: no replacement in time, but every pod
+	// fits on the nodes there are (onTimeout drain-if-fits).
+	ReasonFitsWithoutReplacement Reason = "FitsWithoutReplacement"
+	// ReasonNoReplacement: no replacement in time and some pods fit
+	// nowhere; resumes when a replacement comes and every pod fits.
+	ReasonNoReplacement Reason = "NoReplacement"
+	// ReasonKeptCordoned: no replacement in time (onTimeout keep-cordoned).
+	ReasonKeptCordoned Reason = "KeptCordoned"
+	// ReasonUncordoned: no replacement in time (onTimeout uncordon): the
+	// node is schedulable again.
+	ReasonUncordoned Reason = "Uncordoned"
+	// ReasonBlockedByPods: pods that cannot be evicted hold the node; lifted
+	// when they are gone.
+	ReasonBlockedByPods Reason = "BlockedByPods"
+	// ReasonBlockersGone: the pods that blocked the node are gone.
+	ReasonBlockersGone Reason = "BlockersGone"
+	// ReasonWaitingForDeadline: only pods the deadline removes are left.
+	ReasonWaitingForDeadline Reason = "WaitingForDeadline"
+	// ReasonDrained: every evictable pod has moved.
+	ReasonDrained Reason = "Drained"
+	// ReasonDeadline: the interruption deadline came; what was left was
+	// deleted.
+	ReasonDeadline Reason = "DeadlineReached"
+	// ReasonDeadlineNotForced: the deadline came and forceAtDeadline is
+	// false: the remaining pods are left.
+	ReasonDeadlineNotForced Reason = "DeadlineNotForced"
+	// ReasonUnknownState: the recorded state was not one of ours.
+	ReasonUnknownState Reason = "UnknownState"
+)
+
+// ReasonOf returns the reason code recorded on a node's annotations.
+func ReasonOf(annotations map[string]string) Reason {
+	return Reason(annotations[AnnotationStateReasonCode])
+}
