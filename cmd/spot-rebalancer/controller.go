@@ -20,6 +20,7 @@ import (
 	"github.com/spot-rebalancer/spot-rebalancer/config"
 	"github.com/spot-rebalancer/spot-rebalancer/internal/version"
 	"github.com/spot-rebalancer/spot-rebalancer/rebalancer/controller"
+	"github.com/spot-rebalancer/spot-rebalancer/rebalancer/executor"
 	"github.com/spot-rebalancer/spot-rebalancer/rebalancer/signals"
 	ec2source "github.com/spot-rebalancer/spot-rebalancer/sources/ec2"
 	"github.com/spot-rebalancer/spot-rebalancer/sources/queue"
@@ -118,7 +119,7 @@ old one before any certificate it signs is served.`,
 			}
 			rebalancer := &controller.Reconciler{
 				Client: mgr.GetClient(), Kube: kube, Config: &cfg.Rebalancer, Clock: clock.RealClock{},
-				Recorder: recorder, Metrics: controller.NewMetrics(ctrlmetrics.Registry),
+				Recorder: recorder, Metrics: executor.NewMetrics(ctrlmetrics.Registry),
 			}
 			if err := rebalancer.SetupWithManager(mgr); err != nil {
 				return err

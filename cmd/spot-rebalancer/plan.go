@@ -6,8 +6,8 @@ import (
 	"strings"
 
 	"github.com/spf13/cobra"
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/utils/clock"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/spot-rebalancer/spot-rebalancer/config"
 	"github.com/spot-rebalancer/spot-rebalancer/rebalancer/planner"
@@ -74,11 +74,11 @@ failure, 2 bad usage.`,
 			if err != nil {
 				return err
 			}
-			client, err := kubernetes.NewForConfig(restConfig)
+			reader, err := client.New(restConfig, client.Options{})
 			if err != nil {
 				return err
 			}
-			snap, err := snapshot.FromClient(cmd.Context(), client, clock.RealClock{})
+			snap, err := snapshot.Read(cmd.Context(), reader, clock.RealClock{}.Now(), 500)
 			if err != nil {
 				return fmt.Errorf("reading the cluster: %w", err)
 			}

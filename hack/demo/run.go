@@ -27,7 +27,6 @@ import (
 	"k8s.io/utils/ptr"
 
 	"github.com/spot-rebalancer/spot-rebalancer/config"
-	"github.com/spot-rebalancer/spot-rebalancer/rebalancer/controller"
 	"github.com/spot-rebalancer/spot-rebalancer/rebalancer/signals"
 	"github.com/spot-rebalancer/spot-rebalancer/tests/cluster"
 	"github.com/spot-rebalancer/spot-rebalancer/webhook"
@@ -386,7 +385,7 @@ func run(ctx context.Context, opts options, out io.Writer) (summary Summary, err
 		return w.sample(ctx)
 	})
 	summary.FinalState = w.state
-	summary.Drained = w.state == controller.StateDrained
+	summary.Drained = w.state == string(signals.StateDrained)
 	summary.SignalToDrained = w.drainedAfter.Seconds()
 	summary.ReplacementJoined = w.replacementAfter.Seconds()
 	summary.PodsMoved = onNode
@@ -553,7 +552,7 @@ func (w *watcher) sample(ctx context.Context) (bool, error) {
 	if state := node.Annotations[signals.AnnotationState]; state != w.state {
 		w.state = state
 		w.n.say("controller: %s is %s: %s", w.node, state, node.Annotations[signals.AnnotationStateReason])
-		if state == controller.StateDrained {
+		if state == string(signals.StateDrained) {
 			w.drainedAfter = now.Sub(w.signalAt)
 		}
 	}
@@ -635,5 +634,5 @@ func (w *watcher) sample(ctx context.Context) (bool, error) {
 		w.lastStatus = status
 		w.n.say("%s", status)
 	}
-	return w.state == controller.StateDrained, nil
+	return w.state == string(signals.StateDrained), nil
 }

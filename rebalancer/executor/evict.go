@@ -1,11 +1,13 @@
-// Package executor carries out what the planner decided, one call at a
-// time: evictions through the Eviction API and, at an interruption's
-// deadline, deletions. It decides nothing; it reports what the API said.
+// Package executor carries out what the rebalancer decided (a
+// decide.Decision), the one place its writes happen: the node's state,
+// taint and cordon (as patches), evictions through the Eviction API,
+// deletions at an interruption's deadline, the surge protocol's records
+// and scale steps, Events and metrics. It decides nothing; it reports what
+// the API said.
 package executor
 
 import (
 	"context"
-	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 	policyv1 "k8s.io/api/policy/v1"
@@ -25,12 +27,11 @@ const (
 	Gone Outcome = "gone"
 	// BlockedByPDB: 429, a PodDisruptionBudget says not now.
 	BlockedByPDB Outcome = "blocked-by-pdb"
-	// MultiplePDBs: 500, more than one PDB selects the pod; eviction can
-	// never succeed.
-	MultiplePDBs Outcome = "multiple-pdbs"
 	// Deleted: deleted at an interruption deadline.
 	Deleted Outcome = "deleted"
-	// Failed: anything else.
+	// Failed: anything else, a pod covered by two PDBs included (500; the
+	// planner makes such pods blockers, so only a PDB added since the plan
+	// gets here, and the next plan sees it).
 	Failed Outcome = "failed"
 )
 
@@ -63,8 +64,6 @@ func classify(err error) (Outcome, error) {
 		return Gone, nil
 	case apierrors.IsTooManyRequests(err):
 		return BlockedByPDB, err
-	case apierrors.IsInternalError(err) && strings.Contains(err.Error(), "more than one PodDisruptionBudget"):
-		return MultiplePDBs, err
 	default:
 		return Failed, err
 	}

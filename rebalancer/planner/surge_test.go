@@ -42,7 +42,7 @@ func TestSurgeOnlyWhereTheDeploymentAllows(t *testing.T) {
 		// termination that far ahead.
 		interruptIn time.Duration
 		want        Action
-		reason   string
+		reason      string
 	}{
 		"a settled Deployment surges":        {want: ActionSurge, reason: "Deployment web scales up by 2, then back"},
 		"surges can be turned off":           {disabled: true, want: ActionEvict},

@@ -135,6 +135,11 @@ func TestSourceAnnotatesPoolsAndWritesMarkedRequests(t *testing.T) {
 	if gotA.Annotations[signals.AnnotationPool] != "eks-spot-a-1234" {
 		t.Errorf("node a pool annotation = %q", gotA.Annotations[signals.AnnotationPool])
 	}
+	// The label-less node is Spot by the instance's lifecycle, so its
+	// interruption is believed.
+	if got := gotA.Annotations[signals.AnnotationLifecycle]; got != "spot" {
+		t.Errorf("node a lifecycle annotation = %q, want spot", got)
+	}
 	gotB, _ := kube.CoreV1().Nodes().Get(t.Context(), "b", metav1.GetOptions{})
 	if _, ok := gotB.Annotations[signals.AnnotationPool]; ok {
 		t.Error("a node whose label names its pool was looked up")

@@ -127,12 +127,14 @@ func (s *Source) pools(ctx context.Context) error {
 			continue // gone, or not yet visible: look again next time
 		}
 		s.looked[id] = inst.ASG
-		if inst.ASG == "" {
-			continue
+		// The lifecycle says whether an interruption notice for this node
+		// is believed (only Spot instances are interrupted).
+		annotations := map[string]string{signals.AnnotationLifecycle: lifecycle(inst.Lifecycle)}
+		if inst.ASG != "" {
+			annotations[signals.AnnotationPool] = inst.ASG
 		}
-		patch, _ := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": map[string]string{signals.AnnotationPool: inst.ASG}}})
-		if _, err := s.Kube.CoreV1().Nodes().Patch(ctx, node, apitypes.MergePatchType, patch, metav1.PatchOptions{}); err != nil {
-			errs = append(errs, fmt.Errorf("annotating node %s with its pool: %w", node, err))
+		if err := s.annotate(ctx, node, annotations); err != nil {
+			errs = append(errs, fmt.Errorf("annotating node %s with its pool and lifecycle: %w", node, err))
 			delete(s.looked, id)
 		}
 	}
@@ -168,6 +170,12 @@ func (s *Source) marked(ctx context.Context) error {
 		if since.IsZero() {
 			since = s.Clock.Now()
 		}
+		// Only Spot instances have Spot requests: say so first, so that the
+		// interruption is believed whatever the node's labels.
+		if err := s.annotate(ctx, node, map[string]string{signals.AnnotationLifecycle: "spot"}); err != nil {
+			errs = append(errs, fmt.Errorf("annotating node %s with its lifecycle: %w", node, err))
+			continue
+		}
 		// Marked requests are reclaimed two minutes after the mark.
 		if _, err := s.Writer.Interruption(ctx, node, since.Add(2*time.Minute), "SpotRequestMarked",
 			fmt.Sprintf("Spot instance request of %s is %s (EC2 API)", m.InstanceID, m.Code)); err != nil {
@@ -175,4 +183,19 @@ func (s *Source) marked(ctx context.Context) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+func (s *Source) annotate(ctx context.Context, node string, annotations map[string]string) error {
+	patch, _ := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": annotations}})
+	_, err := s.Kube.CoreV1().Nodes().Patch(ctx, node, apitypes.MergePatchType, patch, metav1.PatchOptions{})
+	return err
+}
+
+// lifecycle is an instance's InstanceLifecycle as recorded on its node:
+// EC2 leaves it empty for on-demand instances.
+func lifecycle(l string) string {
+	if l == "" {
+		return "normal"
+	}
+	return l
 }

@@ -34,7 +34,7 @@ const (
 )
 
 func nodeFor(name, instance string) *corev1.Node {
-	return &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name}, Spec: corev1.NodeSpec{ProviderID: "aws:///us-east-1b/" + instance}}
+	return &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{"karpenter.sh/capacity-type": "spot"}}, Spec: corev1.NodeSpec{ProviderID: "aws:///us-east-1b/" + instance}}
 }
 
 func TestConsumer(t *testing.T) {

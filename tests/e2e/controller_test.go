@@ -23,7 +23,7 @@ import (
 	"k8s.io/utils/ptr"
 
 	"github.com/spot-rebalancer/spot-rebalancer/config"
-	"github.com/spot-rebalancer/spot-rebalancer/rebalancer/controller"
+	"github.com/spot-rebalancer/spot-rebalancer/rebalancer/executor"
 	"github.com/spot-rebalancer/spot-rebalancer/rebalancer/signals"
 	"github.com/spot-rebalancer/spot-rebalancer/tests/cluster"
 	"github.com/spot-rebalancer/spot-rebalancer/tests/cluster/inproc"
@@ -35,7 +35,7 @@ var rebalancers atomic.Int64
 var spotTaint = corev1.Taint{Key: cluster.CapacityTypeLabel, Value: "SPOT", Effect: corev1.TaintEffectNoSchedule}
 
 // startRebalancer runs the rebalance controller until the test ends.
-func startRebalancer(t *testing.T, c *cluster.Cluster, mutate func(*config.Rebalancer)) *controller.Metrics {
+func startRebalancer(t *testing.T, c *cluster.Cluster, mutate func(*config.Rebalancer)) *executor.Metrics {
 	t.Helper()
 	m, _ := startStoppableRebalancer(t, c, mutate)
 	return m
@@ -43,7 +43,7 @@ func startRebalancer(t *testing.T, c *cluster.Cluster, mutate func(*config.Rebal
 
 // startStoppableRebalancer also returns a function that stops it, as a
 // killed process stops: at once, mid-step.
-func startStoppableRebalancer(t *testing.T, c *cluster.Cluster, mutate func(*config.Rebalancer)) (*controller.Metrics, func()) {
+func startStoppableRebalancer(t *testing.T, c *cluster.Cluster, mutate func(*config.Rebalancer)) (*executor.Metrics, func()) {
 	t.Helper()
 	cfg := config.Default().Rebalancer
 	// These stories are about eviction waves; the surge tests turn surges
@@ -173,12 +173,12 @@ func (w *watcher) read() (minReady int, firstEviction time.Time, samples int) {
 	return w.minReady, w.firstEviction, w.samples
 }
 
-func nodeState(ctx context.Context, c *cluster.Cluster, name string) (*corev1.Node, string, error) {
+func nodeState(ctx context.Context, c *cluster.Cluster, name string) (*corev1.Node, signals.State, error) {
 	n, err := c.Client.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{})
 	if err != nil {
 		return nil, "", err
 	}
-	return n, n.Annotations[signals.AnnotationState], nil
+	return n, signals.StateOf(n.Annotations), nil
 }
 
 func annotate(t *testing.T, c *cluster.Cluster, node, key string, value *string) {
@@ -209,14 +209,14 @@ func TestRebalanceWaitsForReplacementThenDrainsInWaves(t *testing.T) {
 	annotate(t, c, risky.Name, signals.AnnotationAtRisk, ptr.To("true"))
 	c.WaitFor(t, 30*time.Second, "the node to await a replacement", func(ctx context.Context) (bool, error) {
 		n, state, err := nodeState(ctx, c, risky.Name)
-		return err == nil && state == controller.StateAwaitingReplacement && hasTaint(n, signals.TaintDraining), err
+		return err == nil && state == signals.StateAwaitingReplacement && hasTaint(n, signals.TaintDraining), err
 	})
 	replacementAt := time.Now()
 	replacement := c.AddNode(t, cluster.Node{Spot: true, Pool: "spot-a", Taints: []corev1.Taint{spotTaint}})
 
 	c.WaitFor(t, 90*time.Second, "the node to be drained", func(ctx context.Context) (bool, error) {
 		_, state, err := nodeState(ctx, c, risky.Name)
-		return state == controller.StateDrained, err
+		return state == signals.StateDrained, err
 	})
 	c.WaitFor(t, 30*time.Second, "4 web pods Ready on the replacement", func(ctx context.Context) (bool, error) {
 		pods, err := readyWeb(ctx, c, ns)
@@ -261,7 +261,7 @@ func TestNoReplacementKeepsTheNodeCordonedAndBlocked(t *testing.T) {
 	annotate(t, c, risky.Name, signals.AnnotationAtRisk, ptr.To("true"))
 	c.WaitFor(t, 30*time.Second, "the node to be blocked", func(ctx context.Context) (bool, error) {
 		n, state, err := nodeState(ctx, c, risky.Name)
-		return err == nil && state == controller.StateBlocked && hasTaint(n, signals.TaintDraining) &&
+		return err == nil && state == signals.StateBlocked && hasTaint(n, signals.TaintDraining) &&
 			n.Annotations[signals.AnnotationStateReason] != "", err
 	})
 	if _, first, _ := w.read(); !first.IsZero() {
@@ -280,7 +280,7 @@ func TestCapacityModeDrainsOntoExistingNodes(t *testing.T) {
 	annotate(t, c, risky.Name, signals.AnnotationAtRisk, ptr.To("true"))
 	c.WaitFor(t, 60*time.Second, "the node to be drained onto the existing node", func(ctx context.Context) (bool, error) {
 		_, state, err := nodeState(ctx, c, risky.Name)
-		if err != nil || state != controller.StateDrained {
+		if err != nil || state != signals.StateDrained {
 			return false, err
 		}
 		pods, err := readyWeb(ctx, c, ns)
@@ -303,7 +303,7 @@ func TestNTHTaintIsARebalanceRecommendation(t *testing.T) {
 	startRebalancer(t, c, nil)
 	c.WaitFor(t, 30*time.Second, "the node to be taken in hand", func(ctx context.Context) (bool, error) {
 		n, state, err := nodeState(ctx, c, risky.Name)
-		return err == nil && state == controller.StateAwaitingReplacement && hasTaint(n, signals.TaintDraining), err
+		return err == nil && state == signals.StateAwaitingReplacement && hasTaint(n, signals.TaintDraining), err
 	})
 }
 
@@ -316,7 +316,7 @@ func TestSignalWithdrawnRollsBack(t *testing.T) {
 	annotate(t, c, risky.Name, signals.AnnotationAtRisk, ptr.To("true"))
 	c.WaitFor(t, 30*time.Second, "the node to await a replacement", func(ctx context.Context) (bool, error) {
 		_, state, err := nodeState(ctx, c, risky.Name)
-		return state == controller.StateAwaitingReplacement, err
+		return state == signals.StateAwaitingReplacement, err
 	})
 	annotate(t, c, risky.Name, signals.AnnotationAtRisk, nil)
 	c.WaitFor(t, 30*time.Second, "the node to be rolled back", func(ctx context.Context) (bool, error) {
@@ -441,11 +441,11 @@ func TestInterruptionNoticeDrainsBeforeTheDeadline(t *testing.T) {
 			if now := time.Now(); !now.Before(deadline) {
 				t.Errorf("the evictable pods left at %s, not before the deadline %s", now, deadline)
 			}
-			want := controller.StateDrained
+			want := signals.StateDrained
 			if !force {
-				want = controller.StateBlocked
+				want = signals.StateBlocked
 			}
-			c.WaitFor(t, 40*time.Second, "the node to end "+want, func(ctx context.Context) (bool, error) {
+			c.WaitFor(t, 40*time.Second, "the node to end "+string(want), func(ctx context.Context) (bool, error) {
 				_, state, err := nodeState(ctx, c, risky.Name)
 				return state == want, err
 			})
@@ -478,7 +478,7 @@ func TestPodWithTwoPDBsIsABlockerWithoutAHotLoop(t *testing.T) {
 	annotate(t, c, risky.Name, signals.AnnotationAtRisk, ptr.To("true"))
 	c.WaitFor(t, 30*time.Second, "the node to be blocked by the pod", func(ctx context.Context) (bool, error) {
 		n, state, err := nodeState(ctx, c, risky.Name)
-		return err == nil && state == controller.StateBlocked &&
+		return err == nil && state == signals.StateBlocked &&
 			strings.Contains(n.Annotations[signals.AnnotationStateReason], "covered by 2 PDBs"), err
 	})
 	attempts := 0.0
@@ -511,13 +511,13 @@ func TestRestartMidDrainResumes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if state != controller.StateDraining {
+	if state != signals.StateDraining {
 		t.Fatalf("stopped in state %q, want draining (the test needs a drain in progress)", state)
 	}
 	startRebalancer(t, c, capacity)
 	c.WaitFor(t, 60*time.Second, "the node to be drained after the restart", func(ctx context.Context) (bool, error) {
 		_, state, err := nodeState(ctx, c, risky.Name)
-		return state == controller.StateDrained, err
+		return state == signals.StateDrained, err
 	})
 	if minReady, _, _ := w.read(); minReady < 3 {
 		t.Errorf("Ready replicas fell to %d, below the PDB's minAvailable 3", minReady)

@@ -19,7 +19,6 @@ import (
 
 	"github.com/spot-rebalancer/spot-rebalancer/certs"
 	"github.com/spot-rebalancer/spot-rebalancer/config"
-	"github.com/spot-rebalancer/spot-rebalancer/rebalancer/controller"
 	"github.com/spot-rebalancer/spot-rebalancer/rebalancer/signals"
 	"github.com/spot-rebalancer/spot-rebalancer/tests/cluster"
 	"github.com/spot-rebalancer/spot-rebalancer/webhook"
@@ -56,7 +55,7 @@ func (f *drainFixture) waitMidDrain(t *testing.T, c *cluster.Cluster) {
 	t.Helper()
 	c.WaitFor(t, 60*time.Second, "the drain to be under way", func(ctx context.Context) (bool, error) {
 		_, state, err := nodeState(ctx, c, f.risky)
-		if err != nil || state != controller.StateDraining {
+		if err != nil || state != signals.StateDraining {
 			return false, err
 		}
 		pods, err := podsOf(ctx, c, f.ns, "web")
@@ -75,7 +74,7 @@ func (f *drainFixture) finish(t *testing.T, c *cluster.Cluster) {
 	t.Helper()
 	if err := cluster.WaitFor(cluster.Context(t), 2*time.Minute, func(ctx context.Context) (bool, error) {
 		_, state, err := nodeState(ctx, c, f.risky)
-		return state == controller.StateDrained, err
+		return state == signals.StateDrained, err
 	}); err != nil {
 		n, state, _ := nodeState(context.Background(), c, f.risky)
 		pods, _ := podsOf(context.Background(), c, f.ns, "web")

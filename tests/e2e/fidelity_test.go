@@ -15,8 +15,8 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/sets"
-	"k8s.io/utils/clock"
 	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/spot-rebalancer/spot-rebalancer/rebalancer/simulation"
 	"github.com/spot-rebalancer/spot-rebalancer/rebalancer/snapshot"
@@ -206,7 +206,11 @@ func runScenario(t *testing.T, c *cluster.Cluster, seed uint64) fidelity {
 	}
 
 	// Predict.
-	snap, err := snapshot.FromClient(ctx, c.Client, clock.RealClock{})
+	reader, err := client.New(c.Config, client.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	snap, err := snapshot.Read(ctx, reader, time.Now(), 500)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -17,7 +17,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/spot-rebalancer/spot-rebalancer/config"
-	"github.com/spot-rebalancer/spot-rebalancer/rebalancer/controller"
 	"github.com/spot-rebalancer/spot-rebalancer/rebalancer/signals"
 	"github.com/spot-rebalancer/spot-rebalancer/tests/cluster"
 )
@@ -138,7 +137,7 @@ func signalAndReplace(t *testing.T, c *cluster.Cluster, node, pool string) *core
 	annotate(t, c, node, signals.AnnotationAtRisk, ptr.To("true"))
 	c.WaitFor(t, 30*time.Second, "node "+node+" to await a replacement", func(ctx context.Context) (bool, error) {
 		_, state, err := nodeState(ctx, c, node)
-		return state == controller.StateAwaitingReplacement, err
+		return state == signals.StateAwaitingReplacement, err
 	})
 	return c.AddNode(t, cluster.Node{Spot: true, Pool: pool, Taints: []corev1.Taint{spotTaint}})
 }
@@ -147,7 +146,7 @@ func waitDrained(t *testing.T, c *cluster.Cluster, node string) {
 	t.Helper()
 	c.WaitFor(t, 90*time.Second, "node "+node+" to be drained", func(ctx context.Context) (bool, error) {
 		_, state, err := nodeState(ctx, c, node)
-		return state == controller.StateDrained, err
+		return state == signals.StateDrained, err
 	})
 }
 

@@ -40,7 +40,7 @@ import (
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
 	"github.com/spot-rebalancer/spot-rebalancer/config"
-	"github.com/spot-rebalancer/spot-rebalancer/rebalancer/controller"
+	"github.com/spot-rebalancer/spot-rebalancer/rebalancer/executor"
 	"github.com/spot-rebalancer/spot-rebalancer/rebalancer/signals"
 	"github.com/spot-rebalancer/spot-rebalancer/tests/cluster"
 	"github.com/spot-rebalancer/spot-rebalancer/tests/cluster/inproc"
@@ -270,7 +270,7 @@ func scenario(ctx context.Context, c *cluster.Cluster, o options, i int, drainer
 	// The drainer.
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	var metrics *controller.Metrics
+	var metrics *executor.Metrics
 	var drainOut strings.Builder
 	drainDone := make(chan error, 1)
 	signalAt := time.Now()
@@ -433,7 +433,7 @@ func deploy(ctx context.Context, c *cluster.Cluster, ns, owner string, w workloa
 }
 
 // startController runs the rebalancer in this process until ctx ends.
-func startController(ctx context.Context, c *cluster.Cluster, i int, atOnce bool) (*controller.Metrics, error) {
+func startController(ctx context.Context, c *cluster.Cluster, i int, atOnce bool) (*executor.Metrics, error) {
 	cfg := config.Default().Rebalancer
 	if atOnce {
 		cfg.Replacement.Mode = config.ReplacementNone

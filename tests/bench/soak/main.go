@@ -42,7 +42,6 @@ import (
 	"k8s.io/utils/ptr"
 
 	"github.com/spot-rebalancer/spot-rebalancer/config"
-	"github.com/spot-rebalancer/spot-rebalancer/rebalancer/controller"
 	"github.com/spot-rebalancer/spot-rebalancer/rebalancer/signals"
 	"github.com/spot-rebalancer/spot-rebalancer/tests/cluster"
 )
@@ -363,7 +362,7 @@ current-context: soak
 			lastReport = time.Now()
 			say("%3.0fs: nodes by state %v; controller RSS %d MiB", time.Since(signalAt).Seconds(), states, rss/1024)
 		}
-		return states[controller.StateDrained] == len(atRisk) && whole, nil
+		return states[string(signals.StateDrained)] == len(atRisk) && whole, nil
 	})
 	if err != nil {
 		if left := checkEnd(ctx, kube, ns, int32(o.replicas)); left != nil {
@@ -457,7 +456,7 @@ func checkEnd(ctx context.Context, kube kubernetes.Interface, ns string, replica
 	}
 	for _, n := range nodes.Items {
 		for _, t := range n.Spec.Taints {
-			if t.Key == signals.TaintDraining && n.Annotations[signals.AnnotationState] != controller.StateDrained {
+			if t.Key == signals.TaintDraining && signals.StateOf(n.Annotations) != signals.StateDrained {
 				left = append(left, fmt.Sprintf("node %s has the %s taint in state %q", n.Name, t.Key, n.Annotations[signals.AnnotationState]))
 			}
 		}

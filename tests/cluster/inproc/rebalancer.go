@@ -18,13 +18,14 @@ import (
 
 	"github.com/spot-rebalancer/spot-rebalancer/config"
 	"github.com/spot-rebalancer/spot-rebalancer/rebalancer/controller"
+	"github.com/spot-rebalancer/spot-rebalancer/rebalancer/executor"
 	"github.com/spot-rebalancer/spot-rebalancer/tests/cluster"
 )
 
 // Rebalancer is a running in-process rebalancer.
 type Rebalancer struct {
 	// Metrics are the reconciler's own, on a private registry.
-	Metrics *controller.Metrics
+	Metrics *executor.Metrics
 
 	cancel context.CancelFunc
 	done   chan error
@@ -43,7 +44,7 @@ func Start(ctx context.Context, c *cluster.Cluster, cfg config.Rebalancer, name 
 		return nil, err
 	}
 	broadcaster := record.NewBroadcaster()
-	r := &Rebalancer{Metrics: controller.NewMetrics(prometheus.NewRegistry()), done: make(chan error, 1)}
+	r := &Rebalancer{Metrics: executor.NewMetrics(prometheus.NewRegistry()), done: make(chan error, 1)}
 	rec := &controller.Reconciler{
 		Client: mgr.GetClient(), Kube: c.Client, Config: &cfg, Clock: clock.RealClock{},
 		Recorder: broadcaster.NewRecorder(mgr.GetScheme(), corev1.EventSource{Component: "spot-rebalancer"}),

@@ -1,4 +1,4 @@
-package controller
+package executor
 
 import "github.com/prometheus/client_golang/prometheus"
 
@@ -16,9 +16,6 @@ type Metrics struct {
 	Surges *prometheus.CounterVec
 }
 
-// States, the label values of the nodes gauge.
-var States = []string{StateAtRisk, StateAwaitingReplacement, StateDraining, StateDrained, StateBlocked}
-
 // NewMetrics creates the metrics and registers them with reg.
 func NewMetrics(reg prometheus.Registerer) *Metrics {
 	buckets := []float64{1, 5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600}
@@ -29,7 +26,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}, []string{"state"}),
 		Evictions: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "spot_rebalancer_rebalancer_evictions_total",
-			Help: "Eviction and deadline deletion attempts, by result (evicted, gone, blocked-by-pdb, multiple-pdbs, deleted, failed).",
+			Help: "Eviction and deadline deletion attempts, by result (evicted, gone, blocked-by-pdb, deleted, failed).",
 		}, []string{"result"}),
 		Nodes: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "spot_rebalancer_rebalancer_nodes",

@@ -1,0 +1,138 @@
+package controller
+
+import (
+	"sync"
+	"time"
+
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/sets"
+
+	"github.com/spot-rebalancer/spot-rebalancer/rebalancer/planner"
+	"github.com/spot-rebalancer/spot-rebalancer/rebalancer/signals"
+	"github.com/spot-rebalancer/spot-rebalancer/rebalancer/snapshot"
+)
+
+// memory is what the controller remembers between reconciles. None of it
+// is needed for correctness after a restart: it covers the moments when
+// the cache lags the controller's own writes.
+type memory struct {
+	mu sync.Mutex
+	// backoff is the last wait after a 429 and until when it lasts, per
+	// node: other events must not cut it short.
+	backoff map[string]time.Duration
+	until   map[string]time.Time
+	// evicted remembers pods evicted in the last evictionMemory: the cache
+	// can show them untouched for a moment after the eviction.
+	evicted map[types.UID]time.Time
+	// admission serializes deciding to start a drain and recording it;
+	// admitted are the nodes, by pool, this process let start draining.
+	admission sync.Mutex
+	admitted  map[string]sets.Set[string]
+}
+
+const evictionMemory = time.Minute
+
+func (m *memory) lockAdmission() func() {
+	m.admission.Lock()
+	return m.admission.Unlock
+}
+
+// draining counts the nodes of pool draining besides self: those the
+// snapshot shows draining and those this process admitted that the cache
+// does not show draining yet (several workers deciding on one stale
+// snapshot would each see room). Call it with the admission lock held.
+func (m *memory) draining(snap *snapshot.Snapshot, pool, self string, poolLabels []string) int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := sets.New[string]()
+	for _, n := range snap.Nodes {
+		if n.Name != self && signals.StateOf(n.Annotations) == signals.StateDraining && planner.Pool(n, poolLabels) == pool {
+			out.Insert(n.Name)
+		}
+	}
+	for name := range m.admitted[pool] {
+		n := snap.Node(name)
+		switch {
+		case n == nil:
+			m.admitted[pool].Delete(name)
+		case signals.StateOf(n.Annotations) != signals.StateAtRisk && signals.StateOf(n.Annotations) != signals.StateAwaitingReplacement &&
+			signals.StateOf(n.Annotations) != signals.StateBlocked:
+			// Seen draining (counted above) or past it: the snapshot knows.
+			m.admitted[pool].Delete(name)
+		case name != self:
+			out.Insert(name)
+		}
+	}
+	return out.Len()
+}
+
+// admit remembers that node of pool was let start draining.
+func (m *memory) admit(pool, node string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.admitted == nil {
+		m.admitted = map[string]sets.Set[string]{}
+	}
+	if m.admitted[pool] == nil {
+		m.admitted[pool] = sets.New[string]()
+	}
+	m.admitted[pool].Insert(node)
+}
+
+// evictedRecently returns the pods evicted less than evictionMemory ago,
+// and forgets older evictions.
+func (m *memory) evictedRecently(now time.Time) sets.Set[types.UID] {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := sets.New[types.UID]()
+	for u, at := range m.evicted {
+		if now.Sub(at) >= evictionMemory {
+			delete(m.evicted, u)
+			continue
+		}
+		out.Insert(u)
+	}
+	return out
+}
+
+func (m *memory) rememberEviction(uid types.UID, now time.Time) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.evicted == nil {
+		m.evicted = map[types.UID]time.Time{}
+	}
+	m.evicted[uid] = now
+}
+
+// waitAfter429 is how long the node still waits after a 429.
+func (m *memory) waitAfter429(node string, now time.Time) time.Duration {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return max(m.until[node].Sub(now), 0)
+}
+
+// backoff429 doubles the node's wait after a 429, from 100 ms to 10 s.
+func (m *memory) backoff429(node string, now time.Time) time.Duration {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.backoff == nil {
+		m.backoff, m.until = map[string]time.Duration{}, map[string]time.Time{}
+	}
+	d := m.backoff[node]
+	switch {
+	case d == 0:
+		d = 100 * time.Millisecond
+	default:
+		d = min(2*d, 10*time.Second)
+	}
+	m.backoff[node] = d
+	m.until[node] = now.Add(d)
+	return d
+}
+
+func (m *memory) reset429(node string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	delete(m.backoff, node)
+	delete(m.until, node)
+}

@@ -1,0 +1,241 @@
+package executor
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"strings"
+
+	appsv1 "k8s.io/api/apps/v1"
+	autoscalingv1 "k8s.io/api/autoscaling/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/util/retry"
+	"k8s.io/klog/v2"
+	"k8s.io/utils/ptr"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
+
+	"github.com/spot-rebalancer/spot-rebalancer/rebalancer/decide"
+	"github.com/spot-rebalancer/spot-rebalancer/rebalancer/signals"
+)
+
+// Surge carries out one step of a surge off node (nil when the node is
+// gone).
+func (w *Writer) Surge(ctx context.Context, node *corev1.Node, a decide.SurgeAction) error {
+	d := a.Deployment
+	switch a.Op {
+	case decide.SurgeWait:
+		return nil
+	case decide.SurgeStart:
+		return w.startSurge(ctx, node, a)
+	case decide.SurgeScaleUp:
+		// Resumed after a restart: the pods may not be marked yet.
+		if err := w.markPods(ctx, d.Namespace, a.Record.Pods, ptr.To(signals.SurgeDeletionCost)); err != nil {
+			return err
+		}
+		return w.scale(ctx, d, a.Record.From, a.Record.To)
+	case decide.SurgeRecordWaiting:
+		_, err := w.writeRecord(ctx, d, a.Record, "")
+		return err
+	case decide.SurgeScaleDown:
+		written, err := w.writeRecord(ctx, d, a.Record, "")
+		if err != nil {
+			return err
+		}
+		return w.scale(ctx, written, a.Record.To, a.Record.From)
+	case decide.SurgeResumeScaleDown:
+		return w.scale(ctx, d, a.Record.To, a.Record.From)
+	case decide.SurgeComplete:
+		if err := w.clearRecord(ctx, d); err != nil {
+			return err
+		}
+		w.Metrics.Surges.WithLabelValues("completed").Inc()
+		w.Recorder.Eventf(d, corev1.EventTypeNormal, "SurgeCompleted", "moved %d pod(s) off at-risk node %s; back at %d replicas",
+			a.Record.To-a.Record.From, a.Record.Node, a.Record.From)
+		return nil
+	case decide.SurgeAbandon:
+		return w.abandonSurge(ctx, node, a)
+	}
+	return fmt.Errorf("unknown surge step %q", a.Op)
+}
+
+// startSurge claims the record on the live Deployment with its
+// resourceVersion: of two drains deciding on a stale cache, one writes it
+// and the other finds it (or conflicts) and leaves the Deployment alone.
+// Without that, the second would overwrite the first's record and the
+// first surge would never be scaled back.
+func (w *Writer) startSurge(ctx context.Context, node *corev1.Node, a decide.SurgeAction) error {
+	d := a.Deployment
+	live, err := w.Kube.AppsV1().Deployments(d.Namespace).Get(ctx, d.Name, metav1.GetOptions{})
+	if err != nil {
+		return fmt.Errorf("reading deployment %s/%s: %w", d.Namespace, d.Name, err)
+	}
+	if _, taken := live.Annotations[signals.AnnotationSurgeState]; taken {
+		return nil // another node's surge; this node's pods wait or are evicted
+	}
+	st := *a.Record
+	st.Pods = slices.Sorted(slices.Values(st.Pods))
+	st.From = ptr.Deref(live.Spec.Replicas, 1)
+	st.To = st.From + int32(len(st.Pods))
+	recorded, err := w.writeRecord(ctx, live, &st, live.ResourceVersion)
+	if err != nil {
+		if apierrors.IsConflict(err) {
+			return nil // changed since read: decided again on the next look
+		}
+		return err
+	}
+	// Recorded before anything else: a restart finds it and goes on.
+	if err := w.markPods(ctx, d.Namespace, st.Pods, ptr.To(signals.SurgeDeletionCost)); err != nil {
+		return err
+	}
+	if err := w.scale(ctx, recorded, st.From, st.To); err != nil {
+		return err
+	}
+	w.Metrics.Surges.WithLabelValues("started").Inc()
+	w.Recorder.Eventf(d, corev1.EventTypeNormal, "SurgeStarted",
+		"moving %d pod(s) off at-risk node %s: scaled from %d to %d; they leave once %d pods are Ready elsewhere", len(st.Pods), node.Name, st.From, st.To, st.From)
+	w.Recorder.Eventf(node, corev1.EventTypeNormal, "SurgeStarted", "deployment %s/%s scaled from %d to %d to move %d pod(s) off this node",
+		d.Namespace, d.Name, st.From, st.To, len(st.Pods))
+	return nil
+}
+
+// abandonSurge gives a surge up: the marked pods lose their mark (before
+// any scale-down, so that the ReplicaSet controller does not prefer them),
+// the Deployment is scaled back when the decision says the count is still
+// ours, the record goes, and the node may remember not to surge this
+// Deployment again.
+func (w *Writer) abandonSurge(ctx context.Context, node *corev1.Node, a decide.SurgeAction) error {
+	d := a.Deployment
+	if err := w.markPods(ctx, d.Namespace, a.Unmark, nil); err != nil {
+		return err
+	}
+	if a.Restore {
+		if err := w.scale(ctx, d, a.Record.To, a.Record.From); err != nil {
+			return err
+		}
+	}
+	if err := w.clearRecord(ctx, d); err != nil {
+		return err
+	}
+	if a.Fallback && node != nil {
+		if err := w.addSurgeFallback(ctx, node.Name, d.Namespace+"/"+d.Name); err != nil {
+			return err
+		}
+	}
+	nodeName := "(unknown)"
+	switch {
+	case node != nil:
+		nodeName = node.Name
+	case a.Record != nil:
+		nodeName = a.Record.Node
+	}
+	w.Metrics.Surges.WithLabelValues("abandoned").Inc()
+	w.Recorder.Eventf(d, corev1.EventTypeWarning, "SurgeAbandoned", "surge off node %s given up: %s", nodeName, a.Why)
+	if node != nil {
+		w.Recorder.Eventf(node, corev1.EventTypeWarning, "SurgeAbandoned", "surge of deployment %s/%s given up: %s", d.Namespace, d.Name, a.Why)
+	}
+	ctrllog.FromContext(ctx).Info("Surge abandoned", "deployment", klog.KObj(d), "node", nodeName, "reason", a.Why)
+	return nil
+}
+
+// markPods sets (or, with nil, removes) the pods' deletion cost. Marking
+// twice is harmless; a pod that is gone needs nothing.
+func (w *Writer) markPods(ctx context.Context, namespace string, names []string, cost *string) error {
+	for _, name := range names {
+		_, err := w.Kube.CoreV1().Pods(namespace).Patch(ctx, name, types.MergePatchType,
+			annotationPatch(signals.AnnotationPodDeletionCost, cost, ""), metav1.PatchOptions{})
+		if err != nil && !apierrors.IsNotFound(err) {
+			return fmt.Errorf("marking pod %s/%s: %w", namespace, name, err)
+		}
+	}
+	return nil
+}
+
+// scale sets the Deployment's replicas from one count to another through
+// the scale subresource, only if the live count is still from. When d says
+// from, the first try writes on d's own resourceVersion without reading
+// (callers mostly hold a Deployment just read or written; a stale one
+// conflicts, and every retry reads the scale first).
+func (w *Writer) scale(ctx context.Context, d *appsv1.Deployment, from, to int32) error {
+	deployments := w.Kube.AppsV1().Deployments(d.Namespace)
+	var known *autoscalingv1.Scale
+	if d.ResourceVersion != "" && ptr.Deref(d.Spec.Replicas, 1) == from {
+		known = &autoscalingv1.Scale{
+			ObjectMeta: metav1.ObjectMeta{Name: d.Name, Namespace: d.Namespace, ResourceVersion: d.ResourceVersion},
+			Spec:       autoscalingv1.ScaleSpec{Replicas: from},
+		}
+	}
+	// The scale's resourceVersion is the Deployment's, which its status
+	// changes all the time: on a conflict, read again and scale only if the
+	// count is still from.
+	return retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		scale := known
+		known = nil
+		if scale == nil {
+			var err error
+			if scale, err = deployments.GetScale(ctx, d.Name, metav1.GetOptions{}); err != nil {
+				return fmt.Errorf("reading the scale of deployment %s/%s: %w", d.Namespace, d.Name, err)
+			}
+		}
+		if scale.Spec.Replicas != from {
+			return fmt.Errorf("deployment %s/%s has %d replicas, not %d: not scaling", d.Namespace, d.Name, scale.Spec.Replicas, from)
+		}
+		scale.Spec.Replicas = to
+		if _, err := deployments.UpdateScale(ctx, d.Name, scale, metav1.UpdateOptions{}); err != nil {
+			return fmt.Errorf("scaling deployment %s/%s from %d to %d: %w", d.Namespace, d.Name, from, to, err)
+		}
+		return nil
+	})
+}
+
+// writeRecord records st on the Deployment (only if it is still at
+// resourceVersion, when given) and returns the Deployment as written.
+func (w *Writer) writeRecord(ctx context.Context, d *appsv1.Deployment, st *signals.SurgeState, resourceVersion string) (*appsv1.Deployment, error) {
+	raw, err := json.Marshal(st)
+	if err != nil {
+		return nil, err
+	}
+	written, err := w.Kube.AppsV1().Deployments(d.Namespace).Patch(ctx, d.Name, types.MergePatchType,
+		annotationPatch(signals.AnnotationSurgeState, ptr.To(string(raw)), resourceVersion), metav1.PatchOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("recording the surge on deployment %s/%s: %w", d.Namespace, d.Name, err)
+	}
+	return written, nil
+}
+
+func (w *Writer) clearRecord(ctx context.Context, d *appsv1.Deployment) error {
+	_, err := w.Kube.AppsV1().Deployments(d.Namespace).Patch(ctx, d.Name, types.MergePatchType,
+		annotationPatch(signals.AnnotationSurgeState, nil, ""), metav1.PatchOptions{})
+	if err != nil && !apierrors.IsNotFound(err) {
+		return fmt.Errorf("removing the surge record of deployment %s/%s: %w", d.Namespace, d.Name, err)
+	}
+	return nil
+}
+
+// addSurgeFallback records on the node that the Deployment's pods there
+// are evicted, not surged.
+func (w *Writer) addSurgeFallback(ctx context.Context, node, key string) error {
+	current, err := w.Kube.CoreV1().Nodes().Get(ctx, node, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	var list []string
+	if v := current.Annotations[signals.AnnotationSurgeFallback]; v != "" {
+		list = strings.Split(v, ",")
+	}
+	if slices.Contains(list, key) {
+		return nil
+	}
+	value := strings.Join(append(list, key), ",")
+	if _, err := w.Kube.CoreV1().Nodes().Patch(ctx, node, types.MergePatchType,
+		annotationPatch(signals.AnnotationSurgeFallback, &value, current.ResourceVersion), metav1.PatchOptions{}); err != nil {
+		return fmt.Errorf("recording the surge fallback on node %s: %w", node, err)
+	}
+	return nil
+}

@@ -1,0 +1,178 @@
+package executor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/klog/v2"
+	"k8s.io/utils/clock"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
+
+	"github.com/spot-rebalancer/spot-rebalancer/rebalancer/decide"
+	"github.com/spot-rebalancer/spot-rebalancer/rebalancer/signals"
+)
+
+// EventRecorder is the part of client-go's record.EventRecorder we use.
+type EventRecorder interface {
+	Eventf(object runtime.Object, eventtype, reason, messageFmt string, args ...any)
+}
+
+// Writer applies decisions.
+type Writer struct {
+	Kube     kubernetes.Interface
+	Recorder EventRecorder
+	Metrics  *Metrics
+	Clock    clock.PassiveClock
+}
+
+// Result is what the API answered to a decision's writes.
+type Result struct {
+	// Evicted are the pods the Eviction API accepted.
+	Evicted []types.UID
+	// Throttled: a PodDisruptionBudget refused an eviction (429).
+	Throttled bool
+}
+
+// Apply carries d out for node, in a safe order: deletions at a deadline
+// first (so a surge scaled back after them removes nothing that runs),
+// then the surges, the evictions, and last the node's state. node is the
+// Node as read; sig its signal (for Event texts and the time metrics).
+func (w *Writer) Apply(ctx context.Context, node *corev1.Node, sig signals.Signal, d decide.Decision) (Result, error) {
+	var res Result
+	for _, del := range d.Deletions {
+		if err := w.delete(ctx, node, sig, del); err != nil {
+			return res, err
+		}
+	}
+	for _, a := range d.Surges {
+		if err := w.Surge(ctx, node, a); err != nil {
+			return res, err
+		}
+	}
+	var errs []error
+	for _, e := range d.Evictions {
+		outcome, err := Evict(ctx, w.Kube, e.Pod)
+		w.Metrics.Evictions.WithLabelValues(string(outcome)).Inc()
+		switch outcome {
+		case Evicted:
+			res.Evicted = append(res.Evicted, e.Pod.UID)
+			w.Recorder.Eventf(e.Pod, corev1.EventTypeNormal, "Evicted", "evicted from at-risk node %s (wave 1 of the current plan, destination %s)", node.Name, e.Destination)
+		case BlockedByPDB:
+			res.Throttled = true
+		case Failed:
+			errs = append(errs, fmt.Errorf("evicting pod %s: %w", klog.KObj(e.Pod), err))
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		// Logged, not returned: the other evictions went through, and the
+		// next look decides again.
+		ctrllog.FromContext(ctx).Error(err, "Eviction failed", "node", klog.KObj(node))
+	}
+	switch {
+	case d.Clear:
+		return res, w.clear(ctx, node, d.ClearedFrom)
+	case d.Transition != nil:
+		return res, w.transition(ctx, node, sig, *d.Transition)
+	}
+	return res, nil
+}
+
+func (w *Writer) delete(ctx context.Context, node *corev1.Node, sig signals.Signal, del decide.Deletion) error {
+	outcome, err := Delete(ctx, w.Kube, del.Pod, del.Grace)
+	w.Metrics.Evictions.WithLabelValues(string(outcome)).Inc()
+	if outcome == Failed {
+		return fmt.Errorf("deleting pod %s at the deadline: %w", klog.KObj(del.Pod), err)
+	}
+	w.Recorder.Eventf(del.Pod, corev1.EventTypeWarning, "DeletedAtDeadline", "deleted with a %ds grace period: node %s is reclaimed at %s",
+		del.Grace, node.Name, sig.TerminationTime.UTC().Format(time.RFC3339))
+	return nil
+}
+
+// transition records the state, its reason code and message, the draining
+// taint and the cordon, as one merge patch that fails if the node changed
+// since it was read.
+func (w *Writer) transition(ctx context.Context, node *corev1.Node, sig signals.Signal, t decide.Transition) error {
+	old := signals.StateOf(node.Annotations)
+	updated := node.DeepCopy()
+	if updated.Annotations == nil {
+		updated.Annotations = map[string]string{}
+	}
+	updated.Annotations[signals.AnnotationState] = string(t.State)
+	updated.Annotations[signals.AnnotationStateReasonCode] = string(t.Reason)
+	updated.Annotations[signals.AnnotationStateReason] = t.Message
+	if _, ok := updated.Annotations[signals.AnnotationSignalTime]; !ok {
+		updated.Annotations[signals.AnnotationSignalTime] = sig.Since.UTC().Format(time.RFC3339)
+	}
+	updated.Spec.Taints = withoutDrainingTaint(updated.Spec.Taints)
+	if t.Taint {
+		updated.Spec.Taints = append(updated.Spec.Taints, corev1.Taint{Key: signals.TaintDraining, Value: string(t.State), Effect: corev1.TaintEffectNoSchedule})
+	}
+	if t.Cordon {
+		updated.Spec.Unschedulable = true
+	}
+	if err := patchNode(ctx, w.Kube, node, updated); err != nil {
+		return fmt.Errorf("recording state %s on node %s: %w", t.State, node.Name, err)
+	}
+	if old == t.State {
+		return nil
+	}
+	w.Metrics.Transitions.WithLabelValues(string(t.State)).Inc()
+	switch t.State {
+	case signals.StateDraining:
+		w.Metrics.WaitForReplacement.Observe(w.Clock.Since(sig.Since).Seconds())
+	case signals.StateDrained:
+		w.Metrics.SignalToDrained.Observe(w.Clock.Since(sig.Since).Seconds())
+	}
+	eventType := corev1.EventTypeNormal
+	if t.State == signals.StateBlocked {
+		eventType = corev1.EventTypeWarning
+	}
+	w.Recorder.Eventf(node, eventType, "Rebalance"+camel(string(t.State)), "%s: %s", t.State, t.Message)
+	ctrllog.FromContext(ctx).Info("Node state changed", "node", klog.KObj(node), "from", old, "to", t.State, "reason", t.Reason, "message", t.Message)
+	return nil
+}
+
+// clear removes the rebalancer's state and taint from a node whose signal
+// went away before it drained.
+func (w *Writer) clear(ctx context.Context, node *corev1.Node, from signals.State) error {
+	updated := node.DeepCopy()
+	for _, k := range []string{signals.AnnotationState, signals.AnnotationStateReason, signals.AnnotationStateReasonCode, signals.AnnotationSignalTime} {
+		delete(updated.Annotations, k)
+	}
+	updated.Spec.Taints = withoutDrainingTaint(updated.Spec.Taints)
+	if err := patchNode(ctx, w.Kube, node, updated); err != nil {
+		return fmt.Errorf("clearing the state of node %s: %w", node.Name, err)
+	}
+	w.Metrics.Transitions.WithLabelValues("cleared").Inc()
+	w.Recorder.Eventf(node, corev1.EventTypeNormal, "RebalanceCancelled", "the Spot signal went away while %s: node schedulable again", from)
+	return nil
+}
+
+func withoutDrainingTaint(taints []corev1.Taint) []corev1.Taint {
+	out := taints[:0:0]
+	for _, t := range taints {
+		if t.Key != signals.TaintDraining {
+			out = append(out, t)
+		}
+	}
+	return out
+}
+
+// camel names an Event reason after a state: awaiting-replacement ->
+// AwaitingReplacement.
+func camel(state string) string {
+	var b strings.Builder
+	for _, part := range strings.Split(state, "-") {
+		if part != "" {
+			b.WriteString(strings.ToUpper(part[:1]) + part[1:])
+		}
+	}
+	return b.String()
+}
