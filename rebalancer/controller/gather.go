@@ -144,7 +144,7 @@ func (r *Reconciler) sweepOrphans(ctx context.Context, name string, node *corev1
 		if !ok || s.Stale {
 			continue
 		}
-		if err := r.writer.Surge(ctx, node, decide.Orphan(s)); err != nil {
+		if err := r.writer.Surge(ctx, node, decide.Orphan(s, node == nil)); err != nil {
 			return err
 		}
 	}

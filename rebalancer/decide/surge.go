@@ -114,10 +114,13 @@ func Orphaned(node *corev1.Node) bool {
 	return true
 }
 
-// Orphan undoes a surge whose node is gone or no longer draining: nothing
-// will step it again, and a Deployment left at the surged count would stay
-// there for good (and refuse every later surge).
-func Orphan(s Surge) SurgeAction {
+// Orphan undoes a surge whose node is gone (nodeGone) or no longer
+// draining: nothing will step it again, and a Deployment left at the
+// surged count would stay there for good (and refuse every later surge).
+// The pods still bound to a node that is gone cannot run: they are deleted
+// first, so that scaling back removes none of the new ones, which may
+// still be starting.
+func Orphan(s Surge, nodeGone bool) SurgeAction {
 	a := SurgeAction{Deployment: s.Deployment, Record: s.Record}
 	if s.Unreadable || s.Stale {
 		return Step(s, time.Time{}, 0)
@@ -126,7 +129,11 @@ func Orphan(s Surge) SurgeAction {
 		a.Op = SurgeComplete
 		return a
 	}
-	return abandon(a, s, "its node is gone or no longer draining", s.Replicas == s.Record.To, false)
+	a = abandon(a, s, "its node is gone or no longer draining", s.Replicas == s.Record.To, false)
+	if nodeGone {
+		a.Delete, a.Unmark = s.Marked, nil
+	}
+	return a
 }
 
 func abandon(a SurgeAction, s Surge, why string, restore, fallback bool) SurgeAction {

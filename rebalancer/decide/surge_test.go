@@ -19,11 +19,12 @@ type step struct {
 	Restore  bool
 	Fallback bool
 	Unmark   []string
+	Delete   []string
 	Why      string
 }
 
 func stepOf(a SurgeAction) step {
-	s := step{Op: a.Op, Restore: a.Restore, Fallback: a.Fallback, Unmark: a.Unmark, Why: a.Why}
+	s := step{Op: a.Op, Restore: a.Restore, Fallback: a.Fallback, Unmark: a.Unmark, Delete: a.Delete, Why: a.Why}
 	if a.Record != nil {
 		s.Phase = a.Record.Phase
 	}
@@ -123,6 +124,9 @@ func TestSurgeQuiet(t *testing.T) {
 	}
 }
 
+func gone(s Surge) SurgeAction    { return Orphan(s, true) }
+func drained(s Surge) SurgeAction { return Orphan(s, false) }
+
 func TestSurgeEnds(t *testing.T) {
 	deadline := "the interruption deadline was reached"
 	orphan := "its node is gone or no longer draining"
@@ -137,14 +141,17 @@ func TestSurgeEnds(t *testing.T) {
 		"at the deadline, a Deployment not at the surged count is left as it is": {
 			end: AtDeadline, surge: record(signals.SurgeScalingUp, 4, 4),
 			want: step{Op: SurgeAbandon, Phase: signals.SurgeScalingUp, Why: deadline}},
-		"a surge whose node is gone goes back from the surged count": {
-			end: Orphan, surge: record(signals.SurgeWaiting, 6, 4),
+		"a surge whose node is gone: its pods there are deleted, then the Deployment goes back from the surged count": {
+			end: gone, surge: record(signals.SurgeWaiting, 6, 4),
+			want: step{Op: SurgeAbandon, Phase: signals.SurgeWaiting, Restore: true, Delete: marked, Why: orphan}},
+		"a surge whose node was drained goes back from the surged count": {
+			end: drained, surge: record(signals.SurgeWaiting, 6, 4),
 			want: step{Op: SurgeAbandon, Phase: signals.SurgeWaiting, Restore: true, Unmark: marked, Why: orphan}},
 		"a surge whose node is gone, already scaled back, is complete": {
-			end: Orphan, surge: record(signals.SurgeScalingDown, 4, 4),
+			end: gone, surge: record(signals.SurgeScalingDown, 4, 4),
 			want: step{Op: SurgeComplete, Phase: signals.SurgeScalingDown}},
 		"an orphaned surge whose count someone changed is left at that count": {
-			end: Orphan, surge: record(signals.SurgeWaiting, 9, 4),
+			end: drained, surge: record(signals.SurgeWaiting, 9, 4),
 			want: step{Op: SurgeAbandon, Phase: signals.SurgeWaiting, Unmark: marked, Why: orphan}},
 	}
 	for name, tc := range tests {

@@ -124,9 +124,9 @@ const (
 	SurgeResumeScaleDown SurgeOp = "resume-scale-down"
 	// SurgeComplete: back at From; remove the record.
 	SurgeComplete SurgeOp = "complete"
-	// SurgeAbandon: unmark the pods, scale back if Restore, remove the
-	// record and, if Fallback, record on the node that this Deployment's
-	// pods are evicted instead.
+	// SurgeAbandon: delete the pods of a node that is gone, unmark the
+	// pods, scale back if Restore, remove the record and, if Fallback,
+	// record on the node that this Deployment's pods are evicted instead.
 	SurgeAbandon SurgeOp = "abandon"
 )
 
@@ -143,6 +143,9 @@ type SurgeAction struct {
 	Fallback bool
 	// Unmark are the pods on the node whose deletion cost is removed.
 	Unmark []string
+	// Delete are pods of a node that is gone, deleted before the
+	// Deployment is scaled back.
+	Delete []string
 }
 
 // Running tells whether the surge is still under way after this step.
