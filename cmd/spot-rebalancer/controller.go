@@ -61,8 +61,10 @@ Instance Interruption Warning", "EC2 Instance Rebalance Recommendation" and
 on the Nodes of the instances they name (credentials from the default AWS
 chain: IRSA, Pod Identity, environment). Messages about instances of other
 clusters are left in the queue unless aws.queue.deleteUnknown is true.
-With aws.ec2.describeInstances it records the Auto Scaling group of nodes
-whose labels name no pool (annotation spot-rebalancer.io/pool); with
+With aws.ec2.describeInstances it records the Auto Scaling group and the
+instance lifecycle of nodes whose labels name no pool (annotations
+spot-rebalancer.io/pool and spot-rebalancer.io/lifecycle: an interruption
+notice is acted on as one only on a node known to be Spot); with
 aws.ec2.pollSpotRequests it treats Spot requests marked for termination or
 stop as interruption notices (one call per aws.ec2.interval for all nodes).
 

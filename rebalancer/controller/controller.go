@@ -103,13 +103,17 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	in := decide.Input{Now: now, Config: r.Config, Node: &node}
 	in.Signal, in.AtRisk = signals.FromNode(&node, now)
 	state := signals.StateOf(node.Annotations)
-	if decide.Orphaned(&node) {
+	if decide.Orphaned(&node) && !r.Config.DryRun {
 		if err := r.sweepOrphans(ctx, node.Name, &node); err != nil {
 			return ctrl.Result{}, err
 		}
 	}
 	if !in.AtRisk || state == signals.StateDrained {
-		return r.apply(ctx, &node, in, decide.Node(in))
+		if r.Config.DryRun {
+			return ctrl.Result{}, nil
+		}
+		res, _, err := r.apply(ctx, &node, in, decide.Node(in))
+		return res, err
 	}
 	snap, err := snapshot.Read(ctx, r.Client, now, 0)
 	if err != nil {
@@ -131,25 +135,31 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 		return ctrl.Result{}, err
 	}
 	in.Evicted, in.Backoff = r.memory.evictedRecently(now), r.memory.waitAfter429(node.Name, now)
-	switch state {
-	case "", signals.StateAtRisk, signals.StateAwaitingReplacement, signals.StateBlocked:
-		// Deciding to start a drain and recording it happen under one lock,
-		// so that workers deciding at once never let a pool drain past
-		// maxConcurrentNodes.
-		unlock := r.memory.lockAdmission()
-		defer unlock()
-		in.Draining = r.memory.draining(snap, in.Plan.Pool, node.Name, r.Config.PoolLabels)
+	if state == signals.StateDraining || state == signals.StateDrained {
+		res, _, err := r.apply(ctx, &node, in, decide.Node(in))
+		return res, err
 	}
+	// A node that may start draining: deciding it and recording it happen
+	// under one lock, so that workers deciding at once never let a pool
+	// drain past maxConcurrentNodes.
+	unlock := r.memory.lockAdmission()
+	in.Draining = r.memory.draining(snap, in.Plan.Pool, node.Name, r.Config.PoolLabels)
 	d := decide.Node(in)
-	res, err := r.apply(ctx, &node, in, d)
-	if err == nil && d.Transition != nil && d.Transition.State == signals.StateDraining && state != signals.StateDraining {
-		r.memory.admit(in.Plan.Pool, node.Name)
+	if d.Transition == nil || d.Transition.State != signals.StateDraining {
+		unlock()
+		res, _, err := r.apply(ctx, &node, in, d)
+		return res, err
+	}
+	defer unlock()
+	res, applied, err := r.apply(ctx, &node, in, d)
+	if applied.Transitioned {
+		r.memory.admit(in.Plan.Pool, node.Name, node.ResourceVersion)
 	}
 	return res, err
 }
 
 // apply has the executor carry d out and remembers what the API said.
-func (r *Reconciler) apply(ctx context.Context, node *corev1.Node, in decide.Input, d decide.Decision) (ctrl.Result, error) {
+func (r *Reconciler) apply(ctx context.Context, node *corev1.Node, in decide.Input, d decide.Decision) (ctrl.Result, executor.Result, error) {
 	applied, err := r.writer.Apply(ctx, node, in.Signal, d)
 	now := r.Clock.Now()
 	for _, uid := range applied.Evicted {
@@ -157,17 +167,17 @@ func (r *Reconciler) apply(ctx context.Context, node *corev1.Node, in decide.Inp
 	}
 	switch {
 	case apierrors.IsConflict(err):
-		return ctrl.Result{Requeue: true}, nil // the node changed since read: decide again
+		return ctrl.Result{Requeue: true}, applied, nil // the node changed since read: decide again
 	case err != nil:
-		return ctrl.Result{}, err
+		return ctrl.Result{}, applied, err
 	case applied.Throttled:
 		wait := r.memory.backoff429(node.Name, now)
 		r.Recorder.Eventf(node, corev1.EventTypeNormal, "EvictionThrottled", "a PodDisruptionBudget refused an eviction (429); retrying in %s", wait)
-		return ctrl.Result{RequeueAfter: wait}, nil
+		return ctrl.Result{RequeueAfter: wait}, applied, nil
 	case len(d.Evictions) > 0:
 		r.memory.reset429(node.Name)
 	}
-	return ctrl.Result{RequeueAfter: d.Requeue}, nil
+	return ctrl.Result{RequeueAfter: d.Requeue}, applied, nil
 }
 
 func (r *Reconciler) dryRun(ctx context.Context, node *corev1.Node, in decide.Input) (ctrl.Result, error) {

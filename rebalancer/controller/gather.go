@@ -69,7 +69,7 @@ func (r *Reconciler) gatherSurges(ctx context.Context, node *corev1.Node, snap *
 	}
 	var out []decide.Surge
 	for _, d := range records {
-		s, ok, err := r.surge(ctx, d, node.Name, snap)
+		s, ok, err := r.surge(ctx, d, node.Name, snap, false)
 		if err != nil {
 			return nil, err
 		}
@@ -81,25 +81,27 @@ func (r *Reconciler) gatherSurges(ctx context.Context, node *corev1.Node, snap *
 }
 
 // surge builds what a surge's step depends on, reading the Deployment live
-// unless the cached one can only go on waiting. ok is false when the
-// Deployment is gone.
-func (r *Reconciler) surge(ctx context.Context, cached *appsv1.Deployment, node string, snap *snapshot.Snapshot) (decide.Surge, bool, error) {
+// unless the cached one can only go on waiting (and live is not asked
+// for). ok is false when the Deployment is gone.
+func (r *Reconciler) surge(ctx context.Context, cached *appsv1.Deployment, node string, snap *snapshot.Snapshot, live bool) (decide.Surge, bool, error) {
 	s := surgeOf(cached, node, snap)
-	if decide.Quiet(s, r.Clock.Now(), r.Config.Surge.Timeout.Duration) {
+	if !live && decide.Quiet(s, r.Clock.Now(), r.Config.Surge.Timeout.Duration) {
 		return s, true, nil
 	}
-	live, err := r.Kube.AppsV1().Deployments(cached.Namespace).Get(ctx, cached.Name, metav1.GetOptions{})
+	d, err := r.Kube.AppsV1().Deployments(cached.Namespace).Get(ctx, cached.Name, metav1.GetOptions{})
 	if apierrors.IsNotFound(err) {
 		return decide.Surge{}, false, nil
 	}
 	if err != nil {
 		return decide.Surge{}, false, fmt.Errorf("reading deployment %s/%s: %w", cached.Namespace, cached.Name, err)
 	}
-	fresh := surgeOf(live, node, snap)
-	if !s.Unreadable && (fresh.Unreadable || fresh.Record == nil || fresh.Record.Node != node) {
+	fresh := surgeOf(d, node, snap)
+	switch {
+	case fresh.Unreadable:
+		return fresh, true, nil
+	case fresh.Record == nil || fresh.Record.Node != node:
 		// Ended, or another node's now: the cache catches up.
-		s.Stale = true
-		return s, true, nil
+		return decide.Surge{Deployment: d, Stale: true}, true, nil
 	}
 	return fresh, true, nil
 }
@@ -137,11 +139,11 @@ func (r *Reconciler) sweepOrphans(ctx context.Context, name string, node *corev1
 		return fmt.Errorf("reading the cache: %w", err)
 	}
 	for _, d := range records {
-		s, ok, err := r.surge(ctx, d, name, snap)
+		s, ok, err := r.surge(ctx, d, name, snap, true)
 		if err != nil {
 			return err
 		}
-		if !ok || s.Stale {
+		if !ok || s.Stale || s.Unreadable {
 			continue
 		}
 		if err := r.writer.Surge(ctx, node, decide.Orphan(s, node == nil)); err != nil {

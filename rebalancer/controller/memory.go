@@ -25,9 +25,12 @@ type memory struct {
 	// can show them untouched for a moment after the eviction.
 	evicted map[types.UID]time.Time
 	// admission serializes deciding to start a drain and recording it;
-	// admitted are the nodes, by pool, this process let start draining.
+	// admitted are the nodes, by pool, this process let start draining,
+	// with the resourceVersion they had before that write: once the cache
+	// shows another, it shows the write (or later) and counts the node
+	// itself.
 	admission sync.Mutex
-	admitted  map[string]sets.Set[string]
+	admitted  map[string]map[string]string
 }
 
 const evictionMemory = time.Minute
@@ -39,8 +42,9 @@ func (m *memory) lockAdmission() func() {
 
 // draining counts the nodes of pool draining besides self: those the
 // snapshot shows draining and those this process admitted that the cache
-// does not show draining yet (several workers deciding on one stale
-// snapshot would each see room). Call it with the admission lock held.
+// does not show past their admission yet (several workers deciding on one
+// stale snapshot would each see room). Call it with the admission lock
+// held.
 func (m *memory) draining(snap *snapshot.Snapshot, pool, self string, poolLabels []string) int {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -50,15 +54,12 @@ func (m *memory) draining(snap *snapshot.Snapshot, pool, self string, poolLabels
 			out.Insert(n.Name)
 		}
 	}
-	for name := range m.admitted[pool] {
+	for name, before := range m.admitted[pool] {
 		n := snap.Node(name)
 		switch {
-		case n == nil:
-			m.admitted[pool].Delete(name)
-		case signals.StateOf(n.Annotations) != signals.StateAtRisk && signals.StateOf(n.Annotations) != signals.StateAwaitingReplacement &&
-			signals.StateOf(n.Annotations) != signals.StateBlocked:
-			// Seen draining (counted above) or past it: the snapshot knows.
-			m.admitted[pool].Delete(name)
+		case n == nil || n.ResourceVersion != before:
+			// Gone, or the cache has caught up: the snapshot knows.
+			delete(m.admitted[pool], name)
 		case name != self:
 			out.Insert(name)
 		}
@@ -66,17 +67,18 @@ func (m *memory) draining(snap *snapshot.Snapshot, pool, self string, poolLabels
 	return out.Len()
 }
 
-// admit remembers that node of pool was let start draining.
-func (m *memory) admit(pool, node string) {
+// admit remembers that node of pool, at resourceVersion before the write,
+// was let start draining.
+func (m *memory) admit(pool, node, before string) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.admitted == nil {
-		m.admitted = map[string]sets.Set[string]{}
+		m.admitted = map[string]map[string]string{}
 	}
 	if m.admitted[pool] == nil {
-		m.admitted[pool] = sets.New[string]()
+		m.admitted[pool] = map[string]string{}
 	}
-	m.admitted[pool].Insert(node)
+	m.admitted[pool][node] = before
 }
 
 // evictedRecently returns the pods evicted less than evictionMemory ago,

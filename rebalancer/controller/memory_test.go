@@ -55,27 +55,33 @@ func TestEvictedPodsAreRememberedForAMinute(t *testing.T) {
 // Workers deciding on the same stale snapshot must not all start draining:
 // the second one sees the first one's admission.
 func TestDrainingCountsWhatTheCacheDoesNotShowYet(t *testing.T) {
-	node := func(name string, state signals.State) *corev1.Node {
-		return &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name,
+	node := func(name string, state signals.State, rv string) *corev1.Node {
+		return &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name, ResourceVersion: rv,
 			Labels:      map[string]string{"eks.amazonaws.com/nodegroup": "a"},
 			Annotations: map[string]string{signals.AnnotationState: string(state)}}}
 	}
 	labels := config.Default().Rebalancer.PoolLabels
 	var m memory
 	stale := snapshot.New(t0, snapshot.Objects{Nodes: []*corev1.Node{
-		node("n1", signals.StateAwaitingReplacement), node("n2", signals.StateAwaitingReplacement)}})
+		node("n1", signals.StateAwaitingReplacement, "10"), node("n2", signals.StateAwaitingReplacement, "11")}})
 	if got := m.draining(stale, "a", "n1", labels); got != 0 {
 		t.Fatalf("the first node of the pool sees %d draining, want 0", got)
 	}
-	m.admit("a", "n1")
+	m.admit("a", "n1", "10")
 	if got := m.draining(stale, "a", "n2", labels); got != 1 {
 		t.Errorf("the second node sees %d draining while the first drains unseen, want 1", got)
 	}
 	if got := m.draining(stale, "a", "n1", labels); got != 0 {
 		t.Errorf("the admitted node counts itself: %d", got)
 	}
-	fresh := snapshot.New(t0, snapshot.Objects{Nodes: []*corev1.Node{node("n1", signals.StateDrained), node("n2", signals.StateAwaitingReplacement)}})
-	if got := m.draining(fresh, "a", "n2", labels); got != 0 {
-		t.Errorf("once the first node is drained the second sees %d draining, want 0", got)
+	// The cache shows the first node's write: it counts by its state now,
+	// whatever that is (blocked a moment later counts no more).
+	caughtUp := snapshot.New(t0, snapshot.Objects{Nodes: []*corev1.Node{
+		node("n1", signals.StateBlocked, "12"), node("n2", signals.StateAwaitingReplacement, "11")}})
+	if got := m.draining(caughtUp, "a", "n2", labels); got != 0 {
+		t.Errorf("once the cache shows the first node blocked the second sees %d draining, want 0", got)
+	}
+	if got := m.draining(stale, "a", "n2", labels); got != 0 {
+		t.Errorf("an admission the cache has shown is forgotten, but the second node sees %d draining", got)
 	}
 }

@@ -161,11 +161,14 @@ func (c *cluster) input(t *testing.T, at time.Time) Input {
 
 // outcome is a Decision in a few words, for comparing.
 type outcome struct {
-	State     signals.State
-	Reason    signals.Reason
-	Taint     bool
-	Cordon    bool
-	Clear     bool
+	State    signals.State
+	Reason   signals.Reason
+	Taint    bool
+	Cordon   bool
+	Clear    bool
+	Uncordon bool
+	// Seen: the interruption's first sighting is recorded.
+	Seen      bool
 	Evict     []string
 	Delete    map[string]int64
 	Surges    []string
@@ -173,7 +176,7 @@ type outcome struct {
 }
 
 func summarize(d Decision) outcome {
-	o := outcome{Clear: d.Clear, RequeueIn: d.Requeue}
+	o := outcome{Clear: d.Clear, Uncordon: d.Uncordon, Seen: d.InterruptionSeen != nil, RequeueIn: d.Requeue}
 	if t := d.Transition; t != nil {
 		o.State, o.Reason, o.Taint, o.Cordon = t.State, t.Reason, t.Taint, t.Cordon
 	}

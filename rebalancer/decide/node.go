@@ -32,10 +32,25 @@ func Node(in Input) Decision {
 	if !in.AtRisk {
 		switch state {
 		case signals.StateAtRisk, signals.StateAwaitingReplacement, signals.StateBlocked:
+			// A node blocked once it drained was cordoned by us: it is
+			// uncordoned too.
+			switch signals.ReasonOf(in.Node.Annotations) {
+			case signals.ReasonBlockedByPods, signals.ReasonDeadlineNotForced:
+				return Decision{Clear: true, ClearedFrom: state, Uncordon: true}
+			}
 			return Decision{Clear: true, ClearedFrom: state}
 		}
 		return Decision{}
 	}
+	d := next(in, state)
+	if in.Signal.Unrecorded {
+		// Its deadline counts from now: recorded, or it would move.
+		d.InterruptionSeen = &in.Signal.Since
+	}
+	return d
+}
+
+func next(in Input, state signals.State) Decision {
 	switch state {
 	case "":
 		msg := fmt.Sprintf("%s (from %s)", in.Signal.Kind, in.Signal.Source)
@@ -48,6 +63,11 @@ func Node(in Input) Decision {
 	case signals.StateDraining:
 		return drain(in)
 	case signals.StateBlocked:
+		if signals.ReasonOf(in.Node.Annotations) == "" {
+			// Blocked by a version that recorded no reason code: the
+			// message is not read, the node starts over.
+			return in.to(signals.StateAtRisk, signals.ReasonUnknownState, "blocked without a reason code: starting over", 0)
+		}
 		return blocked(in)
 	case signals.StateDrained:
 		return Decision{}
@@ -138,9 +158,9 @@ func drain(in Input) Decision {
 	}
 	if len(wave) == 0 {
 		switch {
-		case remaining > 0 || running:
-			// The next waves wait for their PDBs to recover, or surges
-			// under an interruption for their pods.
+		case remaining > 0 || running || stepping(surges) || np.Surges() > 0:
+			// The next waves wait for their PDBs to recover, surges for
+			// their pods; a surge that ends now is seen ended next time.
 			return Decision{Surges: surges, Requeue: drainPoll}
 		case len(np.Blockers) > 0 && np.Deadline != nil:
 			d := in.to(signals.StateDraining, signals.ReasonWaitingForDeadline, "waiting for the deadline to remove blocked pods", min(drainPoll, np.Deadline.Sub(in.Now)))
@@ -191,6 +211,16 @@ func deadline(in Input) Decision {
 	d := in.to(signals.StateDrained, signals.ReasonDeadline, fmt.Sprintf("deadline reached: %d pod(s) deleted", len(deletions)), 0)
 	d.Deletions, d.Surges = deletions, surges
 	return d
+}
+
+// stepping tells whether any surge does more than wait this round.
+func stepping(surges []SurgeAction) bool {
+	for _, a := range surges {
+		if a.Op != SurgeWait {
+			return true
+		}
+	}
+	return false
 }
 
 // Grace is the grace period of a pod deleted at a deadline: the time left

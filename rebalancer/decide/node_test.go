@@ -274,6 +274,31 @@ func TestNode(t *testing.T) {
 		"a signal gone from a drained node leaves it drained": {
 			cluster: func() *cluster { return newCluster().state(signals.StateDrained, signals.ReasonDrained) },
 		},
+		"a surge that ends this round holds the node: whether it is drained is decided next time": {
+			cluster: func() *cluster {
+				c := newCluster().rebalance(signalled).state(signals.StateDraining, signals.ReasonReplacementReady).deploy("web", 4, 0)
+				c.config.Surge.Enabled = ptr.To(true)
+				return c
+			},
+			edit: func(in *Input, c *cluster) { in.Surges = []Surge{surging(c, signals.SurgeScalingDown, 4, 4)} },
+			want: outcome{Surges: []string{"web:complete"}, RequeueIn: time.Second},
+		},
+		"an NTH interruption seen for the first time has that time recorded": {
+			cluster: func() *cluster {
+				c := newCluster().deploy("web", 2, 1)
+				c.risky.Spec.Taints = []corev1.Taint{{Key: signals.TaintNTHInterruption, Effect: corev1.TaintEffectNoSchedule}}
+				return c
+			},
+			want: outcome{State: signals.StateAtRisk, Reason: signals.ReasonSignalled, Taint: true, Seen: true},
+		},
+		"a signal gone from a node blocked by pods after it drained: cleared and uncordoned": {
+			cluster: func() *cluster { return newCluster().state(signals.StateBlocked, signals.ReasonBlockedByPods) },
+			want:    outcome{Clear: true, Uncordon: true},
+		},
+		"a blocked node without a reason code (an older version's) starts over": {
+			cluster: func() *cluster { return newCluster().rebalance(signalled).state(signals.StateBlocked, "") },
+			want:    outcome{State: signals.StateAtRisk, Reason: signals.ReasonUnknownState, Taint: true},
+		},
 		"an unknown state starts over": {
 			cluster: func() *cluster { return newCluster().rebalance(signalled).state("evicting", "") },
 			want:    outcome{State: signals.StateAtRisk, Reason: signals.ReasonUnknownState, Taint: true},

@@ -42,11 +42,12 @@ func Quiet(s Surge, now time.Time, timeout time.Duration) bool {
 // Step is the next step of a surge under way.
 func Step(s Surge, now time.Time, timeout time.Duration) SurgeAction {
 	a := SurgeAction{Deployment: s.Deployment, Record: s.Record}
+	if s.Stale {
+		a.Op = SurgeWait
+		return a
+	}
 	if s.Unreadable {
 		return abandon(a, s, "its surge record does not parse", false, true)
-	}
-	if s.Stale {
-		return SurgeAction{Op: SurgeWait, Deployment: s.Deployment, Record: s.Record}
 	}
 	st, cur := s.Record, s.Replicas
 	someoneElse := fmt.Sprintf("its replica count was changed to %d by someone else (expected %d or %d)", cur, st.From, st.To)

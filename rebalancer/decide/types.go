@@ -70,11 +70,16 @@ type Decision struct {
 	// Clear removes the rebalancer's state and taint: the signal went
 	// away before the node started draining.
 	Clear bool
-	// ClearedFrom is the state Clear ends.
+	// ClearedFrom is the state Clear ends; Uncordon makes the node
+	// schedulable too (it was cordoned for a drain).
 	ClearedFrom signals.State
-	Evictions   []Eviction
-	Deletions   []Deletion
-	Surges      []SurgeAction
+	Uncordon    bool
+	// InterruptionSeen records when an interruption without a time of its
+	// own was first seen (signals.AnnotationInterruptionSeen).
+	InterruptionSeen *time.Time
+	Evictions        []Eviction
+	Deletions        []Deletion
+	Surges           []SurgeAction
 	// Requeue is when to look again (0: on the next change).
 	Requeue time.Duration
 }

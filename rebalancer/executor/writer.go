@@ -8,6 +8,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
@@ -38,6 +39,8 @@ type Result struct {
 	Evicted []types.UID
 	// Throttled: a PodDisruptionBudget refused an eviction (429).
 	Throttled bool
+	// Transitioned: the decision's transition was written.
+	Transitioned bool
 }
 
 // Apply carries d out for node, in a safe order: deletions at a deadline
@@ -46,6 +49,13 @@ type Result struct {
 // Node as read; sig its signal (for Event texts and the time metrics).
 func (w *Writer) Apply(ctx context.Context, node *corev1.Node, sig signals.Signal, d decide.Decision) (Result, error) {
 	var res Result
+	if d.InterruptionSeen != nil && d.Transition == nil && !d.Clear {
+		value := d.InterruptionSeen.UTC().Format(time.RFC3339)
+		if _, err := w.Kube.CoreV1().Nodes().Patch(ctx, node.Name, types.MergePatchType,
+			annotationPatch(signals.AnnotationInterruptionSeen, &value, ""), metav1.PatchOptions{}); err != nil {
+			return res, fmt.Errorf("recording when the interruption of node %s was first seen: %w", node.Name, err)
+		}
+	}
 	for _, del := range d.Deletions {
 		if err := w.delete(ctx, node, sig, del); err != nil {
 			return res, err
@@ -77,9 +87,12 @@ func (w *Writer) Apply(ctx context.Context, node *corev1.Node, sig signals.Signa
 	}
 	switch {
 	case d.Clear:
-		return res, w.clear(ctx, node, d.ClearedFrom)
+		return res, w.clear(ctx, node, d.ClearedFrom, d.Uncordon)
 	case d.Transition != nil:
-		return res, w.transition(ctx, node, sig, *d.Transition)
+		if err := w.transition(ctx, node, sig, *d.Transition, d.InterruptionSeen); err != nil {
+			return res, err
+		}
+		res.Transitioned = true
 	}
 	return res, nil
 }
@@ -98,7 +111,7 @@ func (w *Writer) delete(ctx context.Context, node *corev1.Node, sig signals.Sign
 // transition records the state, its reason code and message, the draining
 // taint and the cordon, as one merge patch that fails if the node changed
 // since it was read.
-func (w *Writer) transition(ctx context.Context, node *corev1.Node, sig signals.Signal, t decide.Transition) error {
+func (w *Writer) transition(ctx context.Context, node *corev1.Node, sig signals.Signal, t decide.Transition, interruptionSeen *time.Time) error {
 	old := signals.StateOf(node.Annotations)
 	updated := node.DeepCopy()
 	if updated.Annotations == nil {
@@ -109,6 +122,9 @@ func (w *Writer) transition(ctx context.Context, node *corev1.Node, sig signals.
 	updated.Annotations[signals.AnnotationStateReason] = t.Message
 	if _, ok := updated.Annotations[signals.AnnotationSignalTime]; !ok {
 		updated.Annotations[signals.AnnotationSignalTime] = sig.Since.UTC().Format(time.RFC3339)
+	}
+	if interruptionSeen != nil {
+		updated.Annotations[signals.AnnotationInterruptionSeen] = interruptionSeen.UTC().Format(time.RFC3339)
 	}
 	updated.Spec.Taints = withoutDrainingTaint(updated.Spec.Taints)
 	if t.Taint {
@@ -141,12 +157,16 @@ func (w *Writer) transition(ctx context.Context, node *corev1.Node, sig signals.
 
 // clear removes the rebalancer's state and taint from a node whose signal
 // went away before it drained.
-func (w *Writer) clear(ctx context.Context, node *corev1.Node, from signals.State) error {
+func (w *Writer) clear(ctx context.Context, node *corev1.Node, from signals.State, uncordon bool) error {
 	updated := node.DeepCopy()
-	for _, k := range []string{signals.AnnotationState, signals.AnnotationStateReason, signals.AnnotationStateReasonCode, signals.AnnotationSignalTime} {
+	for _, k := range []string{signals.AnnotationState, signals.AnnotationStateReason, signals.AnnotationStateReasonCode,
+		signals.AnnotationSignalTime, signals.AnnotationInterruptionSeen} {
 		delete(updated.Annotations, k)
 	}
 	updated.Spec.Taints = withoutDrainingTaint(updated.Spec.Taints)
+	if uncordon {
+		updated.Spec.Unschedulable = false
+	}
 	if err := patchNode(ctx, w.Kube, node, updated); err != nil {
 		return fmt.Errorf("clearing the state of node %s: %w", node.Name, err)
 	}

@@ -30,6 +30,11 @@ const (
 	// own began: for the annotation, when it was written (from the Node's
 	// managed fields), else when the rebalancer first saw it.
 	AnnotationSignalTime = "spot-rebalancer.io/signal-time"
+	// AnnotationInterruptionSeen records when the rebalancer first saw an
+	// interruption notice that carries no time of its own (AWS Node
+	// Termination Handler's taint): its deadline counts from then, never
+	// from an earlier signal's time.
+	AnnotationInterruptionSeen = "spot-rebalancer.io/interruption-seen"
 	// AnnotationState and AnnotationStateReason record the rebalancer's
 	// progress so that a restart resumes where it stopped.
 	AnnotationState       = "spot-rebalancer.io/state"
@@ -116,6 +121,11 @@ type Signal struct {
 	// Note says, for people, when a time was not believed or a signal was
 	// handled as another kind.
 	Note string
+	// Unrecorded is an interruption whose Since is now only because
+	// nothing recorded when it was first seen: the rebalancer records it
+	// (AnnotationInterruptionSeen), or its deadline would move with every
+	// look.
+	Unrecorded bool
 }
 
 // FromNode returns the node's signal, if any. An interruption notice wins
@@ -157,7 +167,15 @@ func fromNode(node *corev1.Node, now time.Time) (Signal, bool) {
 		}
 		switch t.Key {
 		case TaintNTHInterruption:
-			return Signal{Kind: InterruptionNotice, Source: SourceNTHTaint, Since: since}, true
+			sig := Signal{Kind: InterruptionNotice, Source: SourceNTHTaint, Since: since}
+			if t.TimeAdded == nil {
+				seen, err := time.Parse(time.RFC3339, node.Annotations[AnnotationInterruptionSeen])
+				sig.Since, sig.Unrecorded = seen, err != nil
+				if sig.Unrecorded {
+					sig.Since = now
+				}
+			}
+			return sig, true
 		case TaintNTHRebalance:
 			if rebalance == nil {
 				rebalance = &Signal{Kind: RebalanceRecommendation, Source: SourceNTHTaint, Since: since}
@@ -209,8 +227,12 @@ func bound(node *corev1.Node, sig Signal, now time.Time) Signal {
 		return sig
 	}
 	fallback := sig.Since.Add(NoticePeriod)
-	raw, ok := node.Annotations[AnnotationTerminationTime]
-	t, err := time.Parse(time.RFC3339, raw)
+	value, ok := node.Annotations[AnnotationTerminationTime]
+	t, err := time.Parse(time.RFC3339, value)
+	raw := value
+	if len(raw) > 40 {
+		raw = raw[:40] + "..." // it goes into state reasons and Events
+	}
 	switch {
 	case !ok:
 		sig.TerminationTime, sig.Note = fallback, "no termination time: the signal's time plus "+NoticePeriod.String()

@@ -1,6 +1,7 @@
 package signals
 
 import (
+	"strings"
 	"testing"
 	"time"
 
@@ -114,7 +115,30 @@ func TestFromNode(t *testing.T) {
 			node: corev1.Node{ObjectMeta: metav1.ObjectMeta{Labels: spot},
 				Spec: corev1.NodeSpec{Taints: []corev1.Taint{{Key: TaintNTHInterruption, Effect: corev1.TaintEffectNoSchedule}}}},
 			want: Signal{Kind: InterruptionNotice, Source: SourceNTHTaint, Since: now, TerminationTime: now.Add(2 * time.Minute),
+				Note: "no termination time: the signal's time plus 2m0s", Unrecorded: true},
+			wantAtRisk: true,
+		},
+		"NTH's spot-itn taint after a recommendation counts from its own first sighting, not the recommendation's time": {
+			node: corev1.Node{ObjectMeta: metav1.ObjectMeta{Labels: spot, Annotations: map[string]string{
+				AnnotationSignalTime: now.Add(-10 * time.Minute).Format(time.RFC3339), AnnotationInterruptionSeen: now.Add(-30 * time.Second).Format(time.RFC3339)}},
+				Spec: corev1.NodeSpec{Taints: []corev1.Taint{{Key: TaintNTHInterruption, Effect: corev1.TaintEffectNoSchedule}}}},
+			want: Signal{Kind: InterruptionNotice, Source: SourceNTHTaint, Since: now.Add(-30 * time.Second), TerminationTime: now.Add(90 * time.Second),
 				Note: "no termination time: the signal's time plus 2m0s"},
+			wantAtRisk: true,
+		},
+		"NTH's spot-itn taint not yet seen ignores an earlier recommendation's time": {
+			node: corev1.Node{ObjectMeta: metav1.ObjectMeta{Labels: spot, Annotations: map[string]string{
+				AnnotationSignalTime: now.Add(-10 * time.Minute).Format(time.RFC3339)}},
+				Spec: corev1.NodeSpec{Taints: []corev1.Taint{{Key: TaintNTHInterruption, Effect: corev1.TaintEffectNoSchedule}}}},
+			want: Signal{Kind: InterruptionNotice, Source: SourceNTHTaint, Since: now, TerminationTime: now.Add(2 * time.Minute),
+				Note: "no termination time: the signal's time plus 2m0s", Unrecorded: true},
+			wantAtRisk: true,
+		},
+		"a long termination time is cut in the note": {
+			node: corev1.Node{ObjectMeta: metav1.ObjectMeta{Labels: spot, Annotations: map[string]string{AnnotationTerminationTime: strings.Repeat("x", 500)}},
+				Status: corev1.NodeStatus{Conditions: []corev1.NodeCondition{cond(ConditionInterruption, corev1.ConditionTrue)}}},
+			want: Signal{Kind: InterruptionNotice, Source: SourceCondition, Since: earlier, TerminationTime: earlier.Add(2 * time.Minute),
+				Note: `termination time "` + strings.Repeat("x", 40) + `..." does not parse: the signal's time plus 2m0s`},
 			wantAtRisk: true,
 		},
 		"the operator's annotation is a recommendation since the recorded signal time": {

@@ -142,8 +142,9 @@ func TestInterruptionWithoutATimeIsForcedTwoMinutesAfterItsSignal(t *testing.T) 
 	c.AddNode(t, cluster.Node{Pool: "on-demand"})
 	startRebalancer(t, c, nil)
 
-	// The taint was added 100 s ago (as NTH records it): the instance goes
-	// 20 s from now, the deadline 15 s before.
+	// The taint was added 100 s ago and seen then (a controller that
+	// restarts finds when it first saw it): the instance goes 20 s from
+	// now, the deadline 15 s before.
 	added := time.Now().Add(-100 * time.Second).Truncate(time.Second)
 	deadline := added.Add(signals.NoticePeriod - 15*time.Second)
 	n, err := c.Client.CoreV1().Nodes().Get(ctx, risky.Name, metav1.GetOptions{})
@@ -152,7 +153,7 @@ func TestInterruptionWithoutATimeIsForcedTwoMinutesAfterItsSignal(t *testing.T) 
 	}
 	n.Spec.Taints = append(n.Spec.Taints, corev1.Taint{Key: signals.TaintNTHInterruption, Effect: corev1.TaintEffectNoSchedule,
 		TimeAdded: ptr.To(metav1.NewTime(added))})
-	n.Annotations[signals.AnnotationSignalTime] = added.UTC().Format(time.RFC3339)
+	n.Annotations[signals.AnnotationInterruptionSeen] = added.UTC().Format(time.RFC3339)
 	if _, err := c.Client.CoreV1().Nodes().Update(ctx, n, metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
 	}
