@@ -91,23 +91,32 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 }
 
 // Reconcile advances one node by one step: gather, decide, apply.
-func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (result ctrl.Result, err error) {
 	var node corev1.Node
 	if err := r.Client.Get(ctx, req.NamespacedName, &node); err != nil {
-		if apierrors.IsNotFound(err) {
-			return ctrl.Result{}, r.sweepOrphans(ctx, req.Name, nil)
+		if !apierrors.IsNotFound(err) || r.Config.DryRun {
+			return ctrl.Result{}, client.IgnoreNotFound(err)
 		}
-		return ctrl.Result{}, err
+		running, err := r.sweepOrphans(ctx, req.Name, nil)
+		return ctrl.Result{RequeueAfter: orphanPoll(running)}, err
+	}
+	if decide.Orphaned(&node) && !r.Config.DryRun {
+		running, err := r.sweepOrphans(ctx, node.Name, &node)
+		if err != nil {
+			return ctrl.Result{}, err
+		}
+		if poll := orphanPoll(running); poll > 0 {
+			defer func() {
+				if result.RequeueAfter == 0 || poll < result.RequeueAfter {
+					result.RequeueAfter = poll
+				}
+			}()
+		}
 	}
 	now := r.Clock.Now()
 	in := decide.Input{Now: now, Config: r.Config, Node: &node}
 	in.Signal, in.AtRisk = signals.FromNode(&node, now)
 	state := signals.StateOf(node.Annotations)
-	if decide.Orphaned(&node) && !r.Config.DryRun {
-		if err := r.sweepOrphans(ctx, node.Name, &node); err != nil {
-			return ctrl.Result{}, err
-		}
-	}
 	if !in.AtRisk || state == signals.StateDrained {
 		if r.Config.DryRun {
 			return ctrl.Result{}, nil
@@ -135,7 +144,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 		return ctrl.Result{}, err
 	}
 	in.Evicted, in.Backoff = r.memory.evictedRecently(now), r.memory.waitAfter429(node.Name, now)
-	if state == signals.StateDraining || state == signals.StateDrained {
+	if state == signals.StateDraining {
 		res, _, err := r.apply(ctx, &node, in, decide.Node(in))
 		return res, err
 	}
@@ -188,6 +197,15 @@ func (r *Reconciler) dryRun(ctx context.Context, node *corev1.Node, in decide.In
 		"replacementReady", np.Replacement.Ready, "summary", summary)
 	r.Recorder.Eventf(node, corev1.EventTypeNormal, "DryRunPlan", "dry run: %s; %s", np.Replacement.Reason, summary)
 	return ctrl.Result{RequeueAfter: 30 * time.Second}, nil
+}
+
+// orphanPoll is how soon to look again at a node whose orphaned surges go
+// on (Deployment changes wake it too).
+func orphanPoll(running bool) time.Duration {
+	if running {
+		return time.Second
+	}
+	return 0
 }
 
 // countNodes sets the nodes-by-state gauge from the snapshot.

@@ -69,7 +69,7 @@ func (r *Reconciler) gatherSurges(ctx context.Context, node *corev1.Node, snap *
 	}
 	var out []decide.Surge
 	for _, d := range records {
-		s, ok, err := r.surge(ctx, d, node.Name, snap, false)
+		s, ok, err := r.surge(ctx, d, node.Name, snap)
 		if err != nil {
 			return nil, err
 		}
@@ -81,11 +81,11 @@ func (r *Reconciler) gatherSurges(ctx context.Context, node *corev1.Node, snap *
 }
 
 // surge builds what a surge's step depends on, reading the Deployment live
-// unless the cached one can only go on waiting (and live is not asked
-// for). ok is false when the Deployment is gone.
-func (r *Reconciler) surge(ctx context.Context, cached *appsv1.Deployment, node string, snap *snapshot.Snapshot, live bool) (decide.Surge, bool, error) {
+// unless the cached one can only go on waiting (its step writes nothing).
+// ok is false when the Deployment is gone.
+func (r *Reconciler) surge(ctx context.Context, cached *appsv1.Deployment, node string, snap *snapshot.Snapshot) (decide.Surge, bool, error) {
 	s := surgeOf(cached, node, snap)
-	if !live && decide.Quiet(s, r.Clock.Now(), r.Config.Surge.Timeout.Duration) {
+	if decide.Quiet(s, r.Clock.Now(), r.Config.Surge.Timeout.Duration) {
 		return s, true, nil
 	}
 	d, err := r.Kube.AppsV1().Deployments(cached.Namespace).Get(ctx, cached.Name, metav1.GetOptions{})
@@ -120,6 +120,9 @@ func surgeOf(d *appsv1.Deployment, node string, snap *snapshot.Snapshot) decide.
 			if p.Annotations[signals.AnnotationPodDeletionCost] == signals.SurgeDeletionCost {
 				s.Marked = append(s.Marked, p.Name)
 			}
+			if p.DeletionTimestamp == nil {
+				s.OnNode = append(s.OnNode, p.Name)
+			}
 		case p.Spec.NodeName != "" && p.DeletionTimestamp == nil && snapshot.PodReady(p):
 			s.ReadyElsewhere++
 		}
@@ -127,30 +130,33 @@ func surgeOf(d *appsv1.Deployment, node string, snap *snapshot.Snapshot) decide.
 	return s
 }
 
-// sweepOrphans undoes the surges off a node that is gone (node nil) or no
-// longer draining: nothing else would ever step them.
-func (r *Reconciler) sweepOrphans(ctx context.Context, name string, node *corev1.Node) error {
+// sweepOrphans steps the surges off a node that is gone (node nil) or no
+// longer draining: nothing else would. It reports whether one goes on.
+func (r *Reconciler) sweepOrphans(ctx context.Context, name string, node *corev1.Node) (bool, error) {
 	records, err := r.recordsOff(ctx, name, false)
 	if err != nil || len(records) == 0 {
-		return err
+		return false, err
 	}
 	snap, err := snapshot.Read(ctx, r.Client, r.Clock.Now(), 0)
 	if err != nil {
-		return fmt.Errorf("reading the cache: %w", err)
+		return false, fmt.Errorf("reading the cache: %w", err)
 	}
+	running := false
 	for _, d := range records {
-		s, ok, err := r.surge(ctx, d, name, snap, true)
+		s, ok, err := r.surge(ctx, d, name, snap)
 		if err != nil {
-			return err
+			return true, err
 		}
-		if !ok || s.Stale || s.Unreadable {
+		if !ok {
 			continue
 		}
-		if err := r.writer.Surge(ctx, node, decide.Orphan(s, node == nil)); err != nil {
-			return err
+		a := decide.Orphan(s, node == nil, r.Clock.Now(), r.Config.Surge.Timeout.Duration)
+		running = running || a.Running()
+		if err := r.writer.Surge(ctx, node, a); err != nil {
+			return true, err
 		}
 	}
-	return nil
+	return running, nil
 }
 
 // sameDeployment compares by UID: the live object and the cached one are

@@ -204,10 +204,10 @@ func deadline(in Input) Decision {
 			deletions = append(deletions, Deletion{Pod: pod, Grace: Grace(pod, left)})
 		}
 	}
-	var surges []SurgeAction
-	for _, s := range in.Surges {
-		surges = append(surges, AtDeadline(s))
-	}
+	// Surges go on: scaling back now would make the ReplicaSet controller
+	// remove the new pods still starting on healthy nodes before anything
+	// else. Once the node is drained they are stepped as orphans.
+	surges, _ := stepSurges(in, false)
 	d := in.to(signals.StateDrained, signals.ReasonDeadline, fmt.Sprintf("deadline reached: %d pod(s) deleted", len(deletions)), 0)
 	d.Deletions, d.Surges = deletions, surges
 	return d

@@ -231,7 +231,7 @@ func TestNode(t *testing.T) {
 			edit: func(in *Input, c *cluster) { in.Surges = []Surge{surging(c, signals.SurgeWaiting, 6, 4)} },
 			want: outcome{Surges: []string{"web:scale-down"}, RequeueIn: time.Second},
 		},
-		"at the deadline, the pods are deleted and a surge under way scaled back after them": {
+		"at the deadline, the pods are deleted and a surge under way goes on (scaling back now would remove its new pods)": {
 			cluster: func() *cluster {
 				c := newCluster().interrupt(now.Add(-2*time.Minute), now.Add(10*time.Second).Format(time.RFC3339)).
 					state(signals.StateDraining, signals.ReasonInterruption).deploy("web", 4, 2)
@@ -240,7 +240,7 @@ func TestNode(t *testing.T) {
 			},
 			edit: func(in *Input, c *cluster) { in.Surges = []Surge{surging(c, signals.SurgeWaiting, 6, 2)} },
 			want: outcome{State: signals.StateDrained, Reason: signals.ReasonDeadline, Taint: true, Cordon: true,
-				Delete: map[string]int64{"web-h-0": 10, "web-h-1": 10}, Surges: []string{"web:abandon"}},
+				Delete: map[string]int64{"web-h-0": 10, "web-h-1": 10}, Surges: []string{"web:wait"}},
 		},
 		"at the deadline with forceAtDeadline false, nothing is deleted and surges go on": {
 			cluster: func() *cluster {

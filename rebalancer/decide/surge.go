@@ -88,20 +88,6 @@ func Step(s Surge, now time.Time, timeout time.Duration) SurgeAction {
 	return abandon(a, s, fmt.Sprintf("unknown phase %q", st.Phase), false, true)
 }
 
-// AtDeadline ends a surge when its node's interruption deadline comes,
-// after the node's pods were deleted: the Deployment, if still at the
-// surged count, goes back to its own (the ReplicaSet controller then has
-// as many pods as it wants, none to remove: the ones deleted are
-// terminating and its new ones stay). Scaling back before the deletions
-// would remove the new pods still starting on healthy nodes first.
-func AtDeadline(s Surge) SurgeAction {
-	a := SurgeAction{Deployment: s.Deployment, Record: s.Record}
-	if s.Unreadable || s.Stale {
-		return Step(s, time.Time{}, 0)
-	}
-	return abandon(a, Surge{Replicas: s.Replicas, Record: s.Record}, "the interruption deadline was reached", s.Replicas == s.Record.To, false)
-}
-
 // Orphaned tells whether a surge off node can no longer be stepped: the
 // node is gone, or it is neither draining nor held at its deadline.
 func Orphaned(node *corev1.Node) bool {
@@ -115,24 +101,20 @@ func Orphaned(node *corev1.Node) bool {
 	return true
 }
 
-// Orphan undoes a surge whose node is gone (nodeGone) or no longer
-// draining: nothing will step it again, and a Deployment left at the
-// surged count would stay there for good (and refuse every later surge).
-// The pods still bound to a node that is gone cannot run: they are deleted
-// first, so that scaling back removes none of the new ones, which may
-// still be starting.
-func Orphan(s Surge, nodeGone bool) SurgeAction {
-	a := SurgeAction{Deployment: s.Deployment, Record: s.Record}
-	if s.Unreadable || s.Stale {
-		return Step(s, time.Time{}, 0)
-	}
-	if s.Record.Phase == signals.SurgeScalingDown && s.Replicas == s.Record.From {
-		a.Op = SurgeComplete
-		return a
-	}
-	a = abandon(a, s, "its node is gone or no longer draining", s.Replicas == s.Record.To, false)
-	if nodeGone {
-		a.Delete, a.Unmark = s.Marked, nil
+// Orphan steps a surge whose node is gone (nodeGone) or no longer draining
+// (drained at an interruption's deadline, say): nothing else steps it, and
+// a Deployment left at the surged count would stay there for good (and
+// refuse every later surge). It goes on as any surge does: once as many
+// pods as the Deployment had are Ready elsewhere it scales back, and the
+// ReplicaSet controller removes the surplus, the pods that are not Ready
+// first. Pods still bound to a node that is gone cannot run: they are
+// deleted first. Scaling back at once instead would remove the new pods
+// still starting on healthy nodes before anything else.
+func Orphan(s Surge, nodeGone bool, now time.Time, timeout time.Duration) SurgeAction {
+	a := Step(s, now, timeout)
+	if nodeGone && !s.Stale {
+		// All of them, marked or not: the cache may not show the marks yet.
+		a.Delete, a.Unmark = s.OnNode, nil
 	}
 	return a
 }

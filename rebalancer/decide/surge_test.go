@@ -36,7 +36,7 @@ func stepOf(a SurgeAction) step {
 // Ready elsewhere.
 func record(phase string, replicas int32, ready int) Surge {
 	return Surge{Deployment: &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: "shop"}},
-		Replicas: replicas, ReadyElsewhere: ready, Marked: []string{"web-h-0", "web-h-1"},
+		Replicas: replicas, ReadyElsewhere: ready, Marked: []string{"web-h-0", "web-h-1"}, OnNode: []string{"web-h-0", "web-h-1", "web-h-7"},
 		Record: &signals.SurgeState{Node: "risky", From: 4, To: 6, Phase: phase, Since: now.Add(-20 * time.Second), Pods: []string{"web-h-0", "web-h-1"}}}
 }
 
@@ -124,39 +124,35 @@ func TestSurgeQuiet(t *testing.T) {
 	}
 }
 
-func gone(s Surge) SurgeAction    { return Orphan(s, true) }
-func drained(s Surge) SurgeAction { return Orphan(s, false) }
-
-func TestSurgeEnds(t *testing.T) {
-	deadline := "the interruption deadline was reached"
-	orphan := "its node is gone or no longer draining"
+func TestOrphanedSurgesGoOn(t *testing.T) {
+	const timeout = 5 * time.Minute
+	onNode := []string{"web-h-0", "web-h-1", "web-h-7"}
+	stale := record(signals.SurgeWaiting, 6, 4)
+	stale.Stale = true
 	tests := map[string]struct {
-		end   func(Surge) SurgeAction
-		surge Surge
-		want  step
+		surge    Surge
+		nodeGone bool
+		want     step
 	}{
-		"at the deadline, a Deployment at the surged count goes back, its pods already deleted (none unmarked)": {
-			end: AtDeadline, surge: record(signals.SurgeWaiting, 6, 2),
-			want: step{Op: SurgeAbandon, Phase: signals.SurgeWaiting, Restore: true, Why: deadline}},
-		"at the deadline, a Deployment not at the surged count is left as it is": {
-			end: AtDeadline, surge: record(signals.SurgeScalingUp, 4, 4),
-			want: step{Op: SurgeAbandon, Phase: signals.SurgeScalingUp, Why: deadline}},
-		"a surge whose node is gone: its pods there are deleted, then the Deployment goes back from the surged count": {
-			end: gone, surge: record(signals.SurgeWaiting, 6, 4),
-			want: step{Op: SurgeAbandon, Phase: signals.SurgeWaiting, Restore: true, Delete: marked, Why: orphan}},
-		"a surge whose node was drained goes back from the surged count": {
-			end: drained, surge: record(signals.SurgeWaiting, 6, 4),
-			want: step{Op: SurgeAbandon, Phase: signals.SurgeWaiting, Restore: true, Unmark: marked, Why: orphan}},
-		"a surge whose node is gone, already scaled back, is complete": {
-			end: gone, surge: record(signals.SurgeScalingDown, 4, 4),
-			want: step{Op: SurgeComplete, Phase: signals.SurgeScalingDown}},
-		"an orphaned surge whose count someone changed is left at that count": {
-			end: drained, surge: record(signals.SurgeWaiting, 9, 4),
-			want: step{Op: SurgeAbandon, Phase: signals.SurgeWaiting, Unmark: marked, Why: orphan}},
+		"a node gone: its pods there are deleted, marked or not, and the surge waits for its new pods": {
+			surge: record(signals.SurgeWaiting, 6, 3), nodeGone: true,
+			want: step{Op: SurgeWait, Phase: signals.SurgeWaiting, Delete: onNode}},
+		"a node gone: once enough pods are Ready elsewhere, the surge scales back": {
+			surge: record(signals.SurgeWaiting, 6, 4), nodeGone: true,
+			want: step{Op: SurgeScaleDown, Phase: signals.SurgeScalingDown, Delete: onNode}},
+		"a node drained at its deadline: the surge goes on as any, deleting nothing": {
+			surge: record(signals.SurgeWaiting, 6, 4),
+			want:  step{Op: SurgeScaleDown, Phase: signals.SurgeScalingDown}},
+		"a node gone, the Deployment back at its count: complete": {
+			surge: record(signals.SurgeScalingDown, 4, 4), nodeGone: true,
+			want: step{Op: SurgeComplete, Phase: signals.SurgeScalingDown, Delete: onNode}},
+		"a record the live Deployment no longer has deletes nothing": {
+			surge: stale, nodeGone: true,
+			want: step{Op: SurgeWait, Phase: signals.SurgeWaiting}},
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
-			if diff := cmp.Diff(tc.want, stepOf(tc.end(tc.surge))); diff != "" {
+			if diff := cmp.Diff(tc.want, stepOf(Orphan(tc.surge, tc.nodeGone, now, timeout))); diff != "" {
 				t.Errorf("(-want +got):\n%s", diff)
 			}
 		})

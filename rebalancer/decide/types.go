@@ -58,8 +58,9 @@ type Surge struct {
 	// terminating.
 	ReadyElsewhere int
 	// Marked are its pods on the node that carry the surge's deletion
-	// cost.
+	// cost; OnNode all of its pods on the node not terminating yet.
 	Marked []string
+	OnNode []string
 }
 
 // Decision is what to do about one node now. The executor applies it in
@@ -129,9 +130,9 @@ const (
 	SurgeResumeScaleDown SurgeOp = "resume-scale-down"
 	// SurgeComplete: back at From; remove the record.
 	SurgeComplete SurgeOp = "complete"
-	// SurgeAbandon: delete the pods of a node that is gone, unmark the
-	// pods, scale back if Restore, remove the record and, if Fallback,
-	// record on the node that this Deployment's pods are evicted instead.
+	// SurgeAbandon: unmark the pods, scale back if Restore, remove the
+	// record and, if Fallback, record on the node that this Deployment's
+	// pods are evicted instead.
 	SurgeAbandon SurgeOp = "abandon"
 )
 
@@ -148,8 +149,7 @@ type SurgeAction struct {
 	Fallback bool
 	// Unmark are the pods on the node whose deletion cost is removed.
 	Unmark []string
-	// Delete are pods of a node that is gone, deleted before the
-	// Deployment is scaled back.
+	// Delete are pods of a node that is gone, deleted before the step.
 	Delete []string
 }
 

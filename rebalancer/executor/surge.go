@@ -26,6 +26,11 @@ import (
 // gone).
 func (w *Writer) Surge(ctx context.Context, node *corev1.Node, a decide.SurgeAction) error {
 	d := a.Deployment
+	for _, name := range a.Delete {
+		if err := w.Kube.CoreV1().Pods(d.Namespace).Delete(ctx, name, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
+			return fmt.Errorf("deleting pod %s/%s of a node that is gone: %w", d.Namespace, name, err)
+		}
+	}
 	switch a.Op {
 	case decide.SurgeWait:
 		return nil
@@ -109,11 +114,6 @@ func (w *Writer) startSurge(ctx context.Context, node *corev1.Node, a decide.Sur
 // Deployment again.
 func (w *Writer) abandonSurge(ctx context.Context, node *corev1.Node, a decide.SurgeAction) error {
 	d := a.Deployment
-	for _, name := range a.Delete {
-		if err := w.Kube.CoreV1().Pods(d.Namespace).Delete(ctx, name, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
-			return fmt.Errorf("deleting pod %s/%s of a node that is gone: %w", d.Namespace, name, err)
-		}
-	}
 	if err := w.markPods(ctx, d.Namespace, a.Unmark, nil); err != nil {
 		return err
 	}

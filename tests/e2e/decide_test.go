@@ -333,8 +333,9 @@ func newPodsKept(ctx context.Context, c *cluster.Cluster, ns string, newPods map
 }
 
 // An interruption notice comes while a surge's new pods still start: at
-// the deadline the node's pods are deleted first and the Deployment scaled
-// back after, so the new pods on the healthy node all stay.
+// the deadline the node's pods are deleted and the surge goes on, so the
+// new pods on the healthy node all stay; once they are Ready it scales
+// back, and the ReplicaSet controller removes the surplus.
 func TestSurgeAtTheDeadlineKeepsTheNewPods(t *testing.T) {
 	c := cluster.Get(t)
 	ctx := cluster.Context(t)
@@ -349,7 +350,7 @@ func TestSurgeAtTheDeadlineKeepsTheNewPods(t *testing.T) {
 	newPods := surgeUnderWay(t, c, ns, risky)
 	interruptionNotice(t, c, risky.Name, 20*time.Second)
 	waitState(t, c, risky.Name, signals.StateDrained, signals.ReasonDeadline, 40*time.Second)
-	c.WaitFor(t, 30*time.Second, "the Deployment back at 2 with its new pods", func(ctx context.Context) (bool, error) {
+	c.WaitFor(t, 45*time.Second, "the Deployment back at 2 with its new pods", func(ctx context.Context) (bool, error) {
 		left, err := surgeLeftovers(ctx, c, ns, "web", 2)
 		if err != nil || left != "" {
 			return false, err
@@ -368,8 +369,9 @@ func TestSurgeAtTheDeadlineKeepsTheNewPods(t *testing.T) {
 	waitReady(t, c, ns, "web", 2)
 }
 
-// The at-risk node is deleted mid-surge (the instance went): the surge is
-// undone, the Deployment is back at its own count and keeps its new pods.
+// The at-risk node is deleted mid-surge (the instance went): its pods are
+// deleted, the surge finishes, and the Deployment is back at its own count
+// with its new pods.
 func TestSurgeOffADeletedNodeIsUndone(t *testing.T) {
 	c := cluster.Get(t)
 	ctx := cluster.Context(t)
@@ -385,7 +387,7 @@ func TestSurgeOffADeletedNodeIsUndone(t *testing.T) {
 	if err := c.Client.CoreV1().Nodes().Delete(ctx, risky.Name, metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	c.WaitFor(t, 30*time.Second, "the surge undone: the Deployment at 2, no record", func(ctx context.Context) (bool, error) {
+	c.WaitFor(t, 45*time.Second, "the surge finished: the Deployment at 2, no record", func(ctx context.Context) (bool, error) {
 		d, err := c.Client.AppsV1().Deployments(ns).Get(ctx, "web", metav1.GetOptions{})
 		if err != nil {
 			return false, err
