@@ -26,9 +26,8 @@ type memory struct {
 	evicted map[types.UID]time.Time
 	// admission serializes deciding to start a drain and recording it;
 	// admitted are the nodes, by pool, this process let start draining,
-	// with the resourceVersion they had before that write: once the cache
-	// shows another, it shows the write (or later) and counts the node
-	// itself.
+	// with the resourceVersion they had before that write, until the cache
+	// shows them past draining.
 	admission sync.Mutex
 	admitted  map[string]map[string]string
 }
@@ -41,10 +40,10 @@ func (m *memory) lockAdmission() func() {
 }
 
 // draining counts the nodes of pool draining besides self: those the
-// snapshot shows draining and those this process admitted that the cache
-// does not show past their admission yet (several workers deciding on one
-// stale snapshot would each see room). Call it with the admission lock
-// held.
+// snapshot shows draining and those this process admitted that it does
+// not show draining yet (several workers deciding on one stale snapshot
+// would each see room, and a worker's snapshot may be older than another
+// worker's admission). Call it with the admission lock held.
 func (m *memory) draining(snap *snapshot.Snapshot, pool, self string, poolLabels []string) int {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -57,8 +56,14 @@ func (m *memory) draining(snap *snapshot.Snapshot, pool, self string, poolLabels
 	for name, before := range m.admitted[pool] {
 		n := snap.Node(name)
 		switch {
-		case n == nil || n.ResourceVersion != before:
-			// Gone, or the cache has caught up: the snapshot knows.
+		case n == nil:
+			delete(m.admitted[pool], name)
+		case signals.StateOf(n.Annotations) == signals.StateDraining:
+			// Counted above. Kept while it drains: a worker holding a
+			// snapshot older than the admission must still count it.
+		case n.ResourceVersion != before:
+			// The cache has seen the write and the node has moved on
+			// (drained, blocked): it drains no more.
 			delete(m.admitted[pool], name)
 		case name != self:
 			out.Insert(name)

@@ -74,14 +74,24 @@ func TestDrainingCountsWhatTheCacheDoesNotShowYet(t *testing.T) {
 	if got := m.draining(stale, "a", "n1", labels); got != 0 {
 		t.Errorf("the admitted node counts itself: %d", got)
 	}
-	// The cache shows the first node's write: it counts by its state now,
-	// whatever that is (blocked a moment later counts no more).
-	caughtUp := snapshot.New(t0, snapshot.Objects{Nodes: []*corev1.Node{
-		node("n1", signals.StateBlocked, "12"), node("n2", signals.StateAwaitingReplacement, "11")}})
-	if got := m.draining(caughtUp, "a", "n2", labels); got != 0 {
+	// One worker's fresh snapshot shows the first node draining; another's,
+	// older than the admission, still shows it waiting: both count it.
+	draining := snapshot.New(t0, snapshot.Objects{Nodes: []*corev1.Node{
+		node("n1", signals.StateDraining, "12"), node("n2", signals.StateAwaitingReplacement, "11")}})
+	if got := m.draining(draining, "a", "n2", labels); got != 1 {
+		t.Errorf("with the first node draining in the cache the second sees %d draining, want 1", got)
+	}
+	if got := m.draining(stale, "a", "n2", labels); got != 1 {
+		t.Errorf("a snapshot older than the admission: the second node sees %d draining, want 1", got)
+	}
+	// The first node moves on (blocked a moment later, or drained): it
+	// counts no more, in any snapshot.
+	movedOn := snapshot.New(t0, snapshot.Objects{Nodes: []*corev1.Node{
+		node("n1", signals.StateBlocked, "13"), node("n2", signals.StateAwaitingReplacement, "11")}})
+	if got := m.draining(movedOn, "a", "n2", labels); got != 0 {
 		t.Errorf("once the cache shows the first node blocked the second sees %d draining, want 0", got)
 	}
 	if got := m.draining(stale, "a", "n2", labels); got != 0 {
-		t.Errorf("an admission the cache has shown is forgotten, but the second node sees %d draining", got)
+		t.Errorf("an admission seen to have moved on is forgotten, but the second node sees %d draining", got)
 	}
 }

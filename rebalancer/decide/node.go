@@ -108,13 +108,17 @@ func awaitReplacement(in Input) Decision {
 // admit starts draining for a rebalance recommendation, unless the pool
 // already drains maxConcurrentNodes.
 func admit(in Input, why string) Decision {
-	if in.Draining >= int(in.Config.MaxConcurrentNodes) {
-		return in.to(signals.StateAwaitingReplacement, signals.ReasonQueued,
-			fmt.Sprintf("queued: %d node(s) of pool %s already draining (maxConcurrentNodes %d)", in.Draining, orNone(in.Plan.Pool), in.Config.MaxConcurrentNodes), waitPoll)
-	}
 	reason := signals.ReasonReplacementReady
 	if !in.Plan.Replacement.Ready {
 		reason = signals.ReasonFitsWithoutReplacement
+	}
+	return admitAs(in, reason, why)
+}
+
+func admitAs(in Input, reason signals.Reason, why string) Decision {
+	if in.Draining >= int(in.Config.MaxConcurrentNodes) {
+		return in.to(signals.StateAwaitingReplacement, signals.ReasonQueued,
+			fmt.Sprintf("queued: %d node(s) of pool %s already draining (maxConcurrentNodes %d)", in.Draining, orNone(in.Plan.Pool), in.Config.MaxConcurrentNodes), waitPoll)
 	}
 	return in.to(signals.StateDraining, reason, why, 0)
 }
@@ -128,7 +132,8 @@ func blocked(in Input) Decision {
 	case in.Signal.Kind == signals.InterruptionNotice:
 		return in.to(signals.StateDraining, signals.ReasonInterruption, "interruption notice: draining at once", 0)
 	case reason == signals.ReasonBlockedByPods && len(np.Blockers) == 0:
-		return in.to(signals.StateDraining, signals.ReasonBlockersGone, "the blocking pods are gone", 0)
+		// It left the pool's drains when it was blocked: it queues again.
+		return admitAs(in, signals.ReasonBlockersGone, "the blocking pods are gone")
 	case reason == signals.ReasonNoReplacement && np.Replacement.Ready && len(np.Blockers) == 0:
 		return admit(in, np.Replacement.Reason)
 	}

@@ -114,6 +114,13 @@ func TestNode(t *testing.T) {
 			},
 			want: outcome{State: signals.StateDraining, Reason: signals.ReasonBlockersGone, Taint: true, Cordon: true},
 		},
+		"a node blocked by pods, once they are gone, queues behind a pool already draining maxConcurrentNodes": {
+			cluster: func() *cluster {
+				return newCluster().rebalance(signalled).state(signals.StateBlocked, signals.ReasonBlockedByPods).deploy("web", 2, 1)
+			},
+			edit: func(in *Input, _ *cluster) { in.Draining = 1 },
+			want: outcome{State: signals.StateAwaitingReplacement, Reason: signals.ReasonQueued, Taint: true, RequeueIn: 2 * time.Second},
+		},
 		"a blocked node whose message reads like blocking pods but whose code says otherwise stays blocked": {
 			cluster: func() *cluster {
 				c := newCluster().rebalance(signalled).state(signals.StateBlocked, signals.ReasonKeptCordoned).deploy("web", 2, 1)

@@ -294,11 +294,19 @@ func TestSignalWithdrawnMidDrainFinishesTheDrain(t *testing.T) {
 	}
 }
 
-// surgeUnderWay starts a surge of web (2 pods, new ones slow to start) off
-// risky for a rebalance recommendation and returns the new pods' UIDs once
-// the Deployment is at 4.
-func surgeUnderWay(t *testing.T, c *cluster.Cluster, ns string, risky *corev1.Node) map[types.UID]string {
+// surgeUnderWay puts web (2 pods that take startup to be Ready) on a Spot
+// node of pool, with room on an on-demand node, starts a surge of it off
+// that node for a rebalance recommendation (mode capacity), and returns the
+// node and the new pods' UIDs once the Deployment is at 4.
+func surgeUnderWay(t *testing.T, c *cluster.Cluster, ns, pool, startup string) (*corev1.Node, map[types.UID]string) {
 	t.Helper()
+	risky := c.AddNode(t, cluster.Node{Spot: true, Pool: pool, Taints: []corev1.Taint{spotTaint}})
+	deployment(t, c, ns, "web", 2, startup, nil)
+	c.AddNode(t, cluster.Node{Pool: "on-demand"})
+	startRebalancer(t, c, func(r *config.Rebalancer) {
+		withSurge(r)
+		r.Replacement.Mode = config.ReplacementCapacity
+	})
 	annotate(t, c, risky.Name, signals.AnnotationAtRisk, ptr.To("true"))
 	newPods := map[types.UID]string{}
 	c.WaitFor(t, 30*time.Second, "the surge's two new pods elsewhere", func(ctx context.Context) (bool, error) {
@@ -311,7 +319,7 @@ func surgeUnderWay(t *testing.T, c *cluster.Cluster, ns string, risky *corev1.No
 		}
 		return len(newPods) == 2, err
 	})
-	return newPods
+	return risky, newPods
 }
 
 // newPodsKept reports the first of the surge's new pods that was deleted.
@@ -340,14 +348,7 @@ func TestSurgeAtTheDeadlineKeepsTheNewPods(t *testing.T) {
 	c := cluster.Get(t)
 	ctx := cluster.Context(t)
 	ns := c.Namespace(t, nil)
-	risky := c.AddNode(t, cluster.Node{Spot: true, Pool: "sd-a", Taints: []corev1.Taint{spotTaint}})
-	deployment(t, c, ns, "web", 2, "20s", nil)
-	c.AddNode(t, cluster.Node{Pool: "on-demand"})
-	startRebalancer(t, c, func(r *config.Rebalancer) {
-		withSurge(r)
-		r.Replacement.Mode = config.ReplacementCapacity
-	})
-	newPods := surgeUnderWay(t, c, ns, risky)
+	risky, newPods := surgeUnderWay(t, c, ns, "sd-a", "20s")
 	interruptionNotice(t, c, risky.Name, 20*time.Second)
 	waitState(t, c, risky.Name, signals.StateDrained, signals.ReasonDeadline, 40*time.Second)
 	c.WaitFor(t, 45*time.Second, "the Deployment back at 2 with its new pods", func(ctx context.Context) (bool, error) {
@@ -376,14 +377,7 @@ func TestSurgeOffADeletedNodeIsUndone(t *testing.T) {
 	c := cluster.Get(t)
 	ctx := cluster.Context(t)
 	ns := c.Namespace(t, nil)
-	risky := c.AddNode(t, cluster.Node{Spot: true, Pool: "so-a", Taints: []corev1.Taint{spotTaint}})
-	deployment(t, c, ns, "web", 2, "15s", nil)
-	c.AddNode(t, cluster.Node{Pool: "on-demand"})
-	startRebalancer(t, c, func(r *config.Rebalancer) {
-		withSurge(r)
-		r.Replacement.Mode = config.ReplacementCapacity
-	})
-	newPods := surgeUnderWay(t, c, ns, risky)
+	risky, newPods := surgeUnderWay(t, c, ns, "so-a", "15s")
 	if err := c.Client.CoreV1().Nodes().Delete(ctx, risky.Name, metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}

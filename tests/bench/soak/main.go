@@ -318,6 +318,7 @@ current-context: soak
 
 	var peakRSS, lastRSS int64
 	breaches, samples := 0, 0
+	peakDraining, overConcurrent := 0, 0
 	lowestHeadroom := 1 << 30
 	lastReport := time.Now()
 	err = cluster.WaitFor(ctx, o.timeout, func(ctx context.Context) (bool, error) {
@@ -353,9 +354,20 @@ current-context: soak
 			return false, nil
 		}
 		states := map[string]int{}
+		drainingIn := map[string]int{}
 		for _, n := range nodes.Items {
 			if n.Annotations[signals.AnnotationAtRisk] == "true" {
 				states[n.Annotations[signals.AnnotationState]]++
+				if signals.StateOf(n.Annotations) == signals.StateDraining {
+					drainingIn[n.Labels[cluster.PoolLabel]]++
+				}
+			}
+		}
+		for pool, n := range drainingIn {
+			peakDraining = max(peakDraining, n)
+			if n > o.maxConcurrent {
+				overConcurrent++
+				say("%3.0fs: %d nodes of pool %s draining, over maxConcurrentNodes %d", time.Since(signalAt).Seconds(), n, pool, o.maxConcurrent)
 			}
 		}
 		if time.Since(lastReport) > 15*time.Second {
@@ -401,6 +413,7 @@ current-context: soak
 	fmt.Fprintf(out, "evictions / surges        %s / %s (abandoned %s)\n", metrics[`spot_rebalancer_rebalancer_evictions_total{result="evicted"}`],
 		metrics[`spot_rebalancer_rebalancer_surges_total{result="completed"}`], metrics[`spot_rebalancer_rebalancer_surges_total{result="abandoned"}`])
 	fmt.Fprintf(out, "budget breaches           %d in %d samples (lowest headroom %d)\n", breaches, samples, lowestHeadroom)
+	fmt.Fprintf(out, "nodes draining per pool   at most %d (maxConcurrentNodes %d; %d samples over)\n", peakDraining, o.maxConcurrent, overConcurrent)
 	fmt.Fprintf(out, "controller RSS            peak %d MiB, at the end %d MiB\n", peakRSS/1024, lastRSS/1024)
 	fmt.Fprintf(out, "controller requests       %d (%d watches) in %.0fs: mean %.1f/s; --kube-api-qps %.0f, --kube-api-burst %d\n",
 		requests, cnt.watches.Load(), elapsed.Seconds(), float64(requests)/elapsed.Seconds(), o.qps, o.burst)
@@ -420,6 +433,9 @@ current-context: soak
 	}
 	if breaches > 0 {
 		return fmt.Errorf("%d samples below a budget", breaches)
+	}
+	if overConcurrent > 0 {
+		return fmt.Errorf("%d samples with a pool draining more than maxConcurrentNodes %d nodes", overConcurrent, o.maxConcurrent)
 	}
 	if peakRSS/1024 > o.maxRSSMiB {
 		return fmt.Errorf("the controller's RSS peaked at %d MiB, over --max-rss-mib %d", peakRSS/1024, o.maxRSSMiB)
