@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/x509"
 	"fmt"
+	"slices"
 	"time"
 )
 
@@ -190,6 +191,19 @@ func decideCA(in Input, p *Plan) (*KeyPair, []*x509.Certificate, error) {
 	case DueForRenewal(ca.Cert, in.Now):
 		reason = "renewed the CA"
 	}
+	if reason != "" && reason != "renewed the CA" {
+		// The CA Secret is gone or broken (deleted by hand, lost, edited)
+		// while webhooks may carry the CA that signed what is served now:
+		// those CAs stay in the bundle until a certificate of the new CA is
+		// served, as an old CA does after a renewal. Dropping them would
+		// leave the API server trusting nothing the webhook serves in
+		// between, and pods admitted unmutated.
+		for _, c := range bundleCAs(in.Bundles, in.Now) {
+			if !slices.ContainsFunc(previous, c.Equal) {
+				previous = append(previous, c)
+			}
+		}
+	}
 	if reason != "" {
 		// The old CA may have signed what is served right now: it stays in
 		// the bundle until it expires.
@@ -240,6 +254,24 @@ func (p *Plan) refreshServingBundle(data map[string][]byte) {
 		return
 	}
 	p.ServingData = map[string][]byte{TLSCertKey: data[TLSCertKey], TLSKeyKey: data[TLSKeyKey], BundleKey: p.Bundle}
+}
+
+// bundleCAs are the distinct CA certificates, not yet expired, in the
+// webhooks' bundles.
+func bundleCAs(bundles [][]byte, now time.Time) []*x509.Certificate {
+	var out []*x509.Certificate
+	for _, b := range bundles {
+		certs, err := ParseCertificates(b)
+		if err != nil {
+			continue
+		}
+		for _, c := range certs {
+			if c.IsCA && now.Before(c.NotAfter) && !slices.ContainsFunc(out, c.Equal) {
+				out = append(out, c)
+			}
+		}
+	}
+	return out
 }
 
 func containsCert(bundle []byte, cert *x509.Certificate) bool {

@@ -68,8 +68,8 @@ func (w *world) apply(now time.Time, p *Plan) {
 					t.Fatalf("%s: issued a serving certificate that webhook %d's bundle does not verify: %v", now, i, err)
 				}
 			}
-			if now.Before(w.publishedAt.Add(w.settle)) {
-				t.Fatalf("%s: replaced a working certificate before the bundle settled (published %s)", now, w.publishedAt)
+			if w.publishedAt.IsZero() || now.Before(w.publishedAt.Add(w.settle)) {
+				t.Fatalf("%s: replaced a working certificate before the bundle was published and settled (published %s)", now, w.publishedAt)
 			}
 		}
 		if newCert {
@@ -122,7 +122,13 @@ func TestRotationNeverLeavesAGap(t *testing.T) {
 	tests := map[string]struct {
 		caValidity, servingValidity, step time.Duration
 		wantCARenewals                    int
+		// deleteCAAt, when set, deletes the CA Secret that long in.
+		deleteCAAt time.Duration
 	}{
+		"the CA Secret deleted by hand 100 days in: the webhooks' CA stays in the bundle until the new one is served": {
+			caValidity: 365 * 24 * time.Hour, servingValidity: 90 * 24 * time.Hour, step: 24 * time.Hour, wantCARenewals: 1,
+			deleteCAAt: 100 * 24 * time.Hour,
+		},
 		"the defaults, 1 year CA and 90 day serving certificates, over two years": {
 			caValidity: 365 * 24 * time.Hour, servingValidity: 90 * 24 * time.Hour, step: 24 * time.Hour, wantCARenewals: 1,
 		},
@@ -142,6 +148,7 @@ func TestRotationNeverLeavesAGap(t *testing.T) {
 				end = start.Add(20 * time.Minute)
 			}
 			now := start
+			deleted := false
 			next := w.reconcile(now)
 			if err := w.checkServed(now); err != nil {
 				t.Fatalf("after the first reconcile nothing verifies: %v", err)
@@ -154,6 +161,9 @@ func TestRotationNeverLeavesAGap(t *testing.T) {
 				}
 				if err := w.checkServed(now); err != nil {
 					t.Fatalf("%s (%s in): the served certificate does not verify before the rotator acts: %v", now, now.Sub(start), err)
+				}
+				if tc.deleteCAAt > 0 && !now.Before(start.Add(tc.deleteCAAt)) && !deleted {
+					w.caData, w.publishedAt, deleted = nil, time.Time{}, true
 				}
 				next = w.reconcile(now)
 				if err := w.checkServed(now); err != nil {
@@ -223,12 +233,21 @@ func TestDecide(t *testing.T) {
 			},
 			wantEvents: []string{"not valid for the current CA"},
 		},
-		"a CA Secret with garbage is replaced and the serving certificate follows at once": {
+		"a CA Secret with garbage is replaced; the CA the webhooks carry stays in the bundle and the serving certificate waits": {
 			mutate:     func(w *world) { w.caData = map[string][]byte{CACertKey: []byte("x"), CAKeyKey: []byte("y")} },
-			wantEvents: []string{"Warning CAUpdated", "unusable CA"},
+			wantEvents: []string{"Warning CAUpdated", "unusable CA", "holds 2 CA certificate(s)"},
 			check: func(t *testing.T, w *world, p *Plan) {
-				if p.CAData == nil || !p.WriteBundle {
-					t.Error("want a new CA and a bundle write")
+				if p.CAData == nil || p.CAData[PreviousCAKey] == nil || !p.WriteBundle || p.ServingData != nil {
+					t.Errorf("want a new CA keeping the webhooks' CA as previous, a bundle write and no new serving certificate yet; got %+v", p)
+				}
+			},
+		},
+		"a deleted CA Secret: the CA the webhooks carry stays in the bundle and the serving certificate waits": {
+			mutate:     func(w *world) { w.caData, w.publishedAt = nil, time.Time{} },
+			wantEvents: []string{"CAUpdated", "created a CA", "holds 2 CA certificate(s)"},
+			check: func(t *testing.T, w *world, p *Plan) {
+				if p.CAData == nil || p.CAData[PreviousCAKey] == nil || !p.WriteBundle || p.ServingData != nil {
+					t.Errorf("want a new CA keeping the webhooks' CA as previous, a bundle write and no new serving certificate yet; got %+v", p)
 				}
 			},
 		},

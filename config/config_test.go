@@ -57,6 +57,22 @@ func TestDecodeAndValidate(t *testing.T) {
 				}
 			},
 		},
+		"the queue's events are believed from the account in its URL": {
+			file: header + "aws:\n  queue:\n    url: https://sqs.us-east-1.amazonaws.com/123456789012/spot-events\n",
+			check: func(t *testing.T, c *Config) {
+				if got := c.AWS.Queue.BelievedAccounts(); len(got) != 1 || got[0] != "123456789012" {
+					t.Errorf("believed accounts %v, want the queue's 123456789012", got)
+				}
+			},
+		},
+		"a queue URL that names no account needs the accounts listed": {
+			file:    header + "aws:\n  queue:\n    url: https://vpce-0123.sqs.us-east-1.vpce.amazonaws.com/spot-events\n",
+			wantErr: []string{"aws.queue.accounts", "names no account"},
+		},
+		"an account that is not 12 digits is refused": {
+			file:    header + "aws:\n  queue:\n    url: https://sqs.us-east-1.amazonaws.com/123456789012/q\n    accounts: [\"12345\"]\n",
+			wantErr: []string{"aws.queue.accounts[0]", "12-digit"},
+		},
 		"forceAtDeadline false is kept, not defaulted back to true": {
 			file: header + "rebalancer:\n  forceAtDeadline: false\n",
 			check: func(t *testing.T, c *Config) {

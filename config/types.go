@@ -4,6 +4,10 @@
 package config
 
 import (
+	"net/url"
+	"regexp"
+	"strings"
+
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
@@ -182,6 +186,39 @@ type Queue struct {
 	URL string `json:"url,omitempty"`
 	// DeleteUnknown deletes messages about instances of other clusters.
 	DeleteUnknown bool `json:"deleteUnknown"`
+	// Accounts are the AWS accounts whose events are believed (default:
+	// the account in URL).
+	Accounts []string `json:"accounts,omitempty"`
+	// KeepRejected leaves messages that fail verification in the queue
+	// instead of deleting them.
+	KeepRejected bool `json:"keepRejected"`
+}
+
+// QueueAccount returns the AWS account in an SQS queue URL
+// (https://sqs.REGION.amazonaws.com/ACCOUNT/NAME), or "".
+func QueueAccount(queueURL string) string {
+	u, err := url.Parse(queueURL)
+	if err != nil {
+		return ""
+	}
+	parts := strings.Split(strings.Trim(u.Path, "/"), "/")
+	if len(parts) != 2 || !awsAccount.MatchString(parts[0]) {
+		return ""
+	}
+	return parts[0]
+}
+
+var awsAccount = regexp.MustCompile(`^[0-9]{12}$`)
+
+// BelievedAccounts are the accounts whose queue events are believed.
+func (q Queue) BelievedAccounts() []string {
+	if len(q.Accounts) > 0 {
+		return q.Accounts
+	}
+	if a := QueueAccount(q.URL); a != "" {
+		return []string{a}
+	}
+	return nil
 }
 
 // EC2 configures the EC2 API sources.

@@ -216,6 +216,15 @@ func (a *AWS) validate(p *field.Path) field.ErrorList {
 	var errs field.ErrorList
 	errs = append(errs, optionalURL(p.Child("endpoint"), a.Endpoint)...)
 	errs = append(errs, optionalURL(p.Child("queue", "url"), a.Queue.URL)...)
+	for i, acct := range a.Queue.Accounts {
+		if !awsAccount.MatchString(acct) {
+			errs = append(errs, field.Invalid(p.Child("queue", "accounts").Index(i), acct, "must be a 12-digit AWS account id"))
+		}
+	}
+	if a.Queue.URL != "" && len(a.Queue.BelievedAccounts()) == 0 {
+		errs = append(errs, field.Required(p.Child("queue", "accounts"),
+			"the queue URL names no account (https://sqs.REGION.amazonaws.com/ACCOUNT/NAME): list the accounts whose events to believe"))
+	}
 	if a.EC2.DescribeInstances || a.EC2.PollSpotRequests {
 		if a.EC2.Interval.Duration < time.Second {
 			errs = append(errs, field.Invalid(p.Child("ec2", "interval"), a.EC2.Interval.Duration.String(), "must be at least 1s"))

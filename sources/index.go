@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"regexp"
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
@@ -49,12 +50,43 @@ type NodeIndex struct {
 
 // NodeFor returns the name of the node running the instance.
 func (x NodeIndex) NodeFor(instanceID string) (string, bool) {
-	objs, err := x.Indexer.ByIndex(InstanceIDIndex, instanceID)
-	if err != nil || len(objs) == 0 {
+	n, ok := x.Node(instanceID)
+	if !ok {
 		return "", false
 	}
-	return objs[0].(*corev1.Node).Name, true
+	return n.Name, true
 }
+
+// Node returns the node running the instance, from the cache: callers must
+// not modify it.
+func (x NodeIndex) Node(instanceID string) (*corev1.Node, bool) {
+	objs, err := x.Indexer.ByIndex(InstanceIDIndex, instanceID)
+	if err != nil || len(objs) == 0 {
+		return nil, false
+	}
+	return objs[0].(*corev1.Node), true
+}
+
+// Region returns the AWS region of a node: its topology.kubernetes.io/region
+// label, else the region of the zone in its providerID
+// (aws:///us-east-1a/i-... is in us-east-1; Local Zones such as
+// us-west-2-lax-1a too), or "".
+func Region(n *corev1.Node) string {
+	if r := n.Labels[corev1.LabelTopologyRegion]; r != "" {
+		return r
+	}
+	id := strings.TrimPrefix(n.Spec.ProviderID, "aws://")
+	if id == n.Spec.ProviderID {
+		return ""
+	}
+	parts := strings.Split(strings.Trim(id, "/"), "/")
+	if len(parts) != 2 {
+		return ""
+	}
+	return regionOfZone.FindString(parts[0])
+}
+
+var regionOfZone = regexp.MustCompile(`^[a-z]{2}(-[a-z]+)+-[0-9]+`)
 
 // StartNodeIndex starts a Node informer indexed by instance id and waits
 // for it to sync; it stops with ctx.

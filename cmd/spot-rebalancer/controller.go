@@ -161,6 +161,7 @@ func addAWSSources(ctx context.Context, mgr manager.Manager, cfg *config.Config,
 	writer := signals.Writer{Kube: kube, Clock: clock.RealClock{}}
 	if url := cfg.AWS.Queue.URL; url != "" {
 		consumer := &queue.Consumer{SQS: sqs.NewFromConfig(awsCfg), QueueURL: url, DeleteUnknown: cfg.AWS.Queue.DeleteUnknown,
+			Accounts: cfg.AWS.Queue.BelievedAccounts(), KeepRejected: cfg.AWS.Queue.KeepRejected,
 			Writer: writer, Clock: clock.RealClock{}, Metrics: queue.NewMetrics(ctrlmetrics.Registry)}
 		if err := mgr.Add(&queue.Source{Consumer: consumer, Kube: kube}); err != nil {
 			return err

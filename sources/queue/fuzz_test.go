@@ -23,13 +23,14 @@ func FuzzHandleMessage(f *testing.F) {
 	f.Add(`{"detail-type":"EC2 Spot Instance Interruption Warning","detail":"oops"}`)
 	f.Add(`{"time":"yesterday"}`)
 	f.Add(`null`)
-	valid := map[string]bool{ResultWritten: true, ResultKnown: true, ResultUnknown: true, ResultIgnored: true, ResultMalformed: true, ResultFailed: true}
+	f.Add(`{"detail-type":"EC2 Spot Instance Interruption Warning","source":"aws.ec2","account":"123456789012","region":"us-east-1","time":"2026-11-26T12:00:00Z","detail":{"instance-id":"i-0b662ef9931388ba0","instance-action":"terminate"}}`)
+	valid := map[string]bool{ResultWritten: true, ResultKnown: true, ResultUnknown: true, ResultIgnored: true, ResultMalformed: true, ResultFailed: true, ResultRejected: true}
 	f.Fuzz(func(t *testing.T, body string) {
 		kube := fake.NewClientset(nodeFor("spot-1", "i-0b662ef9931388ba0"))
 		indexer := cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{sources.InstanceIDIndex: sources.IndexByInstanceID})
 		_ = indexer.Add(nodeFor("spot-1", "i-0b662ef9931388ba0"))
 		clk := clocktesting.NewFakeClock(time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC))
-		c := &Consumer{Nodes: sources.NodeIndex{Indexer: indexer}, Writer: signals.Writer{Kube: kube, Clock: clk}, Clock: clk,
+		c := &Consumer{Nodes: sources.NodeIndex{Indexer: indexer}, Writer: signals.Writer{Kube: kube, Clock: clk}, Clock: clk, Accounts: []string{"123456789012"},
 			Metrics: NewMetrics(prometheus.NewRegistry())}
 		result, _ := c.handle(t.Context(), types.Message{Body: aws.String(body)})
 		if !valid[result] {

@@ -10,16 +10,19 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
 	"github.com/aws/aws-sdk-go-v2/service/sqs/types"
 	"github.com/prometheus/client_golang/prometheus"
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/utils/clock"
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
 	"github.com/spot-rebalancer/spot-rebalancer/rebalancer/signals"
+	"github.com/spot-rebalancer/spot-rebalancer/sources"
 )
 
 // SQS is the part of the SQS client the consumer uses.
@@ -38,10 +41,12 @@ type SignalWriter interface {
 
 var _ SignalWriter = signals.Writer{}
 
-// Nodes finds the node of an instance.
+// Nodes finds the node of an instance (from a cache: not modified).
 type Nodes interface {
-	NodeFor(instanceID string) (string, bool)
+	Node(instanceID string) (*corev1.Node, bool)
 }
+
+var _ Nodes = sources.NodeIndex{}
 
 // EventBridge detail types the consumer acts on.
 const (
@@ -58,13 +63,57 @@ const (
 	ResultIgnored   = "ignored"
 	ResultMalformed = "malformed"
 	ResultFailed    = "write-failed"
+	// ResultRejected: the message failed verification (see Rejection).
+	ResultRejected = "rejected"
 )
 
-// Consumer long-polls the queue.
+// Rejection is why a message that parses is not believed: metric label
+// values.
+type Rejection string
+
+const (
+	// RejectedSource: its source is not aws.ec2.
+	RejectedSource Rejection = "source"
+	// RejectedAccount: it comes from an account not configured.
+	RejectedAccount Rejection = "account"
+	// RejectedRegion: its region is not the region of the node that runs
+	// the instance.
+	RejectedRegion Rejection = "region"
+	// RejectedNotSpot: a state change of an instance whose node is not
+	// known to be Spot (an on-demand instance stopping is no Spot
+	// interruption).
+	RejectedNotSpot Rejection = "not-spot"
+	// RejectedTime: its time lies in the future, or, for an interruption
+	// or a state change, longer ago than the notice period (the instance
+	// would be gone: a replay or a message held back).
+	RejectedTime Rejection = "time"
+)
+
+// clockSkew is how far an event's time may lie in the future.
+const clockSkew = 30 * time.Second
+
+// rejected is a message that failed verification.
+type rejected struct {
+	why    Rejection
+	detail string
+}
+
+func (r rejected) Error() string { return r.detail }
+
+// Consumer long-polls the queue. Anyone allowed to send to the queue can
+// write any message, so a message is believed only if it says it comes
+// from EC2 (source aws.ec2), in one of Accounts, in the region of the node
+// whose instance it names; a state change only for a Spot node; and its
+// time is a hint the rebalancer bounds like any termination time. The
+// queue policy is what keeps others from sending (see the README).
 type Consumer struct {
 	SQS           SQS
 	QueueURL      string
 	DeleteUnknown bool
+	// Accounts are the AWS accounts whose events are believed.
+	Accounts []string
+	// KeepRejected leaves rejected messages in the queue.
+	KeepRejected bool
 	Nodes         Nodes
 	Writer        SignalWriter
 	Clock         clock.Clock
@@ -76,15 +125,22 @@ type Consumer struct {
 // Metrics are the consumer's Prometheus metrics.
 type Metrics struct {
 	Messages *prometheus.CounterVec
+	Rejected *prometheus.CounterVec
 }
 
 // NewMetrics creates the metrics and registers them with reg.
 func NewMetrics(reg prometheus.Registerer) *Metrics {
-	m := &Metrics{Messages: prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "spot_rebalancer_queue_messages_total",
-		Help: "Queue messages by result (written, already-known, unknown-instance, ignored, malformed, write-failed).",
-	}, []string{"result"})}
-	reg.MustRegister(m.Messages)
+	m := &Metrics{
+		Messages: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "spot_rebalancer_queue_messages_total",
+			Help: "Queue messages by result (written, already-known, unknown-instance, ignored, malformed, rejected, write-failed).",
+		}, []string{"result"}),
+		Rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "spot_rebalancer_queue_rejected_total",
+			Help: "Queue messages not believed, by reason (source, account, region, not-spot, time).",
+		}, []string{"reason"}),
+	}
+	reg.MustRegister(m.Messages, m.Rejected)
 	return m
 }
 
@@ -92,6 +148,8 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 type event struct {
 	DetailType string          `json:"detail-type"`
 	Source     string          `json:"source"`
+	Account    string          `json:"account"`
+	Region     string          `json:"region"`
 	Time       time.Time       `json:"time"`
 	Detail     json.RawMessage `json:"detail"`
 }
@@ -141,7 +199,11 @@ func (c *Consumer) ReceiveOnce(ctx context.Context) error {
 	for _, m := range out.Messages {
 		result, err := c.handle(ctx, m)
 		c.Metrics.Messages.WithLabelValues(result).Inc()
-		keep := result == ResultFailed || (result == ResultUnknown && !c.DeleteUnknown)
+		var r rejected
+		if errors.As(err, &r) {
+			c.Metrics.Rejected.WithLabelValues(string(r.why)).Inc()
+		}
+		keep := result == ResultFailed || (result == ResultUnknown && !c.DeleteUnknown) || (result == ResultRejected && c.KeepRejected)
 		if err != nil {
 			ctrllog.FromContext(ctx).Info("Queue message not acted on", "messageId", aws.ToString(m.MessageId), "result", result, "problem", err.Error(), "kept", keep)
 		}
@@ -185,9 +247,25 @@ func (c *Consumer) handle(ctx context.Context, m types.Message) (string, error) 
 	if d.InstanceID == "" {
 		return ResultMalformed, fmt.Errorf("%q event without an instance-id", ev.DetailType)
 	}
-	node, ok := c.Nodes.NodeFor(d.InstanceID)
+	if ev.Source != "aws.ec2" {
+		return ResultRejected, rejected{RejectedSource, fmt.Sprintf("source %q, not aws.ec2", ev.Source)}
+	}
+	if !slices.Contains(c.Accounts, ev.Account) {
+		return ResultRejected, rejected{RejectedAccount, fmt.Sprintf("account %q is not one of %v", ev.Account, c.Accounts)}
+	}
+	if age := c.Clock.Since(ev.Time); !ev.Time.IsZero() && (age < -clockSkew || (interruption && age > signals.NoticePeriod+clockSkew)) {
+		return ResultRejected, rejected{RejectedTime, fmt.Sprintf("event time %s is %s from now", ev.Time.UTC().Format(time.RFC3339), age.Round(time.Second))}
+	}
+	n, ok := c.Nodes.Node(d.InstanceID)
 	if !ok {
 		return ResultUnknown, fmt.Errorf("instance %s is not a node of this cluster", d.InstanceID)
+	}
+	node := n.Name
+	if region := sources.Region(n); ev.Region == "" || ev.Region != region {
+		return ResultRejected, rejected{RejectedRegion, fmt.Sprintf("region %q, but node %s of instance %s is in %q", ev.Region, node, d.InstanceID, region)}
+	}
+	if ev.DetailType == DetailStateChange && !signals.IsSpot(n) {
+		return ResultRejected, rejected{RejectedNotSpot, fmt.Sprintf("a state change of instance %s, whose node %s is not known to be Spot", d.InstanceID, node)}
 	}
 	at := ev.Time
 	if at.IsZero() {

@@ -37,16 +37,49 @@ func nodeFor(name, instance string) *corev1.Node {
 	return &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{"karpenter.sh/capacity-type": "spot"}}, Spec: corev1.NodeSpec{ProviderID: "aws:///us-east-1b/" + instance}}
 }
 
+// onDemand is a node whose instance is on-demand.
+func onDemand() *corev1.Node {
+	n := nodeFor("od-1", "i-0aaaaaaaaaaaaaaaa")
+	n.Labels["karpenter.sh/capacity-type"] = "on-demand"
+	return n
+}
+
+// forged changes one field of an event body.
+func forged(body, from, to string) string { return strings.Replace(body, from, to, 1) }
+
 func TestConsumer(t *testing.T) {
 	now := time.Date(2026, 11, 26, 12, 0, 30, 0, time.UTC)
 	tests := map[string]struct {
 		body          string
 		deleteUnknown bool
+		keepRejected  bool
 		failWrites    bool
 		wantLeft      bool
 		wantResult    string
+		wantRejected  Rejection
 		wantCondition corev1.NodeConditionType
 	}{
+		"an interruption from another source is not believed": {
+			body: forged(fmt.Sprintf(interruptionEvent, "i-0b662ef9931388ba0", "i-0b662ef9931388ba0"), `"aws.ec2"`, `"my.app"`), wantResult: ResultRejected, wantRejected: RejectedSource,
+		},
+		"an interruption from another account is not believed": {
+			body: forged(fmt.Sprintf(interruptionEvent, "i-0b662ef9931388ba0", "i-0b662ef9931388ba0"), "123456789012", "999999999999"), wantResult: ResultRejected, wantRejected: RejectedAccount,
+		},
+		"an interruption from another region than the node's is not believed": {
+			body: forged(fmt.Sprintf(interruptionEvent, "i-0b662ef9931388ba0", "i-0b662ef9931388ba0"), `"region":"us-east-1"`, `"region":"eu-west-1"`), wantResult: ResultRejected, wantRejected: RejectedRegion,
+		},
+		"an on-demand instance stopping is no Spot interruption": {
+			body: fmt.Sprintf(stateChangeEvent, "i-0aaaaaaaaaaaaaaaa", "i-0aaaaaaaaaaaaaaaa", "stopping"), wantResult: ResultRejected, wantRejected: RejectedNotSpot,
+		},
+		"an interruption ten minutes old is not believed": {
+			body: forged(fmt.Sprintf(interruptionEvent, "i-0b662ef9931388ba0", "i-0b662ef9931388ba0"), "2026-11-26T12:00:00Z", "2026-11-26T11:50:00Z"), wantResult: ResultRejected, wantRejected: RejectedTime,
+		},
+		"an interruption from tomorrow is not believed": {
+			body: forged(fmt.Sprintf(interruptionEvent, "i-0b662ef9931388ba0", "i-0b662ef9931388ba0"), "2026-11-26T12:00:00Z", "2026-11-27T12:00:00Z"), wantResult: ResultRejected, wantRejected: RejectedTime,
+		},
+		"a rejected message stays in the queue with keepRejected": {
+			body: forged(fmt.Sprintf(interruptionEvent, "i-0b662ef9931388ba0", "i-0b662ef9931388ba0"), `"aws.ec2"`, `"my.app"`), keepRejected: true, wantResult: ResultRejected, wantRejected: RejectedSource, wantLeft: true,
+		},
 		"an interruption warning for a node of ours is written and deleted": {
 			body: fmt.Sprintf(interruptionEvent, "i-0b662ef9931388ba0", "i-0b662ef9931388ba0"), wantResult: ResultWritten, wantCondition: signals.ConditionInterruption,
 		},
@@ -84,7 +117,7 @@ func TestConsumer(t *testing.T) {
 
 			client := sqs.New(sqs.Options{Region: "us-east-1", BaseEndpoint: aws.String(srv.URL),
 				Credentials: credentials.NewStaticCredentialsProvider("AKID", "SECRET", "")})
-			kube := fake.NewClientset(nodeFor("spot-1", "i-0b662ef9931388ba0"))
+			kube := fake.NewClientset(nodeFor("spot-1", "i-0b662ef9931388ba0"), onDemand())
 			if tc.failWrites {
 				kube.PrependReactor("patch", "nodes", func(k8stesting.Action) (bool, runtime.Object, error) {
 					return true, nil, errors.New("api server unavailable")
@@ -92,8 +125,10 @@ func TestConsumer(t *testing.T) {
 			}
 			indexer := cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{sources.InstanceIDIndex: sources.IndexByInstanceID})
 			_ = indexer.Add(nodeFor("spot-1", "i-0b662ef9931388ba0"))
+			_ = indexer.Add(onDemand())
 			clk := clocktesting.NewFakeClock(now)
 			c := &Consumer{SQS: client, QueueURL: srv.URL + "/123456789012/spot-events", DeleteUnknown: tc.deleteUnknown,
+				Accounts: []string{"123456789012"}, KeepRejected: tc.keepRejected,
 				Nodes: sources.NodeIndex{Indexer: indexer}, Writer: signals.Writer{Kube: kube, Clock: clk}, Clock: clk,
 				Metrics: NewMetrics(prometheus.NewRegistry()), WaitTime: time.Second}
 
@@ -102,6 +137,11 @@ func TestConsumer(t *testing.T) {
 			}
 			if got := testutil.ToFloat64(c.Metrics.Messages.WithLabelValues(tc.wantResult)); got != 1 {
 				t.Errorf("result %s counted %v times, want 1", tc.wantResult, got)
+			}
+			if tc.wantRejected != "" {
+				if got := testutil.ToFloat64(c.Metrics.Rejected.WithLabelValues(string(tc.wantRejected))); got != 1 {
+					t.Errorf("rejection %s counted %v times, want 1", tc.wantRejected, got)
+				}
 			}
 			if left := len(queue.Left()) == 1; left != tc.wantLeft {
 				t.Errorf("message left in the queue = %v, want %v", left, tc.wantLeft)
@@ -123,6 +163,9 @@ func TestConsumer(t *testing.T) {
 				}
 			} else if len(node.Status.Conditions) > 0 {
 				t.Errorf("unexpected conditions %+v", node.Status.Conditions)
+			}
+			if od, err := kube.CoreV1().Nodes().Get(t.Context(), "od-1", metav1.GetOptions{}); err != nil || len(od.Status.Conditions) > 0 {
+				t.Errorf("the on-demand node was signalled: %+v (%v)", od.Status.Conditions, err)
 			}
 
 			// Redelivery of a written message changes nothing.

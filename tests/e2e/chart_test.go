@@ -227,6 +227,7 @@ func TestHelmChart(t *testing.T) {
 	if _, err := c.Client.AppsV1().DaemonSets(ns).Get(cluster.Context(t), "spot-rebalancer-agent", metav1.GetOptions{}); err != nil {
 		t.Errorf("agent daemonset: %v", err)
 	}
+	t.Run("the agent can change only its own node's Spot signals", func(t *testing.T) { checkAgentOwnNode(t, c, ns) })
 
 	type check struct {
 		verb, resource string

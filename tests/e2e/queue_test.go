@@ -40,7 +40,7 @@ func TestQueueSourceWritesSignalsForItsNodes(t *testing.T) {
 	client := sqs.New(sqs.Options{Region: "us-east-1", BaseEndpoint: aws.String(srv.URL),
 		Credentials: credentials.NewStaticCredentialsProvider("AKID", "SECRET", "")})
 	source := &queue.Source{Kube: c.Client, Consumer: &queue.Consumer{
-		SQS: client, QueueURL: srv.URL + "/123456789012/spot-events", WaitTime: time.Second,
+		SQS: client, QueueURL: srv.URL + "/123456789012/spot-events", WaitTime: time.Second, Accounts: []string{"123456789012"},
 		Writer: signals.Writer{Kube: c.Client, Clock: clock.RealClock{}}, Clock: clock.RealClock{},
 		Metrics: queue.NewMetrics(prometheus.NewRegistry()),
 	}}

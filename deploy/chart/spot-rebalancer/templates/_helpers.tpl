@@ -92,13 +92,14 @@ spot-rebalancer-controller
     "surge" $r.surge)
   "agent" (dict "pollInterval" .Values.agent.pollInterval)
   "aws" (dict
-    "queue" (dict "deleteUnknown" .Values.aws.queue.deleteUnknown)
+    "queue" (dict "deleteUnknown" .Values.aws.queue.deleteUnknown "keepRejected" .Values.aws.queue.keepRejected)
     "ec2" (dict
       "describeInstances" .Values.aws.ec2.describeInstances
       "pollSpotRequests" .Values.aws.ec2.pollSpotRequests
       "interval" .Values.aws.ec2.interval)) }}
 {{- with .Values.aws.region }}{{ $_ := set $base.aws "region" . }}{{ end }}
 {{- with .Values.aws.queue.url }}{{ $_ := set $base.aws.queue "url" . }}{{ end }}
+{{- with .Values.aws.queue.accounts }}{{ $_ := set $base.aws.queue "accounts" . }}{{ end }}
 {{- with .Values.agent.imdsEndpoint }}{{ $_ := set $base.agent "imdsEndpoint" . }}{{ end }}
 {{- toYaml (mergeOverwrite $base (deepCopy .Values.config)) }}
 {{- end }}
