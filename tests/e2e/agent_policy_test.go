@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -52,11 +53,18 @@ func checkAgentOwnNode(t *testing.T, c *cluster.Cluster, ns string) {
 	}
 	w := signals.Writer{Kube: agent, Clock: clock.RealClock{}}
 
-	// The policy is loaded a moment after it is created.
+	// The policy is loaded a moment after it is created: until then a
+	// write to b may go through, so each try writes something new.
+	tries := 0
 	c.WaitFor(t, 30*time.Second, "the policy to refuse the agent node "+b.Name, func(ctx context.Context) (bool, error) {
-		_, err := w.Rebalance(ctx, b.Name, "SpotRebalanceRecommendation", "e2e")
+		tries++
+		patch := fmt.Sprintf(`{"status":{"conditions":[{"type":"SpotRebalanceRecommended","status":"True","reason":"e2e","message":"try %d"}]}}`, tries)
+		_, err := agent.CoreV1().Nodes().PatchStatus(ctx, b.Name, []byte(patch))
 		return refused(err, "the agent may only change the node it runs on"), nil
 	})
+	if _, err := w.Interruption(ctx, b.Name, time.Now().Add(2*time.Minute), "SpotInterruptionNotice", "e2e"); !refused(err, "the agent may only change the node it runs on") {
+		t.Errorf("the agent could interrupt node %s it does not run on: %v", b.Name, err)
+	}
 	if _, err := w.Rebalance(ctx, a.Name, "SpotRebalanceRecommendation", "e2e"); err != nil {
 		t.Errorf("the agent may not signal its own node: %v", err)
 	}
