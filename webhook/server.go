@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"net/http/pprof"
 	"sync/atomic"
 
 	corev1 "k8s.io/api/core/v1"
@@ -39,12 +38,10 @@ type Options struct {
 	RESTConfig *rest.Config
 	// Host is the address to bind; empty binds every interface.
 	Host string
-	// MetricsAddr and HealthAddr are bind addresses; "0" disables.
-	MetricsAddr string
-	HealthAddr  string
-	// Profiling serves net/http/pprof under /debug/pprof/ on the metrics
-	// endpoint.
-	Profiling bool
+	// Metrics is how /metrics (and pprof) are served (metricsserve.Options).
+	Metrics metricsserver.Options
+	// HealthAddr is the bind address of the probes; "0" disables.
+	HealthAddr string
 }
 
 // Run serves the webhook until ctx is done.
@@ -79,7 +76,7 @@ func Run(ctx context.Context, opts Options) error {
 	})
 	mgr, err := manager.New(opts.RESTConfig, manager.Options{
 		Scheme:                 scheme,
-		Metrics:                metricsserver.Options{BindAddress: opts.MetricsAddr, ExtraHandlers: ProfilingHandlers(opts.Profiling)},
+		Metrics:                opts.Metrics,
 		HealthProbeBindAddress: opts.HealthAddr,
 		WebhookServer:          server,
 	})
@@ -139,19 +136,4 @@ func (w *cacheWarmer) ready(*http.Request) error {
 		return errors.New("namespace and PodDisruptionBudget caches are not synced yet")
 	}
 	return nil
-}
-
-// ProfilingHandlers are net/http/pprof's handlers for a metrics server,
-// or none when profiling is off.
-func ProfilingHandlers(on bool) map[string]http.Handler {
-	if !on {
-		return nil
-	}
-	return map[string]http.Handler{
-		"/debug/pprof/":        http.HandlerFunc(pprof.Index),
-		"/debug/pprof/cmdline": http.HandlerFunc(pprof.Cmdline),
-		"/debug/pprof/profile": http.HandlerFunc(pprof.Profile),
-		"/debug/pprof/symbol":  http.HandlerFunc(pprof.Symbol),
-		"/debug/pprof/trace":   http.HandlerFunc(pprof.Trace),
-	}
 }

@@ -4,20 +4,19 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
-	"net/http"
 	"os"
-	"time"
 
 	"github.com/go-logr/logr"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spf13/cobra"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 	"k8s.io/utils/clock"
 	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"github.com/spot-rebalancer/spot-rebalancer/agent"
 	"github.com/spot-rebalancer/spot-rebalancer/config"
+	"github.com/spot-rebalancer/spot-rebalancer/internal/metricsserve"
 	"github.com/spot-rebalancer/spot-rebalancer/internal/version"
 )
 
@@ -27,6 +26,7 @@ func newAgentCommand(global *globalOptions) *cobra.Command {
 		nodeName    string
 		endpoint    string
 		metricsAddr string
+		secure      bool
 	)
 	cmd := &cobra.Command{
 		Use:   "agent",
@@ -69,8 +69,8 @@ unreachable metadata service is retried with backoff, never fatal.`,
 			log.Info("Starting agent", "version", version.Get().Version, "node", nodeName, "interval", a.Interval)
 			ctx := logr.NewContext(cmd.Context(), log)
 			if metricsAddr != "0" {
-				if err := serveMetrics(ctx, metricsAddr); err != nil {
-					return err
+				if err := serveMetrics(ctx, metricsAddr, secure, restConfig); err != nil {
+					return usageError{err}
 				}
 			}
 			return a.Run(ctx)
@@ -79,25 +79,30 @@ unreachable metadata service is retried with backoff, never fatal.`,
 	cmd.Flags().StringVar(&nodeName, "node-name", "", "this node's name (default: $NODE_NAME)")
 	cmd.Flags().StringVar(&endpoint, "imds-endpoint", "", "instance metadata endpoint (overrides agent.imdsEndpoint; default: the SDK's)")
 	cmd.Flags().StringVar(&metricsAddr, "metrics-bind-address", "0", "address of the Prometheus /metrics endpoint; 0 (the default, as the agent runs on the host network) disables it")
+	cmd.Flags().BoolVar(&secure, "metrics-secure", true, metricsSecureHelp)
 	logs.addFlags(cmd)
 	return cmd
 }
 
-// serveMetrics serves the process's metrics on addr until ctx ends.
-func serveMetrics(ctx context.Context, addr string) error {
-	l, err := net.Listen("tcp", addr)
+// serveMetrics serves /metrics as the controller and the webhook do,
+// until ctx is done.
+func serveMetrics(ctx context.Context, addr string, secure bool, restConfig *rest.Config) error {
+	opts, err := metricsserve.Options(addr, secure, false)
+	if err != nil {
+		return err
+	}
+	httpClient, err := rest.HTTPClientFor(restConfig)
+	if err != nil {
+		return err
+	}
+	srv, err := metricsserver.NewServer(opts, restConfig, httpClient)
 	if err != nil {
 		return fmt.Errorf("metrics endpoint: %w", err)
 	}
-	mux := http.NewServeMux()
-	mux.Handle("/metrics", promhttp.HandlerFor(ctrlmetrics.Registry, promhttp.HandlerOpts{}))
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-	go func() { _ = srv.Serve(l) }()
 	go func() {
-		<-ctx.Done()
-		shutdown, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = srv.Shutdown(shutdown)
+		if err := srv.Start(ctx); err != nil {
+			logr.FromContextOrDiscard(ctx).Error(err, "Metrics endpoint stopped")
+		}
 	}()
 	return nil
 }

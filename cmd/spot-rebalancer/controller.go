@@ -14,17 +14,16 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
-	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"github.com/spot-rebalancer/spot-rebalancer/certs"
 	"github.com/spot-rebalancer/spot-rebalancer/config"
+	"github.com/spot-rebalancer/spot-rebalancer/internal/metricsserve"
 	"github.com/spot-rebalancer/spot-rebalancer/internal/version"
 	"github.com/spot-rebalancer/spot-rebalancer/rebalancer/controller"
 	"github.com/spot-rebalancer/spot-rebalancer/rebalancer/executor"
 	"github.com/spot-rebalancer/spot-rebalancer/rebalancer/signals"
 	ec2source "github.com/spot-rebalancer/spot-rebalancer/sources/ec2"
 	"github.com/spot-rebalancer/spot-rebalancer/sources/queue"
-	"github.com/spot-rebalancer/spot-rebalancer/webhook"
 )
 
 // leaderElectionID names the Lease the controller replicas compete for.
@@ -39,6 +38,7 @@ func newControllerCommand(global *globalOptions) *cobra.Command {
 		metricsAddr string
 		healthAddr  string
 		profiling   bool
+		secure      bool
 	)
 	cmd := &cobra.Command{
 		Use:   "controller",
@@ -90,8 +90,12 @@ old one before any certificate it signs is served.`,
 			if leaseNS == "" {
 				leaseNS = cfg.Webhook.Namespace
 			}
+			metrics, err := metricsserve.Options(metricsAddr, secure, profiling)
+			if err != nil {
+				return usageError{err}
+			}
 			mgr, err := manager.New(restConfig, manager.Options{
-				Metrics:                       metricsserver.Options{BindAddress: metricsAddr, ExtraHandlers: webhook.ProfilingHandlers(profiling)},
+				Metrics:                       metrics,
 				HealthProbeBindAddress:        healthAddr,
 				LeaderElection:                leaderElect,
 				LeaderElectionID:              leaderElectionID,
@@ -138,7 +142,8 @@ old one before any certificate it signs is served.`,
 	cmd.Flags().StringVar(&leaseNS, "leader-election-namespace", "", "namespace of the leader election Lease (default: webhook.namespace)")
 	cmd.Flags().StringVar(&metricsAddr, "metrics-bind-address", ":8080", "address of the Prometheus /metrics endpoint; 0 disables it")
 	cmd.Flags().StringVar(&healthAddr, "health-probe-bind-address", ":8081", "address of /healthz and /readyz")
-	cmd.Flags().BoolVar(&profiling, "profiling", false, "serve Go's pprof profiles under /debug/pprof/ on the metrics address")
+	cmd.Flags().BoolVar(&profiling, "profiling", false, "serve Go's pprof profiles under /debug/pprof/ on the metrics address, behind the same check")
+	cmd.Flags().BoolVar(&secure, "metrics-secure", true, metricsSecureHelp)
 	logs.addFlags(cmd)
 	return cmd
 }

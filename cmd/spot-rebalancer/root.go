@@ -196,3 +196,6 @@ func printConfig(w io.Writer, c *config.Config) error {
 	}
 	return errPrinted
 }
+
+// metricsSecureHelp describes --metrics-secure, the same on every command.
+const metricsSecureHelp = "serve /metrics (and --profiling) over HTTPS to callers whose token may get it (TokenReview and SubjectAccessReview, as the chart's metrics-reader ClusterRole grants); false serves plain HTTP"

@@ -5,6 +5,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/spot-rebalancer/spot-rebalancer/config"
+	"github.com/spot-rebalancer/spot-rebalancer/internal/metricsserve"
 	"github.com/spot-rebalancer/spot-rebalancer/internal/version"
 	"github.com/spot-rebalancer/spot-rebalancer/webhook"
 )
@@ -16,6 +17,7 @@ func newWebhookCommand(global *globalOptions) *cobra.Command {
 		metricsAddr string
 		healthAddr  string
 		profiling   bool
+		secure      bool
 	)
 	cmd := &cobra.Command{
 		Use:   "webhook",
@@ -50,16 +52,21 @@ MutatingWebhookConfiguration.`,
 			if err != nil {
 				return err
 			}
-			log.Info("Starting webhook", "version", version.Get().Version, "port", cfg.Webhook.Port, "profiles", len(cfg.Webhook.Profiles))
+			metrics, err := metricsserve.Options(metricsAddr, secure, profiling)
+			if err != nil {
+				return usageError{err}
+			}
+			log.Info("Starting webhook", "version", version.Get().Version, "port", cfg.Webhook.Port, "profiles", len(cfg.Webhook.Profiles), "metricsSecure", secure)
 			return webhook.Run(logr.NewContext(cmd.Context(), log), webhook.Options{
-				Config: cfg, RESTConfig: restConfig, MetricsAddr: metricsAddr, HealthAddr: healthAddr, Profiling: profiling,
+				Config: cfg, RESTConfig: restConfig, Metrics: metrics, HealthAddr: healthAddr,
 			})
 		},
 	}
 	cmd.Flags().Int32Var(&port, "port", 9443, "HTTPS port for admission requests (overrides webhook.port)")
 	cmd.Flags().StringVar(&metricsAddr, "metrics-bind-address", ":8080", "address of the Prometheus /metrics endpoint; 0 disables it")
 	cmd.Flags().StringVar(&healthAddr, "health-probe-bind-address", ":8081", "address of /healthz and /readyz")
-	cmd.Flags().BoolVar(&profiling, "profiling", false, "serve Go's pprof profiles under /debug/pprof/ on the metrics address")
+	cmd.Flags().BoolVar(&profiling, "profiling", false, "serve Go's pprof profiles under /debug/pprof/ on the metrics address, behind the same check")
+	cmd.Flags().BoolVar(&secure, "metrics-secure", true, metricsSecureHelp)
 	logs.addFlags(cmd)
 	return cmd
 }

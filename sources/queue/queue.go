@@ -114,10 +114,10 @@ type Consumer struct {
 	Accounts []string
 	// KeepRejected leaves rejected messages in the queue.
 	KeepRejected bool
-	Nodes         Nodes
-	Writer        SignalWriter
-	Clock         clock.Clock
-	Metrics       *Metrics
+	Nodes        Nodes
+	Writer       SignalWriter
+	Clock        clock.Clock
+	Metrics      *Metrics
 	// WaitTime is the long-poll time (default 20 s, the SQS maximum).
 	WaitTime time.Duration
 }

@@ -109,4 +109,3 @@ func checkAgentOwnNode(t *testing.T, c *cluster.Cluster, ns string) {
 func refused(err error, message string) bool {
 	return err != nil && (apierrors.IsForbidden(err) || apierrors.IsInvalid(err)) && strings.Contains(err.Error(), message)
 }
-

@@ -246,6 +246,8 @@ func TestHelmChart(t *testing.T) {
 			{"update", "deployments.apps/scale", "*", true},
 			{"patch", "deployments.apps", "*", true},
 			{"update", "deployments.apps", "*", false},
+			{"create", "tokenreviews.authentication.k8s.io", "", true},
+			{"create", "subjectaccessreviews.authorization.k8s.io", "", true},
 			{"list", "horizontalpodautoscalers.autoscaling", "*", true},
 			{"create", "events", "*", true},
 			{"get", "secrets/spot-rebalancer-ca", ns, true},
@@ -272,6 +274,7 @@ func TestHelmChart(t *testing.T) {
 			{"create", "pods", "*", false},
 			{"patch", "nodes", "", false},
 			{"update", "mutatingwebhookconfigurations.admissionregistration.k8s.io/spot-rebalancer", "", false},
+			{"create", "tokenreviews.authentication.k8s.io", "", true},
 		},
 		"agent": {
 			{"get", "nodes", "", true},

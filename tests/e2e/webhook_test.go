@@ -20,6 +20,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"github.com/spot-rebalancer/spot-rebalancer/certs"
 	"github.com/spot-rebalancer/spot-rebalancer/config"
@@ -90,7 +91,7 @@ func TestWebhookInjectsTolerationsAndHints(t *testing.T) {
 	webhookDone := make(chan error, 1)
 	go func() {
 		webhookDone <- webhook.Run(webhookCtx, webhook.Options{Config: cfg, RESTConfig: webhookRest, Host: "127.0.0.1",
-			MetricsAddr: "0", HealthAddr: fmt.Sprintf("127.0.0.1:%d", healthPort)})
+			Metrics: metricsserver.Options{BindAddress: "0"}, HealthAddr: fmt.Sprintf("127.0.0.1:%d", healthPort)})
 	}()
 	t.Cleanup(func() { stopWebhook(); <-webhookDone })
 

@@ -275,7 +275,7 @@ current-context: soak
 		return err
 	}
 	ctl := exec.Command(bin, "controller", "--kubeconfig", kubeconfig, "--config", cfgPath, "--leader-elect=false",
-		"--metrics-bind-address", fmt.Sprintf("127.0.0.1:%d", metricsPort), "--health-probe-bind-address", "0",
+		"--metrics-bind-address", fmt.Sprintf("127.0.0.1:%d", metricsPort), "--metrics-secure=false", "--health-probe-bind-address", "0",
 		"--kube-api-qps", strconv.FormatFloat(o.qps, 'f', -1, 64), "--kube-api-burst", strconv.Itoa(o.burst), "--log-level", "info")
 	ctl.Stdout, ctl.Stderr = logFile, logFile
 	if err := ctl.Start(); err != nil {

@@ -203,7 +203,7 @@ func run(ctx context.Context, o options, out io.Writer) error {
 	}
 
 	ours := exec.Command(bin, "webhook", "--kubeconfig", c.Kubeconfig, "--config", cfgPath, "--port", strconv.Itoa(oursPort),
-		"--metrics-bind-address", fmt.Sprintf("127.0.0.1:%d", metricsPort), "--profiling",
+		"--metrics-bind-address", fmt.Sprintf("127.0.0.1:%d", metricsPort), "--metrics-secure=false", "--profiling",
 		"--health-probe-bind-address", fmt.Sprintf("127.0.0.1:%d", health), "--log-level", "error")
 	self, err := os.Executable()
 	if err != nil {
