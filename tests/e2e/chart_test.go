@@ -195,6 +195,27 @@ func TestHelmChart(t *testing.T) {
 		})
 	}
 
+	// Pod Security Admission: the controller and the webhook meet
+	// `restricted`; the agent, on the host network, needs `privileged`.
+	t.Run("pod security: controller and webhook restricted, the agent privileged", func(t *testing.T) {
+		restricted := c.Namespace(t, map[string]string{
+			"pod-security.kubernetes.io/enforce": "restricted", "pod-security.kubernetes.io/warn": "restricted"})
+		withoutAgent := mustTool(t, c, nil, "helm", "template", "spot-rebalancer", chart, "--namespace", restricted, "--set", "agent.enabled=false")
+		if out := mustTool(t, c, []byte(withoutAgent), "kubectl", "apply", "--dry-run=server", "-f", "-"); strings.Contains(out, "PodSecurity") {
+			t.Errorf("the controller or the webhook would violate the restricted level:\n%s", out)
+		}
+		withAgent := mustTool(t, c, nil, "helm", "template", "spot-rebalancer", chart, "--namespace", restricted)
+		if out := mustTool(t, c, []byte(withAgent), "kubectl", "apply", "--dry-run=server", "-f", "-"); !strings.Contains(out, "hostNetwork") {
+			t.Errorf("the agent on the host network passed the restricted level unnoticed:\n%s", out)
+		}
+		privileged := c.Namespace(t, map[string]string{
+			"pod-security.kubernetes.io/enforce": "privileged", "pod-security.kubernetes.io/warn": "privileged"})
+		agentOnly := mustTool(t, c, nil, "helm", "template", "spot-rebalancer", chart, "--namespace", privileged)
+		if out := mustTool(t, c, []byte(agentOnly), "kubectl", "apply", "--dry-run=server", "-f", "-"); strings.Contains(out, "PodSecurity") {
+			t.Errorf("a privileged namespace warned:\n%s", out)
+		}
+	})
+
 	t.Run("bad values fail with the field's name", func(t *testing.T) {
 		for set, want := range map[string]string{
 			"certs.mode=vault":           `certs.mode "vault"`,
