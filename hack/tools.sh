@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds the binaries of the local test cluster (TESTBED.md) into bin/ from the
+# Builds the binaries of the local test cluster (README, "Development") into bin/ from the
 # Go module proxy. Each tool lives in its own module under tests/tools/ so that
 # its k8s.io requirements never touch the project's go.mod. A tool is rebuilt
 # only when its module's pinned versions change (the stamp holds the version

@@ -15,7 +15,7 @@ import (
 	"github.com/spot-rebalancer/spot-rebalancer/internal/kubeconfig"
 )
 
-// Exit codes, as DESIGN.md defines them.
+// Exit codes, as the README documents them.
 const (
 	exitOK      = 0
 	exitFailure = 1

@@ -1,5 +1,5 @@
 // Package kubeconfig finds the API server every subcommand talks to, in the
-// order DESIGN.md promises: the --kubeconfig flag, the in-cluster service
+// order the README documents: the --kubeconfig flag, the in-cluster service
 // account, $KUBECONFIG, then ~/.kube/config.
 package kubeconfig
 

@@ -26,7 +26,7 @@ func samplePlan() *planner.Plan {
 	}}}
 }
 
-// The JSON field names are a promise to scripts (DESIGN.md, docs/plan.md).
+// The JSON field names are a promise to scripts (docs/plan.md).
 func TestJSONFieldNames(t *testing.T) {
 	var buf bytes.Buffer
 	if err := Write(&buf, samplePlan(), FormatJSON); err != nil {
