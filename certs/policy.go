@@ -180,18 +180,19 @@ func decideCA(in Input, p *Plan) (*KeyPair, []*x509.Certificate, error) {
 		previous = certs
 	}
 	ca, err := ParseKeyPair(in.CAData[CACertKey], in.CAData[CAKeyKey])
-	reason, warn := "", false
+	// lost: the CA Secret is gone or broken, not merely due for renewal.
+	reason, warn, lost := "", false, false
 	switch {
 	case in.CAData == nil:
-		reason = "created a CA"
+		reason, lost = "created a CA", true
 	case err != nil:
-		reason, warn = "replaced an unusable CA ("+err.Error()+")", true
+		reason, warn, lost = "replaced an unusable CA ("+err.Error()+")", true, true
 	case !ca.Cert.IsCA:
-		reason, warn = "replaced a CA certificate that is not a CA", true
+		reason, warn, lost = "replaced a CA certificate that is not a CA", true, true
 	case DueForRenewal(ca.Cert, in.Now):
 		reason = "renewed the CA"
 	}
-	if reason != "" && reason != "renewed the CA" {
+	if lost {
 		// The CA Secret is gone or broken (deleted by hand, lost, edited)
 		// while webhooks may carry the CA that signed what is served now:
 		// those CAs stay in the bundle until a certificate of the new CA is

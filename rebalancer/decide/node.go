@@ -163,7 +163,7 @@ func drain(in Input) Decision {
 	}
 	if len(wave) == 0 {
 		switch {
-		case remaining > 0 || running || stepping(surges) || np.Surges() > 0:
+		case remaining > 0 || len(surges) > 0 || np.Surges() > 0:
 			// The next waves wait for their PDBs to recover, surges for
 			// their pods; a surge that ends now is seen ended next time.
 			return Decision{Surges: surges, Requeue: drainPoll}
@@ -216,16 +216,6 @@ func deadline(in Input) Decision {
 	d := in.to(signals.StateDrained, signals.ReasonDeadline, fmt.Sprintf("deadline reached: %d pod(s) deleted", len(deletions)), 0)
 	d.Deletions, d.Surges = deletions, surges
 	return d
-}
-
-// stepping tells whether any surge does more than wait this round.
-func stepping(surges []SurgeAction) bool {
-	for _, a := range surges {
-		if a.Op != SurgeWait {
-			return true
-		}
-	}
-	return false
 }
 
 // Grace is the grace period of a pod deleted at a deadline: the time left

@@ -135,11 +135,7 @@ func TestSourceAnnotatesPoolsAndWritesMarkedRequests(t *testing.T) {
 	if gotA.Annotations[signals.AnnotationPool] != "eks-spot-a-1234" {
 		t.Errorf("node a pool annotation = %q", gotA.Annotations[signals.AnnotationPool])
 	}
-	// The label-less node is Spot by the instance's lifecycle, so its
-	// interruption is believed.
-	if got := gotA.Annotations[signals.AnnotationLifecycle]; got != "spot" {
-		t.Errorf("node a lifecycle annotation = %q, want spot", got)
-	}
+
 	gotB, _ := kube.CoreV1().Nodes().Get(t.Context(), "b", metav1.GetOptions{})
 	if _, ok := gotB.Annotations[signals.AnnotationPool]; ok {
 		t.Error("a node whose label names its pool was looked up")
@@ -162,5 +158,30 @@ func TestSourceAnnotatesPoolsAndWritesMarkedRequests(t *testing.T) {
 	}
 	if n := testutil.ToFloat64(s.Metrics.Calls.WithLabelValues("instances", "ok")); n != 1 {
 		t.Errorf("instances looked up %v times, want once", n)
+	}
+}
+
+// DescribeInstances alone records a label-less node's lifecycle, so that an
+// interruption notice for it is believed.
+func TestSourceRecordsTheLifecycleOfNodesWithoutLabels(t *testing.T) {
+	now := time.Date(2026, 11, 26, 12, 0, 30, 0, time.UTC)
+	a := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "a"}, Spec: corev1.NodeSpec{ProviderID: "aws:///us-east-1a/i-a"}}
+	kube := fake.NewClientset(a)
+	indexer := cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{sources.InstanceIDIndex: sources.IndexByInstanceID})
+	_ = indexer.Add(a)
+	clk := clocktesting.NewFakeClock(now)
+	s := &Source{API: client(t, &fakeEC2{}), Kube: kube, Writer: signals.Writer{Kube: kube, Clock: clk}, Clock: clk,
+		PoolLabels: []string{"eks.amazonaws.com/nodegroup"}, DescribeInstances: true,
+		Interval: time.Minute, Metrics: NewMetrics(prometheus.NewRegistry()),
+		index: sources.NodeIndex{Indexer: indexer}, looked: map[string]string{}}
+	if err := s.Once(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	got, _ := kube.CoreV1().Nodes().Get(t.Context(), "a", metav1.GetOptions{})
+	if v := got.Annotations[signals.AnnotationLifecycle]; v != "spot" {
+		t.Errorf("lifecycle annotation %q, want spot", v)
+	}
+	if !signals.IsSpot(got) {
+		t.Error("the node is not Spot by its recorded lifecycle")
 	}
 }

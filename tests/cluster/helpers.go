@@ -16,6 +16,9 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/rand"
 	"k8s.io/apimachinery/pkg/util/wait"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/spot-rebalancer/spot-rebalancer/rebalancer/snapshot"
 )
 
 // Labels the helpers put on nodes, as EKS managed node groups do.
@@ -299,4 +302,19 @@ func (w *Warnings) Take() []string {
 	m := w.msgs
 	w.msgs = nil
 	return m
+}
+
+// Snapshot reads the cluster as `spot-rebalancer plan` does: straight from
+// the API server, in pages.
+func (c *Cluster) Snapshot(t testing.TB) *snapshot.Snapshot {
+	t.Helper()
+	reader, err := client.New(c.Config, client.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	snap, err := snapshot.Read(Context(t), reader, time.Now(), 500)
+	if err != nil {
+		t.Fatalf("reading the cluster: %v", err)
+	}
+	return snap
 }

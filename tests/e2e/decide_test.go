@@ -17,12 +17,10 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/utils/ptr"
-	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/spot-rebalancer/spot-rebalancer/config"
 	"github.com/spot-rebalancer/spot-rebalancer/rebalancer/planner"
 	"github.com/spot-rebalancer/spot-rebalancer/rebalancer/signals"
-	"github.com/spot-rebalancer/spot-rebalancer/rebalancer/snapshot"
 	"github.com/spot-rebalancer/spot-rebalancer/tests/cluster"
 )
 
@@ -227,14 +225,7 @@ func TestAStaleTerminationTimeForcesNothingAtOnce(t *testing.T) {
 		}
 	}
 	// The plan the controller acts on, read from the same cluster.
-	reader, err := client.New(c.Config, client.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	snap, err := snapshot.Read(ctx, reader, time.Now(), 0)
-	if err != nil {
-		t.Fatal(err)
-	}
+	snap := c.Snapshot(t)
 	cfg := config.Default().Rebalancer
 	plan, err := planner.New(snap, planner.Options{Config: &cfg, Among: []string{risky.Name}})
 	if err != nil {

@@ -16,10 +16,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/sets"
 	"k8s.io/utils/ptr"
-	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/spot-rebalancer/spot-rebalancer/rebalancer/simulation"
-	"github.com/spot-rebalancer/spot-rebalancer/rebalancer/snapshot"
 	"github.com/spot-rebalancer/spot-rebalancer/tests/cluster"
 )
 
@@ -206,14 +204,7 @@ func runScenario(t *testing.T, c *cluster.Cluster, seed uint64) fidelity {
 	}
 
 	// Predict.
-	reader, err := client.New(c.Config, client.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	snap, err := snapshot.Read(ctx, reader, time.Now(), 500)
-	if err != nil {
-		t.Fatal(err)
-	}
+	snap := c.Snapshot(t)
 	moving := snap.PodsOn(s.risky)
 	if len(moving) != len(s.moving) {
 		t.Fatalf("seed %d: snapshot has %d pods on %s, want %d", seed, len(moving), s.risky, len(s.moving))
