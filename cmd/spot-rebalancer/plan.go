@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/spf13/cobra"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/utils/clock"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -78,7 +79,13 @@ failure, 2 bad usage.`,
 			if err != nil {
 				return err
 			}
-			snap, err := snapshot.Read(cmd.Context(), reader, clock.RealClock{}.Now(), 500)
+			// The surges under way are in the controller's namespace: a
+			// user who may not read them gets a plan that cannot tell.
+			snap, err := snapshot.Read(cmd.Context(), reader, clock.RealClock{}.Now(), 500, cfg.Webhook.Namespace)
+			if apierrors.IsForbidden(err) {
+				fmt.Fprintf(cmd.ErrOrStderr(), "warning: %v; planning without the surges under way\n", err)
+				snap, err = snapshot.Read(cmd.Context(), reader, clock.RealClock{}.Now(), 500, "")
+			}
 			if err != nil {
 				return fmt.Errorf("reading the cluster: %w", err)
 			}

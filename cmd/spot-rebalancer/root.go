@@ -95,7 +95,7 @@ Exit codes: 0 success, 1 runtime failure, 2 bad usage or invalid configuration.`
 	pf.IntVar(&opts.burst, "kube-api-burst", 100, "queries to the API server allowed in a burst above --kube-api-qps")
 	pf.BoolVar(&opts.printConfig, "print-config", false, "print the effective configuration (file, flags and defaults) as YAML and exit")
 
-	cmd.AddCommand(newVersionCommand(), newWebhookCommand(opts), newControllerCommand(opts), newPlanCommand(opts), newAgentCommand(opts))
+	cmd.AddCommand(newVersionCommand(), newWebhookCommand(opts), newControllerCommand(opts), newPlanCommand(opts), newAgentCommand(opts), newMigrateCommand(opts))
 	return cmd
 }
 

@@ -1,5 +1,5 @@
 // Package controller wires the rebalancer: on each change of a Node (or of
-// a Deployment carrying a surge record) it gathers a snapshot from the
+// a surge record, or of a Deployment that has one) it gathers a snapshot from the
 // manager's caches, plans the node with the planner, asks the pure decide
 // package for the node's next step and has the executor carry it out.
 // Progress lives on the Node (annotations and a taint), so a restart or a
@@ -14,21 +14,23 @@ import (
 	"fmt"
 	"time"
 
+	appsv1 "k8s.io/api/apps/v1"
+	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/util/workqueue"
 	"k8s.io/klog/v2"
 	"k8s.io/utils/clock"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	ctrlcontroller "sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
-
-	appsv1 "k8s.io/api/apps/v1"
-	"sigs.k8s.io/controller-runtime/pkg/handler"
 
 	"github.com/spot-rebalancer/spot-rebalancer/config"
 	"github.com/spot-rebalancer/spot-rebalancer/rebalancer/decide"
@@ -50,6 +52,10 @@ type Reconciler struct {
 	// Name names the controller (default "rebalancer"); names are unique
 	// per process.
 	Name string
+	// Namespace holds the surge records: the controller's own (the chart's
+	// release namespace). The manager's cache must be made with
+	// CacheOptions(Namespace).
+	Namespace string
 
 	writer *executor.Writer
 	memory memory
@@ -57,22 +63,28 @@ type Reconciler struct {
 
 // SetupWithManager registers the reconciler; it runs on the leader only.
 func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
-	r.writer = &executor.Writer{Kube: r.Kube, Recorder: r.Recorder, Metrics: r.Metrics, Clock: r.Clock}
-	if err := mgr.GetFieldIndexer().IndexField(context.Background(), &appsv1.Deployment{}, surgeNodeIndex, surgeNodeOf); err != nil {
-		return fmt.Errorf("indexing Deployments by surge node: %w", err)
+	if r.Namespace == "" {
+		return fmt.Errorf("the reconciler needs the namespace of its surge records")
+	}
+	r.writer = &executor.Writer{Kube: r.Kube, Recorder: r.Recorder, Metrics: r.Metrics, Clock: r.Clock, RecordsNamespace: r.Namespace}
+	if err := mgr.GetFieldIndexer().IndexField(context.Background(), &coordinationv1.Lease{}, surgeNodeIndex, surgeNodeOf); err != nil {
+		return fmt.Errorf("indexing surge records by node: %w", err)
 	}
 	return ctrl.NewControllerManagedBy(mgr).
 		For(&corev1.Node{}).
-		// A Deployment with a surge record wakes its node: at start-up and
-		// when the node is gone too, so that no surge is left behind.
-		Watches(&appsv1.Deployment{}, handler.EnqueueRequestsFromMapFunc(func(_ context.Context, o client.Object) []reconcile.Request {
-			var out []reconcile.Request
-			for _, name := range surgeNodeOf(o) {
-				if name != unreadableRecord {
-					out = append(out, reconcile.Request{NamespacedName: client.ObjectKey{Name: name}})
-				}
+		// A surge record wakes its node: at start-up and when the node is
+		// gone too, so that no surge is left behind.
+		Watches(&coordinationv1.Lease{}, handler.EnqueueRequestsFromMapFunc(func(_ context.Context, o client.Object) []reconcile.Request {
+			return nodeRequests(surgeNodeOf(o))
+		})).
+		// So does a change of a Deployment with a surge under way (its
+		// count, its pods' readiness as its status shows it).
+		Watches(&appsv1.Deployment{}, handler.EnqueueRequestsFromMapFunc(func(ctx context.Context, o client.Object) []reconcile.Request {
+			var record coordinationv1.Lease
+			if err := r.Client.Get(ctx, client.ObjectKey{Namespace: r.Namespace, Name: signals.SurgeRecordName(o.GetUID())}, &record); err != nil {
+				return nil
 			}
-			return out
+			return nodeRequests(surgeNodeOf(&record))
 		})).
 		Named(cmp.Or(r.Name, "rebalancer")).
 		WithOptions(ctrlcontroller.Options{MaxConcurrentReconciles: 4,
@@ -88,6 +100,28 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 			RateLimiter: workqueue.NewTypedItemExponentialFailureRateLimiter[reconcile.Request](100*time.Millisecond, 10*time.Second),
 		}).
 		Complete(r)
+}
+
+func nodeRequests(names []string) []reconcile.Request {
+	var out []reconcile.Request
+	for _, name := range names {
+		if name != unreadableRecord {
+			out = append(out, reconcile.Request{NamespacedName: client.ObjectKey{Name: name}})
+		}
+	}
+	return out
+}
+
+// CacheOptions are the manager's cache options the reconciler needs: of
+// all Leases, it watches only the surge records in namespace (it may read
+// no others).
+func CacheOptions(namespace string) cache.Options {
+	return cache.Options{ByObject: map[client.Object]cache.ByObject{
+		&coordinationv1.Lease{}: {
+			Namespaces: map[string]cache.Config{namespace: {}},
+			Label:      labels.SelectorFromSet(labels.Set{signals.LabelRecord: signals.SurgeRecordLabel}),
+		},
+	}}
 }
 
 // Reconcile advances one node by one step: gather, decide, apply.
@@ -124,7 +158,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (result ct
 		res, _, err := r.apply(ctx, &node, in, decide.Node(in))
 		return res, err
 	}
-	snap, err := snapshot.Read(ctx, r.Client, now, 0)
+	snap, err := snapshot.Read(ctx, r.Client, now, 0, r.Namespace)
 	if err != nil {
 		return ctrl.Result{}, fmt.Errorf("reading the cache: %w", err)
 	}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	appsv1 "k8s.io/api/apps/v1"
+	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -16,39 +17,36 @@ import (
 	"github.com/spot-rebalancer/spot-rebalancer/rebalancer/snapshot"
 )
 
-// surgeNodeIndex indexes Deployments by the node their surge record names;
-// records that do not parse are indexed under unreadableRecord.
+// surgeNodeIndex indexes surge records by the node they name; records
+// that do not parse are indexed under unreadableRecord.
 const (
 	surgeNodeIndex   = "spot-rebalancer.io/surge-node"
 	unreadableRecord = "(unreadable)"
 )
 
 func surgeNodeOf(o client.Object) []string {
-	if _, ok := o.GetAnnotations()[signals.AnnotationSurgeState]; !ok {
+	record, ok := o.(*coordinationv1.Lease)
+	if !ok || record.Labels[signals.LabelRecord] != signals.SurgeRecordLabel {
 		return nil
 	}
-	d, ok := o.(*appsv1.Deployment)
-	if !ok {
-		return nil
-	}
-	st, err := signals.SurgeOf(d)
+	st, err := signals.SurgeOf(record)
 	if err != nil {
 		return []string{unreadableRecord}
 	}
 	return []string{st.Node}
 }
 
-// recordsOff lists, from the cache, the Deployments with a surge record
-// naming node (and, with unreadable, those whose record does not parse).
-func (r *Reconciler) recordsOff(ctx context.Context, node string, unreadable bool) ([]*appsv1.Deployment, error) {
+// recordsOff lists, from the cache, the surge records naming node (and,
+// with unreadable, those that do not parse).
+func (r *Reconciler) recordsOff(ctx context.Context, node string, unreadable bool) ([]*coordinationv1.Lease, error) {
 	keys := []string{node}
 	if unreadable {
 		keys = append(keys, unreadableRecord)
 	}
-	var out []*appsv1.Deployment
+	var out []*coordinationv1.Lease
 	for _, key := range keys {
-		var list appsv1.DeploymentList
-		if err := r.Client.List(ctx, &list, client.MatchingFields{surgeNodeIndex: key}); err != nil {
+		var list coordinationv1.LeaseList
+		if err := r.Client.List(ctx, &list, client.InNamespace(r.Namespace), client.MatchingFields{surgeNodeIndex: key}); err != nil {
 			return nil, fmt.Errorf("listing surges off node %s: %w", node, err)
 		}
 		for i := range list.Items {
@@ -59,57 +57,72 @@ func (r *Reconciler) recordsOff(ctx context.Context, node string, unreadable boo
 }
 
 // gatherSurges reads the surges off a draining node: from the cache for one
-// that can only go on waiting (decide.Quiet), else from the live
-// Deployment, since the cache may show a record that has moved on (or
-// ended, and another node's begun).
+// that can only go on waiting (decide.Quiet), else live, since the cache
+// may show a record that has moved on (or ended, and another node's
+// begun).
 func (r *Reconciler) gatherSurges(ctx context.Context, node *corev1.Node, snap *snapshot.Snapshot) ([]decide.Surge, error) {
 	records, err := r.recordsOff(ctx, node.Name, true)
 	if err != nil {
 		return nil, err
 	}
 	var out []decide.Surge
-	for _, d := range records {
-		s, ok, err := r.surge(ctx, d, node.Name, snap)
+	for _, record := range records {
+		s, err := r.surge(ctx, record, node.Name, snap)
 		if err != nil {
 			return nil, err
 		}
-		if ok {
-			out = append(out, s)
-		}
+		out = append(out, s)
 	}
 	return out, nil
 }
 
-// surge builds what a surge's step depends on, reading the Deployment live
-// unless the cached one can only go on waiting (its step writes nothing).
-// ok is false when the Deployment is gone.
-func (r *Reconciler) surge(ctx context.Context, cached *appsv1.Deployment, node string, snap *snapshot.Snapshot) (decide.Surge, bool, error) {
-	s := surgeOf(cached, node, snap)
-	if decide.Quiet(s, r.Clock.Now(), r.Config.Surge.Timeout.Duration) {
-		return s, true, nil
+// surge builds what a surge's step depends on, reading the record and its
+// Deployment live unless the cached ones can only go on waiting (its step
+// writes nothing).
+func (r *Reconciler) surge(ctx context.Context, cached *coordinationv1.Lease, node string, snap *snapshot.Snapshot) (decide.Surge, error) {
+	namespace, name, named := signals.SurgeDeploymentOf(cached)
+	cachedD := snap.Deployment(namespace, name)
+	if named && cachedD != nil && signals.SurgeRecordName(cachedD.UID) == cached.Name {
+		if s := surgeOf(cached, cachedD, node, snap); decide.Quiet(s, r.Clock.Now(), r.Config.Surge.Timeout.Duration) {
+			return s, nil
+		}
 	}
-	d, err := r.Kube.AppsV1().Deployments(cached.Namespace).Get(ctx, cached.Name, metav1.GetOptions{})
+	// A stale record still names its Deployment: no other surge of it
+	// starts until the cache catches up.
+	stale := decide.Surge{Stale: true, Deployment: cachedD}
+	record, err := r.Kube.CoordinationV1().Leases(cached.Namespace).Get(ctx, cached.Name, metav1.GetOptions{})
 	if apierrors.IsNotFound(err) {
-		return decide.Surge{}, false, nil
+		return stale, nil // ended
 	}
 	if err != nil {
-		return decide.Surge{}, false, fmt.Errorf("reading deployment %s/%s: %w", cached.Namespace, cached.Name, err)
+		return decide.Surge{}, fmt.Errorf("reading surge record %s/%s: %w", cached.Namespace, cached.Name, err)
 	}
-	fresh := surgeOf(d, node, snap)
+	if !named {
+		return decide.Surge{Lease: record, Unreadable: true, NoDeployment: true}, nil
+	}
+	d, err := r.Kube.AppsV1().Deployments(namespace).Get(ctx, name, metav1.GetOptions{})
 	switch {
-	case fresh.Unreadable:
-		return fresh, true, nil
-	case fresh.Record == nil || fresh.Record.Node != node:
-		// Ended, or another node's now: the cache catches up.
-		return decide.Surge{Deployment: d, Stale: true}, true, nil
+	case apierrors.IsNotFound(err) || err == nil && signals.SurgeRecordName(d.UID) != record.Name:
+		// Deleted, or replaced by another of the same name: its pods went
+		// with it, and its replicas are another Deployment's business.
+		s := decide.Surge{Lease: record, NoDeployment: true}
+		s.Record, err = signals.SurgeOf(record)
+		s.Unreadable = err != nil
+		return s, nil
+	case err != nil:
+		return decide.Surge{}, fmt.Errorf("reading deployment %s/%s: %w", namespace, name, err)
 	}
-	return fresh, true, nil
+	fresh := surgeOf(record, d, node, snap)
+	if !fresh.Unreadable && fresh.Record.Node != node {
+		return stale, nil // another node's now
+	}
+	return fresh, nil
 }
 
-// surgeOf reads the record on d and counts its pods.
-func surgeOf(d *appsv1.Deployment, node string, snap *snapshot.Snapshot) decide.Surge {
-	s := decide.Surge{Deployment: d, Replicas: ptr.Deref(d.Spec.Replicas, 1)}
-	st, err := signals.SurgeOf(d)
+// surgeOf reads the record of d and counts d's pods.
+func surgeOf(record *coordinationv1.Lease, d *appsv1.Deployment, node string, snap *snapshot.Snapshot) decide.Surge {
+	s := decide.Surge{Deployment: d, Lease: record, Replicas: ptr.Deref(d.Spec.Replicas, 1)}
+	st, err := signals.SurgeOf(record)
 	s.Record, s.Unreadable = st, err != nil
 	for _, p := range snap.PodsIn(d.Namespace) {
 		if !sameDeployment(snap.DeploymentOf(p), d) {
@@ -137,18 +150,15 @@ func (r *Reconciler) sweepOrphans(ctx context.Context, name string, node *corev1
 	if err != nil || len(records) == 0 {
 		return false, err
 	}
-	snap, err := snapshot.Read(ctx, r.Client, r.Clock.Now(), 0)
+	snap, err := snapshot.Read(ctx, r.Client, r.Clock.Now(), 0, r.Namespace)
 	if err != nil {
 		return false, fmt.Errorf("reading the cache: %w", err)
 	}
 	running := false
-	for _, d := range records {
-		s, ok, err := r.surge(ctx, d, name, snap)
+	for _, record := range records {
+		s, err := r.surge(ctx, record, name, snap)
 		if err != nil {
 			return true, err
-		}
-		if !ok {
-			continue
 		}
 		a := decide.Orphan(s, node == nil, r.Clock.Now(), r.Config.Surge.Timeout.Duration)
 		running = running || a.Running()

@@ -11,9 +11,10 @@ import (
 
 // The surge hand-off, per Deployment with pods on a draining node:
 //
-//  1. record the surge on the Deployment (phase scaling-up), mark the
-//     pods there with the lowest pod-deletion-cost, scale up by their
-//     number through the scale subresource;
+//  1. record the surge (phase scaling-up) in a Lease of the controller's
+//     namespace named after the Deployment's UID (creating it claims the
+//     Deployment), mark the pods there with the lowest pod-deletion-cost,
+//     scale up by their number through the scale subresource;
 //  2. record phase waiting once the Deployment is at the surged count;
 //  3. wait until as many of its pods as it had replicas are Ready on other
 //     nodes;
@@ -41,9 +42,13 @@ func Quiet(s Surge, now time.Time, timeout time.Duration) bool {
 
 // Step is the next step of a surge under way.
 func Step(s Surge, now time.Time, timeout time.Duration) SurgeAction {
-	a := SurgeAction{Deployment: s.Deployment, Record: s.Record}
-	if s.Stale {
+	a := SurgeAction{Deployment: s.Deployment, Lease: s.Lease, Record: s.Record}
+	switch {
+	case s.Stale:
 		a.Op = SurgeWait
+		return a
+	case s.NoDeployment:
+		a.Op = SurgeForget
 		return a
 	}
 	if s.Unreadable {

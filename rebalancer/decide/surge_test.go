@@ -81,9 +81,15 @@ func TestSurgeStep(t *testing.T) {
 		"a record that does not parse: trust nothing in it, restore nothing": {
 			surge: Surge{Deployment: &appsv1.Deployment{}, Unreadable: true, Replicas: 6},
 			want:  step{Op: SurgeAbandon, Fallback: true, Why: "its surge record does not parse"}},
-		"a record the live Deployment no longer has: wait for the cache": {
+		"a record that is gone or another node's now: wait for the cache": {
 			surge: func() Surge { s := record(signals.SurgeWaiting, 6, 4); s.Stale = true; return s }(),
 			want:  step{Op: SurgeWait, Phase: signals.SurgeWaiting}},
+		"a record whose Deployment is gone: remove the record, touch nothing else": {
+			surge: Surge{Record: record(signals.SurgeWaiting, 6, 4).Record, NoDeployment: true},
+			want:  step{Op: SurgeForget, Phase: signals.SurgeWaiting}},
+		"a record that does not parse and names no Deployment: remove it": {
+			surge: Surge{Unreadable: true, NoDeployment: true},
+			want:  step{Op: SurgeForget}},
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
@@ -146,9 +152,12 @@ func TestOrphanedSurgesGoOn(t *testing.T) {
 		"a node gone, the Deployment back at its count: complete": {
 			surge: record(signals.SurgeScalingDown, 4, 4), nodeGone: true,
 			want: step{Op: SurgeComplete, Phase: signals.SurgeScalingDown, Delete: onNode}},
-		"a record the live Deployment no longer has deletes nothing": {
+		"a record that is gone or another node's now deletes nothing": {
 			surge: stale, nodeGone: true,
 			want: step{Op: SurgeWait, Phase: signals.SurgeWaiting}},
+		"a node gone with a Deployment gone too: the record goes": {
+			surge: Surge{Record: record(signals.SurgeWaiting, 6, 4).Record, NoDeployment: true}, nodeGone: true,
+			want: step{Op: SurgeForget, Phase: signals.SurgeWaiting}},
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {

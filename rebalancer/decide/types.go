@@ -4,6 +4,7 @@ import (
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
+	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/sets"
@@ -45,13 +46,18 @@ type Surge struct {
 	// Deployment is the live Deployment, or the cached one when the
 	// surge can only go on waiting (Quiet).
 	Deployment *appsv1.Deployment
-	// Record is the surge record; nil when Unreadable.
+	// Lease is the record as stored (live, or cached when Quiet): the
+	// writer changes and removes it on its resourceVersion.
+	Lease *coordinationv1.Lease
+	// Record is the surge the record holds; nil when Unreadable.
 	Record     *signals.SurgeState
 	Unreadable bool
-	// Stale is a record the cache showed for this node that the live
-	// Deployment no longer has (ended, or another node's now): the cache
-	// catches up.
+	// Stale is a record the cache showed for this node that is gone or
+	// another node's now: the cache catches up.
 	Stale bool
+	// NoDeployment is a record whose Deployment is gone (or was replaced
+	// by one of the same name, or was never named): it is removed.
+	NoDeployment bool
 	// Replicas is the Deployment's replica count.
 	Replicas int32
 	// ReadyElsewhere counts its Ready pods not on the node and not
@@ -134,14 +140,18 @@ const (
 	// record and, if Fallback, record on the node that this Deployment's
 	// pods are evicted instead.
 	SurgeAbandon SurgeOp = "abandon"
+	// SurgeForget: the record's Deployment is gone; remove the record.
+	SurgeForget SurgeOp = "forget"
 )
 
 // SurgeAction is one surge's step.
 type SurgeAction struct {
 	Op         SurgeOp
 	Deployment *appsv1.Deployment
-	// Record is the record to write (start and the phase changes) or the
-	// record being stepped.
+	// Lease is the stored record being stepped (nil for SurgeStart).
+	Lease *coordinationv1.Lease
+	// Record is the surge to record (start and the phase changes) or the
+	// one being stepped.
 	Record *signals.SurgeState
 	// Why a surge is abandoned, for people.
 	Why      string
@@ -154,4 +164,6 @@ type SurgeAction struct {
 }
 
 // Running tells whether the surge is still under way after this step.
-func (a SurgeAction) Running() bool { return a.Op != SurgeComplete && a.Op != SurgeAbandon }
+func (a SurgeAction) Running() bool {
+	return a.Op != SurgeComplete && a.Op != SurgeAbandon && a.Op != SurgeForget
+}

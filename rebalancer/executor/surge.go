@@ -2,13 +2,13 @@ package executor
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"slices"
 	"strings"
 
 	appsv1 "k8s.io/api/apps/v1"
 	autoscalingv1 "k8s.io/api/autoscaling/v1"
+	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -43,18 +43,16 @@ func (w *Writer) Surge(ctx context.Context, node *corev1.Node, a decide.SurgeAct
 		}
 		return w.scale(ctx, d, a.Record.From, a.Record.To)
 	case decide.SurgeRecordWaiting:
-		_, err := w.writeRecord(ctx, d, a.Record, "")
-		return err
+		return w.writeRecord(ctx, a.Lease, a.Record)
 	case decide.SurgeScaleDown:
-		written, err := w.writeRecord(ctx, d, a.Record, "")
-		if err != nil {
+		if err := w.writeRecord(ctx, a.Lease, a.Record); err != nil {
 			return err
 		}
-		return w.scale(ctx, written, a.Record.To, a.Record.From)
+		return w.scale(ctx, d, a.Record.To, a.Record.From)
 	case decide.SurgeResumeScaleDown:
 		return w.scale(ctx, d, a.Record.To, a.Record.From)
 	case decide.SurgeComplete:
-		if err := w.clearRecord(ctx, d); err != nil {
+		if err := w.clearRecord(ctx, a.Lease); err != nil {
 			return err
 		}
 		w.Metrics.Surges.WithLabelValues("completed").Inc()
@@ -63,40 +61,50 @@ func (w *Writer) Surge(ctx context.Context, node *corev1.Node, a decide.SurgeAct
 		return nil
 	case decide.SurgeAbandon:
 		return w.abandonSurge(ctx, node, a)
+	case decide.SurgeForget:
+		if err := w.clearRecord(ctx, a.Lease); err != nil {
+			return err
+		}
+		ctrllog.FromContext(ctx).Info("Surge record removed: its Deployment is gone", "record", klog.KObj(a.Lease),
+			"deployment", a.Lease.Annotations[signals.AnnotationSurgeDeployment])
+		return nil
 	}
 	return fmt.Errorf("unknown surge step %q", a.Op)
 }
 
-// startSurge claims the record on the live Deployment with its
-// resourceVersion: of two drains deciding on a stale cache, one writes it
-// and the other finds it (or conflicts) and leaves the Deployment alone.
-// Without that, the second would overwrite the first's record and the
-// first surge would never be scaled back.
+// startSurge claims the Deployment by creating its record, a Lease named
+// after its UID: of two drains deciding on a stale cache, one creates it
+// and the other finds it and leaves the Deployment alone. Without that,
+// the second would scale the Deployment again and the first surge would
+// never be scaled back.
 func (w *Writer) startSurge(ctx context.Context, node *corev1.Node, a decide.SurgeAction) error {
 	d := a.Deployment
 	live, err := w.Kube.AppsV1().Deployments(d.Namespace).Get(ctx, d.Name, metav1.GetOptions{})
 	if err != nil {
 		return fmt.Errorf("reading deployment %s/%s: %w", d.Namespace, d.Name, err)
 	}
-	if _, taken := live.Annotations[signals.AnnotationSurgeState]; taken {
-		return nil // another node's surge; this node's pods wait or are evicted
+	if live.UID != d.UID || live.Annotations[signals.AnnotationSurgeState] != "" {
+		return nil // replaced since read, or an older version's record: decided again on the next look
 	}
 	st := *a.Record
 	st.Pods = slices.Sorted(slices.Values(st.Pods))
 	st.From = ptr.Deref(live.Spec.Replicas, 1)
 	st.To = st.From + int32(len(st.Pods))
-	recorded, err := w.writeRecord(ctx, live, &st, live.ResourceVersion)
+	record, err := signals.NewSurgeRecord(w.RecordsNamespace, live, &st)
 	if err != nil {
-		if apierrors.IsConflict(err) {
-			return nil // changed since read: decided again on the next look
-		}
 		return err
+	}
+	if _, err := w.Kube.CoordinationV1().Leases(w.RecordsNamespace).Create(ctx, record, metav1.CreateOptions{}); err != nil {
+		if apierrors.IsAlreadyExists(err) {
+			return nil // another node's surge; this node's pods wait or are evicted
+		}
+		return fmt.Errorf("recording the surge of deployment %s/%s: %w", d.Namespace, d.Name, err)
 	}
 	// Recorded before anything else: a restart finds it and goes on.
 	if err := w.markPods(ctx, d.Namespace, st.Pods, ptr.To(signals.SurgeDeletionCost)); err != nil {
 		return err
 	}
-	if err := w.scale(ctx, recorded, st.From, st.To); err != nil {
+	if err := w.scale(ctx, live, st.From, st.To); err != nil {
 		return err
 	}
 	w.Metrics.Surges.WithLabelValues("started").Inc()
@@ -122,7 +130,7 @@ func (w *Writer) abandonSurge(ctx context.Context, node *corev1.Node, a decide.S
 			return err
 		}
 	}
-	if err := w.clearRecord(ctx, d); err != nil {
+	if err := w.clearRecord(ctx, a.Lease); err != nil {
 		return err
 	}
 	if a.Fallback && node != nil {
@@ -196,26 +204,29 @@ func (w *Writer) scale(ctx context.Context, d *appsv1.Deployment, from, to int32
 	})
 }
 
-// writeRecord records st on the Deployment (only if it is still at
-// resourceVersion, when given) and returns the Deployment as written.
-func (w *Writer) writeRecord(ctx context.Context, d *appsv1.Deployment, st *signals.SurgeState, resourceVersion string) (*appsv1.Deployment, error) {
-	raw, err := json.Marshal(st)
+// writeRecord writes st into the record, on the record's resourceVersion:
+// a record changed since read conflicts, and the step is decided again.
+func (w *Writer) writeRecord(ctx context.Context, record *coordinationv1.Lease, st *signals.SurgeState) error {
+	updated, err := signals.SetSurgeState(record, st)
 	if err != nil {
-		return nil, err
+		return err
 	}
-	written, err := w.Kube.AppsV1().Deployments(d.Namespace).Patch(ctx, d.Name, types.MergePatchType,
-		annotationPatch(signals.AnnotationSurgeState, ptr.To(string(raw)), resourceVersion), metav1.PatchOptions{})
-	if err != nil {
-		return nil, fmt.Errorf("recording the surge on deployment %s/%s: %w", d.Namespace, d.Name, err)
+	if _, err := w.Kube.CoordinationV1().Leases(record.Namespace).Update(ctx, updated, metav1.UpdateOptions{}); err != nil {
+		return fmt.Errorf("recording phase %s in surge record %s/%s: %w", st.Phase, record.Namespace, record.Name, err)
 	}
-	return written, nil
+	return nil
 }
 
-func (w *Writer) clearRecord(ctx context.Context, d *appsv1.Deployment) error {
-	_, err := w.Kube.AppsV1().Deployments(d.Namespace).Patch(ctx, d.Name, types.MergePatchType,
-		annotationPatch(signals.AnnotationSurgeState, nil, ""), metav1.PatchOptions{})
-	if err != nil && !apierrors.IsNotFound(err) {
-		return fmt.Errorf("removing the surge record of deployment %s/%s: %w", d.Namespace, d.Name, err)
+// clearRecord removes the record (this one: a record made again since is
+// another surge's).
+func (w *Writer) clearRecord(ctx context.Context, record *coordinationv1.Lease) error {
+	if record == nil {
+		return nil
+	}
+	err := w.Kube.CoordinationV1().Leases(record.Namespace).Delete(ctx, record.Name,
+		metav1.DeleteOptions{Preconditions: &metav1.Preconditions{UID: &record.UID}})
+	if err != nil && !apierrors.IsNotFound(err) && !apierrors.IsConflict(err) {
+		return fmt.Errorf("removing surge record %s/%s: %w", record.Namespace, record.Name, err)
 	}
 	return nil
 }

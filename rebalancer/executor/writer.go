@@ -31,6 +31,9 @@ type Writer struct {
 	Recorder EventRecorder
 	Metrics  *Metrics
 	Clock    clock.PassiveClock
+	// RecordsNamespace holds the surge records (the controller's own
+	// namespace).
+	RecordsNamespace string
 }
 
 // Result is what the API answered to a decision's writes.

@@ -58,7 +58,7 @@ func (p *planning) surge(plan *Plan) {
 		for _, key := range order {
 			g := groups[key]
 			why := p.surgeBlocker(g.d, np.Name, hpas)
-			st, _ := signals.SurgeOf(g.d)
+			st, _ := p.surgeOf(g.d)
 			ours := st != nil && st.Node == np.Name
 			switch {
 			case why == "" && !ours && np.Deadline != nil && np.Deadline.Sub(p.snap.Now) < SurgeMinTimeToDeadline:
@@ -84,10 +84,13 @@ func (p *planning) surge(plan *Plan) {
 // instead of surged, or "".
 func (p *planning) surgeBlocker(d *appsv1.Deployment, node string, hpas sets.Set[string]) string {
 	replicas := ptr.Deref(d.Spec.Replicas, 1)
-	st, err := signals.SurgeOf(d)
+	st, err := p.surgeOf(d)
 	switch {
 	case d.Annotations[signals.AnnotationSurge] == "false":
 		return "opted out (" + signals.AnnotationSurge + "=false)"
+	case d.Annotations[signals.AnnotationSurgeState] != "":
+		return "it carries a surge record of a version before 0.2 (annotation " + signals.AnnotationSurgeState +
+			"): run `spot-rebalancer migrate surge-records`"
 	case err != nil:
 		return "its surge record does not parse"
 	case st != nil && st.Node != node:
@@ -102,6 +105,15 @@ func (p *planning) surgeBlocker(d *appsv1.Deployment, node string, hpas sets.Set
 		return "a HorizontalPodAutoscaler scales it (rebalancer.surge.withHPA is false)"
 	}
 	return ""
+}
+
+// surgeOf returns the surge of d in progress, if any.
+func (p *planning) surgeOf(d *appsv1.Deployment) (*signals.SurgeState, error) {
+	record := p.snap.SurgeRecord(d)
+	if record == nil {
+		return nil, nil
+	}
+	return signals.SurgeOf(record)
 }
 
 // hpaTargets are the Deployments (namespace/name) that an HPA scales.

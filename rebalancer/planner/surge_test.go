@@ -7,6 +7,7 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	autoscalingv2 "k8s.io/api/autoscaling/v2"
+	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -33,7 +34,9 @@ func deployment(app string, replicas int32, mods ...func(*appsv1.Deployment)) (*
 
 func TestSurgeOnlyWhereTheDeploymentAllows(t *testing.T) {
 	tests := map[string]struct {
-		mod      func(*appsv1.Deployment)
+		mod func(*appsv1.Deployment)
+		// record is the annotation of the Deployment's surge record.
+		record   string
 		hpa      bool
 		withHPA  bool
 		fallback bool
@@ -54,17 +57,17 @@ func TestSurgeOnlyWhereTheDeploymentAllows(t *testing.T) {
 		"an HPA target is evicted":           {hpa: true, want: ActionEvict, reason: "no surge: a HorizontalPodAutoscaler scales it"},
 		"an HPA target surges with withHPA":  {hpa: true, withHPA: true, want: ActionSurge},
 		"a given-up surge is not retried":    {fallback: true, want: ActionEvict, reason: "no surge: a surge off this node was given up"},
-		"one surge at a time per Deployment": {mod: func(d *appsv1.Deployment) {
-			d.Annotations[signals.AnnotationSurgeState] = `{"node":"elsewhere","from":4,"to":5,"phase":"waiting","since":"2026-11-26T12:00:00Z","pods":["x"]}`
-		}, want: ActionEvict, reason: "no surge: already surging off node elsewhere"},
+		"one surge at a time per Deployment": {record: `{"node":"elsewhere","from":4,"to":5,"phase":"waiting","since":"2026-11-26T12:00:00Z","pods":["x"]}`,
+			want: ActionEvict, reason: "no surge: already surging off node elsewhere"},
+		"a record of an older version on the Deployment is left to the migration": {mod: func(d *appsv1.Deployment) {
+			d.Annotations[signals.AnnotationSurgeState] = `{"node":"risky","from":4,"to":6,"phase":"waiting","since":"2026-11-26T12:00:00Z","pods":["web-h-0","web-h-1"]}`
+		}, want: ActionEvict, reason: "no surge: it carries a surge record of a version before 0.2"},
 		"under an interruption with time to finish, a Deployment surges": {interruptIn: 2 * time.Minute, want: ActionSurge},
 		"under an interruption too close to its deadline, a Deployment is evicted": {interruptIn: 70 * time.Second,
 			want: ActionEvict, reason: "no surge: less than 1m0s to the interruption deadline"},
-		"a surge off this node already under way goes on near the deadline": {interruptIn: 70 * time.Second, mod: func(d *appsv1.Deployment) {
-			d.Annotations[signals.AnnotationSurgeState] = `{"node":"risky","from":4,"to":6,"phase":"waiting","since":"2026-11-26T12:00:00Z","pods":["web-h-0","web-h-1"]}`
-		}, want: ActionSurge},
-		"an unreadable record is not trusted": {mod: func(d *appsv1.Deployment) { d.Annotations[signals.AnnotationSurgeState] = "{" },
-			want: ActionEvict, reason: "does not parse"},
+		"a surge off this node already under way goes on near the deadline": {interruptIn: 70 * time.Second,
+			record: `{"node":"risky","from":4,"to":6,"phase":"waiting","since":"2026-11-26T12:00:00Z","pods":["web-h-0","web-h-1"]}`, want: ActionSurge},
+		"an unreadable record is not trusted": {record: "{", want: ActionEvict, reason: "does not parse"},
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
@@ -89,7 +92,13 @@ func TestSurgeOnlyWhereTheDeploymentAllows(t *testing.T) {
 					Spec: autoscalingv2.HorizontalPodAutoscalerSpec{ScaleTargetRef: autoscalingv2.CrossVersionObjectReference{APIVersion: "apps/v1", Kind: "Deployment", Name: "web"}}})
 			}
 			pods := []*corev1.Pod{rsPod("web", 0, "risky"), rsPod("web", 1, "risky"), rsPod("web", 2, "other"), rsPod("web", 3, "other")}
-			snap := snapshot.New(now, snapshot.Objects{Nodes: nodes, Pods: pods, PDBs: nil, Deployments: []*appsv1.Deployment{d}, ReplicaSets: []*appsv1.ReplicaSet{rs}, HPAs: hpas})
+			var records []*coordinationv1.Lease
+			if tc.record != "" {
+				records = append(records, &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Name: signals.SurgeRecordName(d.UID), Namespace: "spot-rebalancer",
+					Annotations: map[string]string{signals.AnnotationSurgeState: tc.record}}})
+			}
+			snap := snapshot.New(now, snapshot.Objects{Nodes: nodes, Pods: pods, PDBs: nil, Deployments: []*appsv1.Deployment{d}, ReplicaSets: []*appsv1.ReplicaSet{rs},
+				HPAs: hpas, SurgeRecords: records})
 			c := cfg()
 			c.Surge.WithHPA = tc.withHPA
 			if tc.disabled {

@@ -3,9 +3,14 @@ package signals
 import (
 	"encoding/json"
 	"fmt"
+	"strings"
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
+	coordinationv1 "k8s.io/api/coordination/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/ptr"
 )
 
 // The surge hand-off's names.
@@ -13,10 +18,20 @@ const (
 	// AnnotationSurge set to "false" on a Deployment opts it out of surges:
 	// its pods are evicted in waves.
 	AnnotationSurge = "spot-rebalancer.io/surge"
-	// AnnotationSurgeState on a Deployment records a surge in progress
-	// (SurgeState as JSON), written before the Deployment is scaled so that
-	// a restart or a new leader finishes or undoes it.
+	// AnnotationSurgeState on a surge record (a Lease, SurgeRecordName)
+	// holds the surge in progress as JSON (SurgeState), written before the
+	// Deployment is scaled so that a restart or a new leader finishes or
+	// undoes it. Versions before 0.2 wrote it on the Deployment itself:
+	// `spot-rebalancer migrate surge-records` moves such records.
 	AnnotationSurgeState = "spot-rebalancer.io/surge-state"
+	// AnnotationSurgeDeployment on a surge record names its Deployment
+	// (namespace/name) apart from the JSON, so that a record that does not
+	// parse can still be given up properly.
+	AnnotationSurgeDeployment = "spot-rebalancer.io/surge-deployment"
+	// LabelRecord marks the rebalancer's records; SurgeRecordLabel is its
+	// value on surge records.
+	LabelRecord      = "spot-rebalancer.io/record"
+	SurgeRecordLabel = "surge"
 	// AnnotationSurgeFallback on a Node lists the Deployments
 	// (namespace/name) whose surge off this node was given up: their pods
 	// are evicted instead.
@@ -48,19 +63,79 @@ type SurgeState struct {
 	Pods []string `json:"pods"`
 }
 
-// SurgeOf returns the Deployment's surge in progress, if any. A record
-// that does not parse is reported as an error, never guessed at.
-func SurgeOf(d *appsv1.Deployment) (*SurgeState, error) {
-	raw, ok := d.Annotations[AnnotationSurgeState]
-	if !ok {
+// SurgeRecordName names the record of a surge of the Deployment with uid:
+// one Deployment has at most one surge, and creating the record claims it.
+func SurgeRecordName(uid types.UID) string { return "surge-" + string(uid) }
+
+// NewSurgeRecord returns the record of st, a Lease in namespace.
+func NewSurgeRecord(namespace string, d *appsv1.Deployment, st *SurgeState) (*coordinationv1.Lease, error) {
+	raw, err := json.Marshal(st)
+	if err != nil {
+		return nil, err
+	}
+	return &coordinationv1.Lease{
+		ObjectMeta: metav1.ObjectMeta{
+			Name: SurgeRecordName(d.UID), Namespace: namespace,
+			Labels: map[string]string{LabelRecord: SurgeRecordLabel},
+			Annotations: map[string]string{
+				AnnotationSurgeState:      string(raw),
+				AnnotationSurgeDeployment: d.Namespace + "/" + d.Name,
+			},
+		},
+		// The holder is the node the pods move off: `kubectl get leases`
+		// shows it.
+		Spec: coordinationv1.LeaseSpec{HolderIdentity: ptr.To(st.Node)},
+	}, nil
+}
+
+// SetSurgeState writes st into a copy of the record.
+func SetSurgeState(record *coordinationv1.Lease, st *SurgeState) (*coordinationv1.Lease, error) {
+	raw, err := json.Marshal(st)
+	if err != nil {
+		return nil, err
+	}
+	out := record.DeepCopy()
+	if out.Annotations == nil {
+		out.Annotations = map[string]string{}
+	}
+	out.Annotations[AnnotationSurgeState] = string(raw)
+	out.Spec.HolderIdentity = ptr.To(st.Node)
+	return out, nil
+}
+
+// SurgeDeploymentOf returns the namespace and name of the record's
+// Deployment; ok is false when the record does not name one.
+func SurgeDeploymentOf(record *coordinationv1.Lease) (namespace, name string, ok bool) {
+	namespace, name, ok = strings.Cut(record.Annotations[AnnotationSurgeDeployment], "/")
+	return namespace, name, ok && namespace != "" && name != "" && !strings.Contains(name, "/")
+}
+
+// SurgeOf reads the surge a record holds. A record that does not parse is
+// reported as an error, never guessed at.
+func SurgeOf(record *coordinationv1.Lease) (*SurgeState, error) {
+	return parseSurge(record.Annotations, "surge record "+record.Namespace+"/"+record.Name)
+}
+
+// LegacySurgeOf reads a surge record an older version wrote on the
+// Deployment itself; nil when there is none.
+func LegacySurgeOf(d *appsv1.Deployment) (*SurgeState, error) {
+	if _, ok := d.Annotations[AnnotationSurgeState]; !ok {
 		return nil, nil
+	}
+	return parseSurge(d.Annotations, "deployment "+d.Namespace+"/"+d.Name)
+}
+
+func parseSurge(annotations map[string]string, what string) (*SurgeState, error) {
+	raw, ok := annotations[AnnotationSurgeState]
+	if !ok {
+		return nil, fmt.Errorf("%s: no annotation %s", what, AnnotationSurgeState)
 	}
 	var s SurgeState
 	if err := json.Unmarshal([]byte(raw), &s); err != nil {
-		return nil, fmt.Errorf("deployment %s/%s: annotation %s: %w", d.Namespace, d.Name, AnnotationSurgeState, err)
+		return nil, fmt.Errorf("%s: annotation %s: %w", what, AnnotationSurgeState, err)
 	}
 	if s.Node == "" || s.To <= s.From || s.From < 0 {
-		return nil, fmt.Errorf("deployment %s/%s: annotation %s: incomplete record %q", d.Namespace, d.Name, AnnotationSurgeState, raw)
+		return nil, fmt.Errorf("%s: annotation %s: incomplete record %q", what, AnnotationSurgeState, raw)
 	}
 	return &s, nil
 }

@@ -15,11 +15,14 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	autoscalingv2 "k8s.io/api/autoscaling/v2"
+	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/spot-rebalancer/spot-rebalancer/rebalancer/signals"
 )
 
 // Objects are what a snapshot is made of. The snapshot keeps the pointers:
@@ -35,6 +38,8 @@ type Objects struct {
 	ReplicaSets  []*appsv1.ReplicaSet
 	StatefulSets []*appsv1.StatefulSet
 	HPAs         []*autoscalingv2.HorizontalPodAutoscaler
+	// SurgeRecords are the surges in progress (signals.NewSurgeRecord).
+	SurgeRecords []*coordinationv1.Lease
 }
 
 // Snapshot is the cluster at Now. Build it with New; its slices are sorted
@@ -49,6 +54,7 @@ type Snapshot struct {
 	statefulSets map[string]*appsv1.StatefulSet
 	podsByNode   map[string][]*corev1.Pod
 	podsByNS     map[string][]*corev1.Pod
+	surgeRecords map[string]*coordinationv1.Lease
 
 	memoMu sync.Mutex
 	memo   map[string]any
@@ -58,9 +64,14 @@ type Snapshot struct {
 func New(now time.Time, o Objects) *Snapshot {
 	s := &Snapshot{Now: now, Objects: Objects{
 		Nodes: sorted(o.Nodes), Pods: sorted(o.Pods), PDBs: sorted(o.PDBs), Deployments: sorted(o.Deployments),
-		ReplicaSets: sorted(o.ReplicaSets), StatefulSets: sorted(o.StatefulSets), HPAs: sorted(o.HPAs)},
+		ReplicaSets: sorted(o.ReplicaSets), StatefulSets: sorted(o.StatefulSets), HPAs: sorted(o.HPAs),
+		SurgeRecords: sorted(o.SurgeRecords)},
 		nodes: index(o.Nodes), deployments: index(o.Deployments), replicaSets: index(o.ReplicaSets), statefulSets: index(o.StatefulSets),
-		podsByNode: make(map[string][]*corev1.Pod, len(o.Nodes)), podsByNS: map[string][]*corev1.Pod{}, memo: map[string]any{}}
+		podsByNode: make(map[string][]*corev1.Pod, len(o.Nodes)), podsByNS: map[string][]*corev1.Pod{}, memo: map[string]any{},
+		surgeRecords: make(map[string]*coordinationv1.Lease, len(o.SurgeRecords))}
+	for _, r := range o.SurgeRecords {
+		s.surgeRecords[r.Name] = r
+	}
 	for _, p := range s.Pods {
 		s.podsByNS[p.Namespace] = append(s.podsByNS[p.Namespace], p)
 		if p.Spec.NodeName != "" {
@@ -137,6 +148,11 @@ func (s *Snapshot) Deployment(namespace, name string) *appsv1.Deployment {
 	return s.deployments[key(namespace, name)]
 }
 
+// SurgeRecord returns the record of the surge of d in progress, or nil.
+func (s *Snapshot) SurgeRecord(d *appsv1.Deployment) *coordinationv1.Lease {
+	return s.surgeRecords[signals.SurgeRecordName(d.UID)]
+}
+
 // Node returns the named node, or nil.
 func (s *Snapshot) Node(name string) *corev1.Node { return s.nodes[name] }
 
@@ -161,8 +177,9 @@ func (s *Snapshot) Memo(key string, build func() any) any {
 
 // Read lists everything a snapshot holds from r: the controller's cache
 // (pageSize 0: the cache answers at once), or a client of the API server
-// for `spot-rebalancer plan` (pages of pageSize).
-func Read(ctx context.Context, r client.Reader, now time.Time, pageSize int64) (*Snapshot, error) {
+// for `spot-rebalancer plan` (pages of pageSize). The surge records are
+// read from recordsNamespace, the controller's own ("": none are read).
+func Read(ctx context.Context, r client.Reader, now time.Time, pageSize int64, recordsNamespace string) (*Snapshot, error) {
 	var o Objects
 	var err error
 	if o.Nodes, err = listAll[corev1.Node](ctx, r, &corev1.NodeList{}, pageSize); err != nil {
@@ -186,18 +203,25 @@ func Read(ctx context.Context, r client.Reader, now time.Time, pageSize int64) (
 	if o.HPAs, err = listAll[autoscalingv2.HorizontalPodAutoscaler](ctx, r, &autoscalingv2.HorizontalPodAutoscalerList{}, pageSize); err != nil {
 		return nil, fmt.Errorf("listing HorizontalPodAutoscalers: %w", err)
 	}
+	if recordsNamespace == "" {
+		return New(now, o), nil
+	}
+	if o.SurgeRecords, err = listAll[coordinationv1.Lease](ctx, r, &coordinationv1.LeaseList{}, pageSize,
+		client.InNamespace(recordsNamespace), client.MatchingLabels{signals.LabelRecord: signals.SurgeRecordLabel}); err != nil {
+		return nil, fmt.Errorf("listing surge records in namespace %s: %w", recordsNamespace, err)
+	}
 	return New(now, o), nil
 }
 
 // listAll lists every T, page by page when pageSize is set. Each page is
 // decoded into a fresh copy of the empty list, so the items of earlier
 // pages are never overwritten.
-func listAll[T any](ctx context.Context, r client.Reader, empty client.ObjectList, pageSize int64) ([]*T, error) {
+func listAll[T any](ctx context.Context, r client.Reader, empty client.ObjectList, pageSize int64, filters ...client.ListOption) ([]*T, error) {
 	var out []*T
 	next := ""
 	for {
 		list := empty.DeepCopyObject().(client.ObjectList)
-		var opts []client.ListOption
+		opts := slices.Clone(filters)
 		if pageSize > 0 {
 			opts = append(opts, client.Limit(pageSize), client.Continue(next))
 		}

@@ -207,6 +207,23 @@ func (c *Cluster) WaitFor(t testing.TB, timeout time.Duration, what string, cond
 	}
 }
 
+var recordNamespaces sync.Map // testing.TB → string
+
+// RecordsNamespace is the test's namespace for the rebalancer's surge
+// records (the controller's own namespace in a real install): one per
+// test, so that a rebalancer started again in the test finds the records
+// of the one before, and the tests' rebalancers never see each other's.
+func (c *Cluster) RecordsNamespace(t testing.TB) string {
+	t.Helper()
+	if ns, ok := recordNamespaces.Load(t); ok {
+		return ns.(string)
+	}
+	ns := c.Namespace(t, nil)
+	recordNamespaces.Store(t, ns)
+	t.Cleanup(func() { recordNamespaces.Delete(t) })
+	return ns
+}
+
 // WaitFor polls cond every 100 ms until it is true, returns its error, or
 // timeout passes.
 func WaitFor(ctx context.Context, timeout time.Duration, cond func(ctx context.Context) (bool, error)) error {
@@ -312,7 +329,7 @@ func (c *Cluster) Snapshot(t testing.TB) *snapshot.Snapshot {
 	if err != nil {
 		t.Fatal(err)
 	}
-	snap, err := snapshot.Read(Context(t), reader, time.Now(), 500)
+	snap, err := snapshot.Read(Context(t), reader, time.Now(), 500, c.RecordsNamespace(t))
 	if err != nil {
 		t.Fatalf("reading the cluster: %v", err)
 	}

@@ -53,7 +53,7 @@ func startStoppableRebalancer(t *testing.T, c *cluster.Cluster, mutate func(*con
 		mutate(&cfg)
 	}
 	ctx := logr.NewContext(cluster.Context(t), cluster.Logger())
-	r, err := inproc.Start(ctx, c, cfg, fmt.Sprintf("rebalancer-%s-%d", cluster.Owner(t), rebalancers.Add(1)))
+	r, err := inproc.Start(ctx, c, cfg, fmt.Sprintf("rebalancer-%s-%d", cluster.Owner(t), rebalancers.Add(1)), c.RecordsNamespace(t))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"regexp"
+	"slices"
 	"strconv"
 	"testing"
 	"time"
@@ -14,13 +15,13 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/utils/ptr"
 
 	"github.com/spot-rebalancer/spot-rebalancer/config"
 	"github.com/spot-rebalancer/spot-rebalancer/rebalancer/planner"
 	"github.com/spot-rebalancer/spot-rebalancer/rebalancer/signals"
+	"github.com/spot-rebalancer/spot-rebalancer/rebalancer/snapshot"
 	"github.com/spot-rebalancer/spot-rebalancer/tests/cluster"
 )
 
@@ -288,8 +289,8 @@ func TestSignalWithdrawnMidDrainFinishesTheDrain(t *testing.T) {
 // surgeUnderWay puts web (2 pods that take startup to be Ready) on a Spot
 // node of pool, with room on an on-demand node, starts a surge of it off
 // that node for a rebalance recommendation (mode capacity), and returns the
-// node and the new pods' UIDs once the Deployment is at 4.
-func surgeUnderWay(t *testing.T, c *cluster.Cluster, ns, pool, startup string) (*corev1.Node, map[types.UID]string) {
+// node once the surge's two new pods are scheduled elsewhere.
+func surgeUnderWay(t *testing.T, c *cluster.Cluster, ns, pool, startup string) *corev1.Node {
 	t.Helper()
 	risky := c.AddNode(t, cluster.Node{Spot: true, Pool: pool, Taints: []corev1.Taint{spotTaint}})
 	deployment(t, c, ns, "web", 2, startup, nil)
@@ -299,51 +300,60 @@ func surgeUnderWay(t *testing.T, c *cluster.Cluster, ns, pool, startup string) (
 		r.Replacement.Mode = config.ReplacementCapacity
 	})
 	annotate(t, c, risky.Name, signals.AnnotationAtRisk, ptr.To("true"))
-	newPods := map[types.UID]string{}
 	c.WaitFor(t, 30*time.Second, "the surge's two new pods elsewhere", func(ctx context.Context) (bool, error) {
 		pods, err := podsOf(ctx, c, ns, "web")
-		clear(newPods)
+		elsewhere := 0
 		for _, p := range pods {
 			if p.Spec.NodeName != risky.Name && p.Spec.NodeName != "" {
-				newPods[p.UID] = p.Name
+				elsewhere++
 			}
 		}
-		return len(newPods) == 2, err
+		return elsewhere == 2, err
 	})
-	return risky, newPods
+	return risky
 }
 
-// newPodsKept reports the first of the surge's new pods that was deleted.
-func newPodsKept(ctx context.Context, c *cluster.Cluster, ns string, newPods map[types.UID]string) (string, error) {
-	pods, err := podsOf(ctx, c, ns, "web")
-	if err != nil {
-		return "", err
-	}
-	alive := map[types.UID]bool{}
-	for _, p := range pods {
-		alive[p.UID] = p.DeletionTimestamp == nil
-	}
-	for uid, name := range newPods {
-		if !alive[uid] {
-			return name, nil
+// checkKeptReady waits until app is down to n pods that are not
+// terminating and checks that they are all Ready: a surge that ends must
+// leave the ReplicaSet controller a surplus it can remove without
+// removing a Ready pod while it keeps one still starting (it ranks by
+// readiness first; among pods that are all Ready it picks any).
+func checkKeptReady(t *testing.T, c *cluster.Cluster, ns, app string, n int) {
+	t.Helper()
+	var kept []corev1.Pod
+	c.WaitFor(t, 30*time.Second, fmt.Sprintf("%d %s pods left", n, app), func(ctx context.Context) (bool, error) {
+		pods, err := podsOf(ctx, c, ns, app)
+		kept = kept[:0]
+		for _, p := range pods {
+			if p.DeletionTimestamp == nil {
+				kept = append(kept, p)
+			}
+		}
+		return len(kept) == n, err
+	})
+	for _, p := range kept {
+		if !snapshot.PodReady(&p) {
+			t.Errorf("pod %s was kept while still starting: a Ready pod was removed in its place", p.Name)
+			dumpNamespace(t, c, ns)
+			return
 		}
 	}
-	return "", nil
 }
 
 // An interruption notice comes while a surge's new pods still start: at
 // the deadline the node's pods are deleted and the surge goes on, so the
-// new pods on the healthy node all stay; once they are Ready it scales
-// back, and the ReplicaSet controller removes the surplus.
+// new pods on the healthy node stay while they start; once they are Ready
+// it scales back, and the ReplicaSet controller removes the surplus (the
+// replacements of the deleted pods, or any of them once all are Ready),
+// never a Ready pod in place of one still starting.
 func TestSurgeAtTheDeadlineKeepsTheNewPods(t *testing.T) {
 	c := cluster.Get(t)
-	ctx := cluster.Context(t)
 	ns := c.Namespace(t, nil)
-	risky, newPods := surgeUnderWay(t, c, ns, "sd-a", "20s")
+	risky := surgeUnderWay(t, c, ns, "sd-a", "20s")
 	interruptionNotice(t, c, risky.Name, 20*time.Second)
 	waitState(t, c, risky.Name, signals.StateDrained, signals.ReasonDeadline, 40*time.Second)
 	c.WaitFor(t, 45*time.Second, "the Deployment back at 2 with its new pods", func(ctx context.Context) (bool, error) {
-		left, err := surgeLeftovers(ctx, c, ns, "web", 2)
+		left, err := surgeLeftovers(ctx, c, c.RecordsNamespace(t), ns, "web", 2)
 		if err != nil || left != "" {
 			return false, err
 		}
@@ -355,33 +365,53 @@ func TestSurgeAtTheDeadlineKeepsTheNewPods(t *testing.T) {
 		}
 		return true, err
 	})
-	if gone, err := newPodsKept(ctx, c, ns, newPods); err != nil || gone != "" {
-		t.Errorf("the surge's new pod %s on the healthy node was removed at the deadline (err %v)", gone, err)
-	}
+	checkKeptReady(t, c, ns, "web", 2)
 	waitReady(t, c, ns, "web", 2)
 }
 
 // The at-risk node is deleted mid-surge (the instance went): its pods are
-// deleted, the surge finishes, and the Deployment is back at its own count
-// with its new pods.
+// deleted, the surge finishes once its new pods are Ready, and the
+// Deployment is back at its own count with Ready pods only.
 func TestSurgeOffADeletedNodeIsUndone(t *testing.T) {
 	c := cluster.Get(t)
 	ctx := cluster.Context(t)
 	ns := c.Namespace(t, nil)
-	risky, newPods := surgeUnderWay(t, c, ns, "so-a", "15s")
+	risky := surgeUnderWay(t, c, ns, "so-a", "15s")
 	if err := c.Client.CoreV1().Nodes().Delete(ctx, risky.Name, metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	c.WaitFor(t, 45*time.Second, "the surge finished: the Deployment at 2, no record", func(ctx context.Context) (bool, error) {
-		d, err := c.Client.AppsV1().Deployments(ns).Get(ctx, "web", metav1.GetOptions{})
+		record, d, err := surgeRecord(ctx, c, c.RecordsNamespace(t), ns, "web")
 		if err != nil {
 			return false, err
 		}
-		_, recorded := d.Annotations[signals.AnnotationSurgeState]
-		return !recorded && ptr.Deref(d.Spec.Replicas, 0) == 2, nil
+		return record == nil && ptr.Deref(d.Spec.Replicas, 0) == 2, nil
 	})
-	if gone, err := newPodsKept(ctx, c, ns, newPods); err != nil || gone != "" {
-		t.Errorf("the surge's new pod %s was removed when the surge was undone (err %v)", gone, err)
-	}
+	checkKeptReady(t, c, ns, "web", 2)
 	waitReady(t, c, ns, "web", 2)
+}
+
+// dumpNamespace logs the namespace's pods and Events, for a failure's
+// story: who deleted what, and when.
+func dumpNamespace(t *testing.T, c *cluster.Cluster, ns string) {
+	t.Helper()
+	ctx := cluster.Context(t)
+	pods, err := c.Client.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{})
+	if err != nil {
+		t.Logf("listing pods: %v", err)
+		return
+	}
+	for _, p := range pods.Items {
+		t.Logf("pod %s uid=%s node=%q phase=%s ready=%t created=%s deleting=%v cost=%q", p.Name, p.UID, p.Spec.NodeName, p.Status.Phase,
+			snapshot.PodReady(&p), p.CreationTimestamp.Format(time.RFC3339), p.DeletionTimestamp, p.Annotations[signals.AnnotationPodDeletionCost])
+	}
+	events, err := c.Client.CoreV1().Events(ns).List(ctx, metav1.ListOptions{})
+	if err != nil {
+		t.Logf("listing events: %v", err)
+		return
+	}
+	slices.SortFunc(events.Items, func(a, b corev1.Event) int { return a.LastTimestamp.Compare(b.LastTimestamp.Time) })
+	for _, e := range events.Items {
+		t.Logf("event %s %s/%s %s: %s", e.LastTimestamp.Format(time.RFC3339), e.InvolvedObject.Kind, e.InvolvedObject.Name, e.Reason, e.Message)
+	}
 }

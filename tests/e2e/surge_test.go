@@ -9,7 +9,9 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	autoscalingv2 "k8s.io/api/autoscaling/v2"
+	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
@@ -105,15 +107,33 @@ func (s *readySampler) read() (minReady int, maxReplicas int32, samples int) {
 	return s.minReady, s.maxReplicas, s.samples
 }
 
-// surgeLeftovers reports a surge record on the Deployment, a replica count
-// other than want, or a deletion-cost mark on any of its pods.
-func surgeLeftovers(ctx context.Context, c *cluster.Cluster, ns, name string, want int32) (string, error) {
+// surgeRecord returns the record of the Deployment's surge in the
+// namespace records, or nil, with the Deployment.
+func surgeRecord(ctx context.Context, c *cluster.Cluster, records, ns, name string) (*coordinationv1.Lease, *appsv1.Deployment, error) {
 	d, err := c.Client.AppsV1().Deployments(ns).Get(ctx, name, metav1.GetOptions{})
+	if err != nil {
+		return nil, nil, err
+	}
+	record, err := c.Client.CoordinationV1().Leases(records).Get(ctx, signals.SurgeRecordName(d.UID), metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		return nil, d, nil
+	}
+	return record, d, err
+}
+
+// surgeLeftovers reports a surge record of the Deployment (in the
+// namespace records, or on the Deployment), a replica count other than
+// want, or a deletion-cost mark on any of its pods.
+func surgeLeftovers(ctx context.Context, c *cluster.Cluster, records, ns, name string, want int32) (string, error) {
+	record, d, err := surgeRecord(ctx, c, records, ns, name)
 	if err != nil {
 		return "", err
 	}
+	if record != nil {
+		return "surge record left: " + record.Annotations[signals.AnnotationSurgeState], nil
+	}
 	if v, ok := d.Annotations[signals.AnnotationSurgeState]; ok {
-		return "surge record left: " + v, nil
+		return "surge record left on the Deployment: " + v, nil
 	}
 	if got := ptr.Deref(d.Spec.Replicas, 0); got != want {
 		return fmt.Sprintf("%d replicas, want %d", got, want), nil
@@ -178,7 +198,7 @@ func TestSurgeMovesASingleReplicaWithoutDowntime(t *testing.T) {
 	replacement := signalAndReplace(t, c, risky.Name, "surge-1")
 	waitDrained(t, c, risky.Name)
 	c.WaitFor(t, 30*time.Second, "the Deployment back at 1 replica, Ready on the replacement, nothing left behind", func(ctx context.Context) (bool, error) {
-		left, err := surgeLeftovers(ctx, c, ns, "solo", 1)
+		left, err := surgeLeftovers(ctx, c, c.RecordsNamespace(t), ns, "solo", 1)
 		if err != nil || left != "" {
 			return false, err
 		}
@@ -232,7 +252,7 @@ func TestSurgeKeepsEveryReplicaReady(t *testing.T) {
 	signalAndReplace(t, c, risky.Name, "surge-4")
 	waitDrained(t, c, risky.Name)
 	c.WaitFor(t, 30*time.Second, "4 Ready pods and nothing left behind", func(ctx context.Context) (bool, error) {
-		left, err := surgeLeftovers(ctx, c, ns, "web4", 4)
+		left, err := surgeLeftovers(ctx, c, c.RecordsNamespace(t), ns, "web4", 4)
 		if err != nil || left != "" {
 			return false, err
 		}
@@ -260,18 +280,17 @@ func TestSurgeResumesAfterARestart(t *testing.T) {
 	_, stop := startStoppableRebalancer(t, c, withSurge)
 	signalAndReplace(t, c, risky.Name, "surge-r")
 	c.WaitFor(t, 30*time.Second, "the surge to be recorded and the Deployment scaled to 4", func(ctx context.Context) (bool, error) {
-		d, err := c.Client.AppsV1().Deployments(ns).Get(ctx, "resume", metav1.GetOptions{})
+		record, d, err := surgeRecord(ctx, c, c.RecordsNamespace(t), ns, "resume")
 		if err != nil {
 			return false, err
 		}
-		_, recorded := d.Annotations[signals.AnnotationSurgeState]
-		return recorded && ptr.Deref(d.Spec.Replicas, 0) == 4, nil
+		return record != nil && ptr.Deref(d.Spec.Replicas, 0) == 4, nil
 	})
 	stop()
 	startRebalancer(t, c, withSurge)
 	waitDrained(t, c, risky.Name)
 	c.WaitFor(t, 30*time.Second, "the Deployment back at 2 replicas with nothing left behind", func(ctx context.Context) (bool, error) {
-		left, err := surgeLeftovers(ctx, c, ns, "resume", 2)
+		left, err := surgeLeftovers(ctx, c, c.RecordsNamespace(t), ns, "resume", 2)
 		if err != nil || left != "" {
 			return false, err
 		}

@@ -277,7 +277,7 @@ func scenario(ctx context.Context, c *cluster.Cluster, o options, i int, drainer
 	switch drainer {
 	case drainerNode, drainerNone:
 		var err error
-		metrics, err = startController(runCtx, c, i, drainer == drainerNone)
+		metrics, err = startController(runCtx, c, i, ns, drainer == drainerNone)
 		if err != nil {
 			return res, err
 		}
@@ -433,13 +433,14 @@ func deploy(ctx context.Context, c *cluster.Cluster, ns, owner string, w workloa
 }
 
 // startController runs the rebalancer in this process until ctx ends.
-func startController(ctx context.Context, c *cluster.Cluster, i int, atOnce bool) (*executor.Metrics, error) {
+// Its surge records go in namespace, the scenario's own.
+func startController(ctx context.Context, c *cluster.Cluster, i int, namespace string, atOnce bool) (*executor.Metrics, error) {
 	cfg := config.Default().Rebalancer
 	if atOnce {
 		cfg.Replacement.Mode = config.ReplacementNone
 		cfg.Surge.Enabled = ptr.To(false)
 	}
-	r, err := inproc.Start(ctx, c, cfg, fmt.Sprintf("rebalancer-%d", i))
+	r, err := inproc.Start(ctx, c, cfg, fmt.Sprintf("rebalancer-%d", i), namespace)
 	if err != nil {
 		return nil, err
 	}

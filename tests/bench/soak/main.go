@@ -450,7 +450,7 @@ current-context: soak
 }
 
 // checkEnd fails when the rebalancer left something behind: a Deployment
-// not back at its replica count or still carrying a surge record, or a
+// not back at its replica count, a surge record, or a
 // node tainted by us that is not drained.
 func checkEnd(ctx context.Context, kube kubernetes.Interface, ns string, replicas int32) error {
 	deps, err := kube.AppsV1().Deployments(ns).List(ctx, metav1.ListOptions{})
@@ -462,9 +462,14 @@ func checkEnd(ctx context.Context, kube kubernetes.Interface, ns string, replica
 		if got := ptr.Deref(d.Spec.Replicas, 1); got != replicas {
 			left = append(left, fmt.Sprintf("Deployment %s has %d replicas, not %d", d.Name, got, replicas))
 		}
-		if v, ok := d.Annotations[signals.AnnotationSurgeState]; ok {
-			left = append(left, fmt.Sprintf("Deployment %s still has %s=%s", d.Name, signals.AnnotationSurgeState, v))
-		}
+	}
+	// The controller's namespace is ns too (webhook.namespace).
+	records, err := kube.CoordinationV1().Leases(ns).List(ctx, metav1.ListOptions{LabelSelector: signals.LabelRecord + "=" + signals.SurgeRecordLabel})
+	if err != nil {
+		return err
+	}
+	for _, r := range records.Items {
+		left = append(left, fmt.Sprintf("surge record %s is left: %s", r.Name, r.Annotations[signals.AnnotationSurgeState]))
 	}
 	nodes, err := kube.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
 	if err != nil {

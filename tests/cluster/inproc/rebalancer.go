@@ -33,12 +33,14 @@ type Rebalancer struct {
 	err    error
 }
 
-// Start runs a rebalancer named name with cfg until ctx ends or Stop is
-// called. It logs to the logr.Logger in ctx, if any.
-func Start(ctx context.Context, c *cluster.Cluster, cfg config.Rebalancer, name string) (*Rebalancer, error) {
+// Start runs a rebalancer named name with cfg, its surge records in
+// namespace, until ctx ends or Stop is called. It logs to the logr.Logger
+// in ctx, if any.
+func Start(ctx context.Context, c *cluster.Cluster, cfg config.Rebalancer, name, namespace string) (*Rebalancer, error) {
 	mgr, err := manager.New(c.Config, manager.Options{
 		Metrics:                metricsserver.Options{BindAddress: "0"},
 		HealthProbeBindAddress: "0",
+		Cache:                  controller.CacheOptions(namespace),
 	})
 	if err != nil {
 		return nil, err
@@ -48,7 +50,7 @@ func Start(ctx context.Context, c *cluster.Cluster, cfg config.Rebalancer, name 
 	rec := &controller.Reconciler{
 		Client: mgr.GetClient(), Kube: c.Client, Config: &cfg, Clock: clock.RealClock{},
 		Recorder: broadcaster.NewRecorder(mgr.GetScheme(), corev1.EventSource{Component: "spot-rebalancer"}),
-		Metrics:  r.Metrics, Name: name,
+		Metrics:  r.Metrics, Name: name, Namespace: namespace,
 	}
 	if err := rec.SetupWithManager(mgr); err != nil {
 		return nil, err
