@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Renders the Helm chart with its default values into one file for
 # `kubectl apply -f` users. With no argument it writes deploy/spot-rebalancer.yaml;
-# with "-" it writes to stdout (the staleness test compares the two).
+# with "-" it writes to stdout (the staleness test compares the two). Helm
+# hooks do not exist for `kubectl apply`: the surge-record migration Job is
+# left out (run `spot-rebalancer migrate surge-records` by hand, see README).
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -18,7 +20,7 @@ kind: Namespace
 metadata:
   name: spot-rebalancer
 HEADER
-	"$helm" template spot-rebalancer "$root/deploy/chart/spot-rebalancer" --namespace spot-rebalancer
+	"$helm" template spot-rebalancer "$root/deploy/chart/spot-rebalancer" --namespace spot-rebalancer --set controller.migrateSurgeRecords=false
 }
 
 if [[ "$out" == "-" ]]; then

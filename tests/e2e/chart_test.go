@@ -14,6 +14,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"sigs.k8s.io/yaml"
@@ -249,6 +250,19 @@ func TestHelmChart(t *testing.T) {
 		t.Errorf("agent daemonset: %v", err)
 	}
 	t.Run("the agent can change only its own node's Spot signals", func(t *testing.T) { checkAgentOwnNode(t, c, ns) })
+	t.Run("the surge-record migration ran as a hook and its rights are gone", func(t *testing.T) {
+		if out := mustTool(t, c, nil, "helm", "get", "hooks", "spot-rebalancer", "--namespace", ns); !strings.Contains(out, "name: spot-rebalancer-migrate") {
+			t.Errorf("helm get hooks lacks the migration Job:\n%s", out)
+		}
+		events, err := c.Client.CoreV1().Events(ns).List(cluster.Context(t), metav1.ListOptions{
+			FieldSelector: "involvedObject.kind=Job,involvedObject.name=spot-rebalancer-migrate,reason=Completed"})
+		if err != nil || len(events.Items) == 0 {
+			t.Errorf("no Completed Event of Job spot-rebalancer-migrate (err %v)", err)
+		}
+		if _, err := c.Client.RbacV1().ClusterRoles().Get(cluster.Context(t), "spot-rebalancer-migrate", metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+			t.Errorf("ClusterRole spot-rebalancer-migrate outlived its Job: %v", err)
+		}
+	})
 
 	type check struct {
 		verb, resource string
@@ -265,8 +279,15 @@ func TestHelmChart(t *testing.T) {
 			{"watch", "poddisruptionbudgets.policy", "*", true},
 			{"watch", "statefulsets.apps", "*", true},
 			{"update", "deployments.apps/scale", "*", true},
-			{"patch", "deployments.apps", "*", true},
+			{"patch", "deployments.apps/scale", "*", false},
+			// No pod template: the surge record is a Lease of its own.
+			{"patch", "deployments.apps", "*", false},
 			{"update", "deployments.apps", "*", false},
+			{"create", "leases.coordination.k8s.io", ns, true},
+			{"update", "leases.coordination.k8s.io", ns, true},
+			{"delete", "leases.coordination.k8s.io", ns, true},
+			{"list", "leases.coordination.k8s.io", "*", false},
+			{"create", "leases.coordination.k8s.io", "kube-system", false},
 			{"create", "tokenreviews.authentication.k8s.io", "", true},
 			{"create", "subjectaccessreviews.authorization.k8s.io", "", true},
 			{"list", "horizontalpodautoscalers.autoscaling", "*", true},
@@ -296,6 +317,13 @@ func TestHelmChart(t *testing.T) {
 			{"patch", "nodes", "", false},
 			{"update", "mutatingwebhookconfigurations.admissionregistration.k8s.io/spot-rebalancer", "", false},
 			{"create", "tokenreviews.authentication.k8s.io", "", true},
+		},
+		// The migration Job's rights are hooks deleted once it succeeded
+		// (kwok completes the Job's pod without running it).
+		"migrate": {
+			{"patch", "deployments.apps", "*", false},
+			{"list", "deployments.apps", "*", false},
+			{"create", "leases.coordination.k8s.io", ns, false},
 		},
 		"agent": {
 			{"get", "nodes", "", true},

@@ -53,10 +53,6 @@ app.kubernetes.io/component: {{ index . 1 }}
 {{- end }}
 {{- end }}
 
-{{- define "spot-rebalancer.leaseName" -}}
-spot-rebalancer-controller
-{{- end }}
-
 {{/* The config file every component reads. */}}
 {{- define "spot-rebalancer.config" -}}
 {{- if not (has .Values.certs.mode (list "self-managed" "cert-manager" "external")) }}
