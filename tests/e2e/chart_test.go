@@ -231,8 +231,18 @@ func TestHelmChart(t *testing.T) {
 	})
 
 	// The real install. Its webhook has no reachable endpoint here (kwok
-	// pods do not run), so it is uninstalled as soon as the checks end.
-	mustTool(t, c, nil, "helm", "install", "spot-rebalancer", chart, "--namespace", ns)
+	// pods do not run), so it is uninstalled as soon as the checks end. Its
+	// pods go on a node of the test's own: helm waits for the migration
+	// hook's Job, whose pod kwok completes once it is bound.
+	c.AddNode(t, cluster.Node{Pool: "chart"})
+	values := filepath.Join(t.TempDir(), "values.yaml")
+	if err := os.WriteFile(values, fmt.Appendf(nil, "controller:\n  nodeSelector: {%q: %q}\n", cluster.OwnerLabel, cluster.Owner(t)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if out, code := tool(t, c, nil, "helm", "install", "spot-rebalancer", chart, "--namespace", ns, "--values", values, "--timeout", "90s"); code != 0 {
+		dumpNamespace(t, c, ns)
+		t.Fatalf("helm install: exit %d\n%s", code, out)
+	}
 	t.Cleanup(func() {
 		if out, code := tool(t, c, nil, "helm", "uninstall", "spot-rebalancer", "--namespace", ns, "--wait"); code != 0 {
 			t.Errorf("helm uninstall: %s", out)

@@ -415,3 +415,29 @@ func dumpNamespace(t *testing.T, c *cluster.Cluster, ns string) {
 		t.Logf("event %s %s/%s %s: %s", e.LastTimestamp.Format(time.RFC3339), e.InvolvedObject.Kind, e.InvolvedObject.Name, e.Reason, e.Message)
 	}
 }
+
+// The Deployment is deleted mid-surge: its record (a Lease in the
+// controller's namespace, which no owner reference ties to the Deployment)
+// is removed, and the node's drain ends.
+func TestSurgeRecordOfADeletedDeploymentIsRemoved(t *testing.T) {
+	c := cluster.Get(t)
+	ctx := cluster.Context(t)
+	ns := c.Namespace(t, nil)
+	records := c.RecordsNamespace(t)
+	risky := surgeUnderWay(t, c, ns, "sr-a", "30s")
+	record, _, err := surgeRecord(ctx, c, records, ns, "web")
+	if err != nil || record == nil {
+		t.Fatalf("no surge record under way (err %v)", err)
+	}
+	if err := c.Client.AppsV1().Deployments(ns).Delete(ctx, "web", metav1.DeleteOptions{PropagationPolicy: ptr.To(metav1.DeletePropagationForeground)}); err != nil {
+		t.Fatal(err)
+	}
+	c.WaitFor(t, 60*time.Second, "the record of the deleted Deployment removed", func(ctx context.Context) (bool, error) {
+		_, err := c.Client.CoordinationV1().Leases(records).Get(ctx, record.Name, metav1.GetOptions{})
+		if apierrors.IsNotFound(err) {
+			return true, nil
+		}
+		return false, err
+	})
+	waitState(t, c, risky.Name, signals.StateDrained, "", 60*time.Second)
+}
