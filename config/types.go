@@ -35,7 +35,9 @@ type Config struct {
 type Webhook struct {
 	// Port is the HTTPS port the webhook serves admission requests on.
 	Port int32 `json:"port"`
-	// Namespace is the webhook's own namespace; it is never mutated.
+	// Namespace is the components' own namespace: it is never mutated,
+	// and it holds the webhook's Secrets and the controller's surge
+	// records.
 	Namespace string `json:"namespace"`
 	// ExcludedNamespaces are never mutated, in addition to Namespace.
 	ExcludedNamespaces []string `json:"excludedNamespaces"`

@@ -103,8 +103,9 @@ old one before any certificate it signs is served.`,
 				LeaderElectionReleaseOnCancel: true,
 				// Lease renewals must not queue behind evictions.
 				LeaderElectionConfig: ownRateLimit(restConfig),
-				// Surge records live beside the leader election Lease.
-				Cache: controller.CacheOptions(leaseNS),
+				// Surge records live in the components' namespace, where
+				// `plan` and `migrate surge-records` look for them too.
+				Cache: controller.CacheOptions(cfg.Webhook.Namespace),
 			})
 			if err != nil {
 				return fmt.Errorf("creating manager: %w", err)
@@ -127,7 +128,7 @@ old one before any certificate it signs is served.`,
 			}
 			rebalancer := &controller.Reconciler{
 				Client: mgr.GetClient(), Kube: kube, Config: &cfg.Rebalancer, Clock: clock.RealClock{},
-				Recorder: recorder, Metrics: executor.NewMetrics(ctrlmetrics.Registry), Namespace: leaseNS,
+				Recorder: recorder, Metrics: executor.NewMetrics(ctrlmetrics.Registry), Namespace: cfg.Webhook.Namespace,
 			}
 			if err := rebalancer.SetupWithManager(mgr); err != nil {
 				return err
@@ -141,7 +142,7 @@ old one before any certificate it signs is served.`,
 	}
 	cmd.Flags().BoolVar(&dryRun, "dry-run", false, "compute and log plans and record Events; write nothing else (overrides rebalancer.dryRun)")
 	cmd.Flags().BoolVar(&leaderElect, "leader-elect", true, "elect a leader among replicas; only the leader writes")
-	cmd.Flags().StringVar(&leaseNS, "leader-election-namespace", "", "namespace of the leader election Lease and of the surge records (default: webhook.namespace)")
+	cmd.Flags().StringVar(&leaseNS, "leader-election-namespace", "", "namespace of the leader election Lease (default: webhook.namespace, where the surge records live too)")
 	cmd.Flags().StringVar(&metricsAddr, "metrics-bind-address", ":8080", "address of the Prometheus /metrics endpoint; 0 disables it")
 	cmd.Flags().StringVar(&healthAddr, "health-probe-bind-address", ":8081", "address of /healthz and /readyz")
 	cmd.Flags().BoolVar(&profiling, "profiling", false, "serve Go's pprof profiles under /debug/pprof/ on the metrics address, behind the same check")

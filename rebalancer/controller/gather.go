@@ -112,6 +112,12 @@ func (r *Reconciler) surge(ctx context.Context, cached *coordinationv1.Lease, no
 	case err != nil:
 		return decide.Surge{}, fmt.Errorf("reading deployment %s/%s: %w", namespace, name, err)
 	}
+	if _, legacy := d.Annotations[signals.AnnotationSurgeState]; legacy {
+		// The migration created the record and has not removed the old
+		// one yet: the record is not ours to step until it has (it may
+		// still rewrite it from the annotation).
+		return stale, nil
+	}
 	fresh := surgeOf(record, d, node, snap)
 	if !fresh.Unreadable && fresh.Record.Node != node {
 		return stale, nil // another node's now

@@ -96,7 +96,10 @@ func (w *Writer) startSurge(ctx context.Context, node *corev1.Node, a decide.Sur
 	}
 	if _, err := w.Kube.CoordinationV1().Leases(w.RecordsNamespace).Create(ctx, record, metav1.CreateOptions{}); err != nil {
 		if apierrors.IsAlreadyExists(err) {
-			return nil // another node's surge; this node's pods wait or are evicted
+			// Another node's surge (this node's pods wait or are evicted),
+			// or a record the cache does not show yet.
+			ctrllog.FromContext(ctx).V(1).Info("Surge already recorded", "deployment", klog.KObj(d), "record", klog.KObj(record))
+			return nil
 		}
 		return fmt.Errorf("recording the surge of deployment %s/%s: %w", d.Namespace, d.Name, err)
 	}

@@ -96,23 +96,20 @@ type Options struct {
 	Out io.Writer
 }
 
-// Run moves every record and returns how many it moved.
+// Run moves every record and returns how many it moved. With nothing to
+// move it returns at once, without waiting for the rollout.
 func Run(ctx context.Context, kube kubernetes.Interface, opts Options) (int, error) {
+	moves, err := find(ctx, kube, opts.Namespace)
+	if err != nil || len(moves) == 0 {
+		return 0, err
+	}
 	if opts.WaitForRollout != "" && !opts.DryRun {
 		if err := waitForRollout(ctx, kube, opts.Namespace, opts.WaitForRollout, opts.Timeout); err != nil {
 			return 0, err
 		}
-	}
-	var moves []Move
-	next := ""
-	for {
-		list, err := kube.AppsV1().Deployments(metav1.NamespaceAll).List(ctx, metav1.ListOptions{Limit: 500, Continue: next})
-		if err != nil {
-			return 0, fmt.Errorf("listing Deployments: %w", err)
-		}
-		moves = append(moves, Plan(opts.Namespace, list.Items)...)
-		if next = list.Continue; next == "" {
-			break
+		// Read again: an older controller may have stepped its surges.
+		if moves, err = find(ctx, kube, opts.Namespace); err != nil {
+			return 0, err
 		}
 	}
 	moved := 0
@@ -127,6 +124,22 @@ func Run(ctx context.Context, kube kubernetes.Interface, opts Options) (int, err
 		moved++
 	}
 	return moved, nil
+}
+
+// find lists the Deployments and plans their moves.
+func find(ctx context.Context, kube kubernetes.Interface, namespace string) ([]Move, error) {
+	var moves []Move
+	next := ""
+	for {
+		list, err := kube.AppsV1().Deployments(metav1.NamespaceAll).List(ctx, metav1.ListOptions{Limit: 500, Continue: next})
+		if err != nil {
+			return nil, fmt.Errorf("listing Deployments: %w", err)
+		}
+		moves = append(moves, Plan(namespace, list.Items)...)
+		if next = list.Continue; next == "" {
+			return moves, nil
+		}
+	}
 }
 
 func describe(m Move, dryRun bool) string {

@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
@@ -206,4 +207,35 @@ func TestFromNode(t *testing.T) {
 func managed(manager string, at time.Time, fields string) metav1.ManagedFieldsEntry {
 	return metav1.ManagedFieldsEntry{Manager: manager, Operation: metav1.ManagedFieldsOperationUpdate,
 		Time: new(metav1.NewTime(at)), FieldsV1: &metav1.FieldsV1{Raw: []byte(fields)}}
+}
+
+func TestSurgeRecordsAreCheckedBeforeTheyAreBelieved(t *testing.T) {
+	record := func(state string) *coordinationv1.Lease {
+		return &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Name: "surge-1", Namespace: "spot-rebalancer",
+			Annotations: map[string]string{AnnotationSurgeState: state}}}
+	}
+	tests := map[string]struct {
+		state string
+		ok    bool
+	}{
+		"a surge of two pods from 4 to 6": {state: `{"node":"a","from":4,"to":6,"phase":"waiting","since":"2026-11-26T12:00:00Z","pods":["p","q"]}`, ok: true},
+		"no node":                         {state: `{"from":4,"to":6,"phase":"waiting","pods":["p","q"]}`},
+		"from 0 (nothing to move from)":   {state: `{"node":"a","from":0,"to":2,"phase":"scaling-down","pods":["p","q"]}`},
+		"a scale-up other than its pods":  {state: `{"node":"a","from":1,"to":50,"phase":"waiting","pods":["p"]}`},
+		"a scale-down posing as a surge":  {state: `{"node":"a","from":6,"to":4,"phase":"scaling-down","pods":[]}`},
+		"no pods":                         {state: `{"node":"a","from":4,"to":4,"phase":"waiting","pods":[]}`},
+		"not JSON":                        {state: `{`},
+		"a negative count":                {state: `{"node":"a","from":-2,"to":0,"phase":"waiting","pods":["p","q"]}`},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			st, err := SurgeOf(record(tc.state))
+			if (err == nil) != tc.ok || (st != nil) != tc.ok {
+				t.Errorf("SurgeOf = %+v, %v; want ok %v", st, err, tc.ok)
+			}
+		})
+	}
+	if _, err := SurgeOf(&coordinationv1.Lease{}); err == nil {
+		t.Error("a record without the annotation was believed")
+	}
 }

@@ -134,8 +134,10 @@ func parseSurge(annotations map[string]string, what string) (*SurgeState, error)
 	if err := json.Unmarshal([]byte(raw), &s); err != nil {
 		return nil, fmt.Errorf("%s: annotation %s: %w", what, AnnotationSurgeState, err)
 	}
-	if s.Node == "" || s.To <= s.From || s.From < 0 {
-		return nil, fmt.Errorf("%s: annotation %s: incomplete record %q", what, AnnotationSurgeState, raw)
+	// A surge moves at least one pod of a Deployment that has some, and
+	// scales up by exactly as many as it moves.
+	if s.Node == "" || s.From < 1 || int(s.To-s.From) != len(s.Pods) || len(s.Pods) == 0 {
+		return nil, fmt.Errorf("%s: annotation %s: incomplete or inconsistent record %q", what, AnnotationSurgeState, raw)
 	}
 	return &s, nil
 }

@@ -260,6 +260,7 @@ func TestHelmChart(t *testing.T) {
 		t.Errorf("agent daemonset: %v", err)
 	}
 	t.Run("the agent can change only its own node's Spot signals", func(t *testing.T) { checkAgentOwnNode(t, c, ns) })
+	t.Run("the controller writes only pod marks, its own Leases; no one else a surge record", func(t *testing.T) { checkControllerWrites(t, c, ns) })
 	t.Run("the surge-record migration ran as a hook and its rights are gone", func(t *testing.T) {
 		if out := mustTool(t, c, nil, "helm", "get", "hooks", "spot-rebalancer", "--namespace", ns); !strings.Contains(out, "name: spot-rebalancer-migrate") {
 			t.Errorf("helm get hooks lacks the migration Job:\n%s", out)

@@ -1,0 +1,216 @@
+// Package reserve builds reservations: placeholder pods that ask whatever
+// adds capacity to the cluster (Karpenter, Cluster Autoscaler, a person)
+// for the room an at-risk node's pods need, before any of them moves. An
+// autoscaler reacts to Pending pods, and a rebalancer that waits creates
+// none: without reservations nothing launches a node on a rebalance
+// recommendation.
+//
+// A reservation asks for what its pod asks for (requests of containers,
+// init containers and overhead) with the pod's node constraints, runs the
+// pause image at priority -1 with preemption off (the scheduler evicts it
+// for any real pod; Cluster Autoscaler's expendable cutoff is -10, so it
+// still scales up for it), cannot land on an at-risk node (it does not
+// tolerate the draining taint), and carries karpenter.sh/do-not-disrupt
+// so that Karpenter does not consolidate the node it brought up. It has no
+// owner: an ownerReference to a Node, or a node affinity on
+// kubernetes.io/hostname, makes Karpenter ignore a pod.
+//
+// Everything here is pure; the controller creates and deletes.
+package reserve
+
+import (
+	"cmp"
+	"crypto/sha256"
+	"encoding/hex"
+	"slices"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/component-helpers/resource"
+	"k8s.io/klog/v2"
+	"k8s.io/utils/ptr"
+
+	"github.com/spot-rebalancer/spot-rebalancer/rebalancer/signals"
+)
+
+// Names on reservations.
+const (
+	// LabelNode carries a hash of the at-risk node's name (a label value
+	// cannot hold every node name); AnnotationNode the name itself.
+	LabelNode      = "spot-rebalancer.io/reservation-for-node"
+	AnnotationNode = "spot-rebalancer.io/reservation-node"
+	// AnnotationPod names the pod (namespace/name) a reservation holds
+	// room for.
+	AnnotationPod = "spot-rebalancer.io/reservation-pod"
+	// PriorityClass is created by the chart: value -1, preemptionPolicy
+	// Never.
+	PriorityClass = "spot-rebalancer-reservation"
+	// DefaultImage is the pause image.
+	DefaultImage = "registry.k8s.io/pause:3.10"
+)
+
+// NodeLabel is the value of LabelNode for node.
+func NodeLabel(node string) string {
+	sum := sha256.Sum256([]byte(node))
+	return hex.EncodeToString(sum[:])[:40]
+}
+
+// Options say where and with what reservations run.
+type Options struct {
+	// Namespace is the controller's.
+	Namespace string
+	Image     string
+}
+
+// For returns one reservation per pod in pods, for at-risk node.
+func For(node string, pods []*corev1.Pod, opts Options) []*corev1.Pod {
+	out := make([]*corev1.Pod, 0, len(pods))
+	for _, p := range pods {
+		out = append(out, of(node, p, opts))
+	}
+	return out
+}
+
+func of(node string, p *corev1.Pod, opts Options) *corev1.Pod {
+	requests := resource.PodRequests(p, resource.PodResourcesOptions{})
+	r := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{
+			GenerateName: "reservation-",
+			Namespace:    opts.Namespace,
+			Labels:       map[string]string{LabelNode: NodeLabel(node)},
+			Annotations: map[string]string{
+				AnnotationNode:                                   node,
+				AnnotationPod:                                    p.Namespace + "/" + p.Name,
+				signals.AnnotationKarpenterDoNotDisrupt:          "true",
+				"cluster-autoscaler.kubernetes.io/safe-to-evict": "true",
+			},
+		},
+		Spec: corev1.PodSpec{
+			PriorityClassName:             PriorityClass,
+			PreemptionPolicy:              ptr.To(corev1.PreemptNever),
+			TerminationGracePeriodSeconds: ptr.To[int64](0),
+			AutomountServiceAccountToken:  ptr.To(false),
+			EnableServiceLinks:            ptr.To(false),
+			NodeSelector:                  maps(p.Spec.NodeSelector),
+			Affinity:                      nodeAffinity(p.Spec.Affinity),
+			Tolerations:                   tolerations(p.Spec.Tolerations),
+			TopologySpreadConstraints:     zoneSpread(p.Spec.TopologySpreadConstraints),
+			SecurityContext: &corev1.PodSecurityContext{
+				RunAsNonRoot:   ptr.To(true),
+				RunAsUser:      ptr.To[int64](65535),
+				SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
+			},
+			Containers: []corev1.Container{{
+				Name:      "reserve",
+				Image:     cmp.Or(opts.Image, DefaultImage),
+				Resources: corev1.ResourceRequirements{Requests: requests, Limits: requests},
+				SecurityContext: &corev1.SecurityContext{
+					AllowPrivilegeEscalation: ptr.To(false),
+					ReadOnlyRootFilesystem:   ptr.To(true),
+					Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
+				},
+			}},
+		},
+	}
+	return r
+}
+
+func maps(in map[string]string) map[string]string {
+	if len(in) == 0 {
+		return nil
+	}
+	out := make(map[string]string, len(in))
+	for k, v := range in {
+		out[k] = v
+	}
+	return out
+}
+
+// nodeAffinity keeps the pod's node affinity without its terms on
+// kubernetes.io/hostname (Karpenter ignores pods with one, and the room
+// is wanted on a new node anyway). Pod affinities are the workload's own
+// business: a reservation carries none.
+func nodeAffinity(a *corev1.Affinity) *corev1.Affinity {
+	if a == nil || a.NodeAffinity == nil {
+		return nil
+	}
+	na := a.NodeAffinity.DeepCopy()
+	if req := na.RequiredDuringSchedulingIgnoredDuringExecution; req != nil {
+		var terms []corev1.NodeSelectorTerm
+		for _, t := range req.NodeSelectorTerms {
+			t.MatchExpressions = slices.DeleteFunc(t.MatchExpressions, func(e corev1.NodeSelectorRequirement) bool {
+				return e.Key == corev1.LabelHostname
+			})
+			if len(t.MatchExpressions) > 0 || len(t.MatchFields) > 0 {
+				terms = append(terms, t)
+			}
+		}
+		na.RequiredDuringSchedulingIgnoredDuringExecution = nil
+		if len(terms) > 0 {
+			na.RequiredDuringSchedulingIgnoredDuringExecution = &corev1.NodeSelector{NodeSelectorTerms: terms}
+		}
+	}
+	na.PreferredDuringSchedulingIgnoredDuringExecution = slices.DeleteFunc(na.PreferredDuringSchedulingIgnoredDuringExecution,
+		func(t corev1.PreferredSchedulingTerm) bool {
+			return slices.ContainsFunc(t.Preference.MatchExpressions, func(e corev1.NodeSelectorRequirement) bool { return e.Key == corev1.LabelHostname })
+		})
+	if na.RequiredDuringSchedulingIgnoredDuringExecution == nil && len(na.PreferredDuringSchedulingIgnoredDuringExecution) == 0 {
+		return nil
+	}
+	return &corev1.Affinity{NodeAffinity: na}
+}
+
+// tolerations keeps the pod's tolerations but any that tolerates the
+// draining taint: a reservation must not land on an at-risk node.
+func tolerations(in []corev1.Toleration) []corev1.Toleration {
+	draining := corev1.Taint{Key: signals.TaintDraining, Effect: corev1.TaintEffectNoSchedule}
+	var out []corev1.Toleration
+	for _, t := range in {
+		if t.ToleratesTaint(klog.Background(), &draining, false) {
+			continue
+		}
+		out = append(out, t)
+	}
+	return out
+}
+
+// zoneSpread keeps the spread constraints that bind (DoNotSchedule) over
+// zones: the room must be in the zone the pod may go to. The
+// reservation does not match their selectors, so it counts the
+// workload's pods, not itself.
+func zoneSpread(in []corev1.TopologySpreadConstraint) []corev1.TopologySpreadConstraint {
+	var out []corev1.TopologySpreadConstraint
+	for _, c := range in {
+		if c.WhenUnsatisfiable == corev1.DoNotSchedule && c.TopologyKey == corev1.LabelTopologyZone {
+			out = append(out, *c.DeepCopy())
+		}
+	}
+	return out
+}
+
+// Diff compares the reservations a node wants with those it has, matched
+// by the pod each holds room for: create are wanted and missing, remove
+// exist and are not wanted (their pod is gone or needs none now).
+func Diff(want, have []*corev1.Pod) (create, remove []*corev1.Pod) {
+	has := map[string]bool{}
+	for _, r := range have {
+		has[r.Annotations[AnnotationPod]] = true
+	}
+	wanted := map[string]bool{}
+	for _, r := range want {
+		key := r.Annotations[AnnotationPod]
+		wanted[key] = true
+		if !has[key] {
+			create = append(create, r)
+		}
+	}
+	seen := map[string]bool{}
+	for _, r := range have {
+		key := r.Annotations[AnnotationPod]
+		if !wanted[key] || seen[key] {
+			remove = append(remove, r) // not wanted, or a duplicate
+		}
+		seen[key] = true
+	}
+	return create, remove
+}
