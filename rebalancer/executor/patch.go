@@ -2,7 +2,6 @@ package executor
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 
 	corev1 "k8s.io/api/core/v1"
@@ -24,19 +23,4 @@ func patchNode(ctx context.Context, kube kubernetes.Interface, read, updated *co
 	}
 	_, err = kube.CoreV1().Nodes().Patch(ctx, read.Name, types.MergePatchType, data, metav1.PatchOptions{})
 	return err
-}
-
-// annotationPatch sets (or, with nil, removes) one annotation. With a
-// resourceVersion, the patch fails if the object changed since.
-func annotationPatch(key string, value *string, resourceVersion string) []byte {
-	var v any
-	if value != nil {
-		v = *value
-	}
-	meta := map[string]any{"annotations": map[string]any{key: v}}
-	if resourceVersion != "" {
-		meta["resourceVersion"] = resourceVersion
-	}
-	data, _ := json.Marshal(map[string]any{"metadata": meta})
-	return data
 }

@@ -162,7 +162,7 @@ func (w *Writer) abandonSurge(ctx context.Context, node *corev1.Node, a decide.S
 func (w *Writer) markPods(ctx context.Context, namespace string, names []string, cost *string) error {
 	for _, name := range names {
 		_, err := w.Kube.CoreV1().Pods(namespace).Patch(ctx, name, types.MergePatchType,
-			annotationPatch(signals.AnnotationPodDeletionCost, cost, ""), metav1.PatchOptions{})
+			signals.AnnotationPatch(signals.AnnotationPodDeletionCost, cost, ""), metav1.PatchOptions{})
 		if err != nil && !apierrors.IsNotFound(err) {
 			return fmt.Errorf("marking pod %s/%s: %w", namespace, name, err)
 		}
@@ -253,7 +253,7 @@ func (w *Writer) addSurgeFallback(ctx context.Context, node, key string) error {
 	}
 	value := strings.Join(append(list, key), ",")
 	if _, err := w.Kube.CoreV1().Nodes().Patch(ctx, node, types.MergePatchType,
-		annotationPatch(signals.AnnotationSurgeFallback, &value, current.ResourceVersion), metav1.PatchOptions{}); err != nil {
+		signals.AnnotationPatch(signals.AnnotationSurgeFallback, &value, current.ResourceVersion), metav1.PatchOptions{}); err != nil {
 		return fmt.Errorf("recording the surge fallback on node %s: %w", node, err)
 	}
 	return nil

@@ -55,7 +55,7 @@ func (w *Writer) Apply(ctx context.Context, node *corev1.Node, sig signals.Signa
 	if d.InterruptionSeen != nil && d.Transition == nil && !d.Clear {
 		value := d.InterruptionSeen.UTC().Format(time.RFC3339)
 		if _, err := w.Kube.CoreV1().Nodes().Patch(ctx, node.Name, types.MergePatchType,
-			annotationPatch(signals.AnnotationInterruptionSeen, &value, ""), metav1.PatchOptions{}); err != nil {
+			signals.AnnotationPatch(signals.AnnotationInterruptionSeen, &value, ""), metav1.PatchOptions{}); err != nil {
 			return res, fmt.Errorf("recording when the interruption of node %s was first seen: %w", node.Name, err)
 		}
 	}

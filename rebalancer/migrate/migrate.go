@@ -14,7 +14,6 @@ package migrate
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"time"
@@ -60,20 +59,12 @@ func Plan(namespace string, deployments []appsv1.Deployment) []Move {
 			m.Problem = err.Error()
 		}
 		m.State = st
-		m.Record = &coordinationv1.Lease{
-			ObjectMeta: metav1.ObjectMeta{
-				Name: signals.SurgeRecordName(d.UID), Namespace: namespace,
-				Labels: map[string]string{signals.LabelRecord: signals.SurgeRecordLabel},
-				Annotations: map[string]string{
-					// As written: a record that does not parse stays so.
-					signals.AnnotationSurgeState:      raw,
-					signals.AnnotationSurgeDeployment: d.Namespace + "/" + d.Name,
-				},
-			},
-		}
+		holder := ""
 		if st != nil {
-			m.Record.Spec.HolderIdentity = ptr.To(st.Node)
+			holder = st.Node
 		}
+		// As written: a record that does not parse stays so.
+		m.Record = signals.SurgeRecordAsWritten(namespace, d, raw, holder)
 		out = append(out, m)
 	}
 	return out
@@ -177,14 +168,8 @@ func apply(ctx context.Context, kube kubernetes.Interface, m Move) error {
 		if err := syncRecord(ctx, kube, m.Record, raw); err != nil {
 			return err
 		}
-		patch, err := json.Marshal(map[string]any{"metadata": map[string]any{
-			"resourceVersion": d.ResourceVersion,
-			"annotations":     map[string]any{signals.AnnotationSurgeState: nil},
-		}})
-		if err != nil {
-			return err
-		}
-		_, err = kube.AppsV1().Deployments(d.Namespace).Patch(ctx, d.Name, types.MergePatchType, patch, metav1.PatchOptions{})
+		_, err := kube.AppsV1().Deployments(d.Namespace).Patch(ctx, d.Name, types.MergePatchType,
+			signals.AnnotationPatch(signals.AnnotationSurgeState, nil, d.ResourceVersion), metav1.PatchOptions{})
 		switch {
 		case apierrors.IsNotFound(err):
 			return nil // gone: the controller removes its record

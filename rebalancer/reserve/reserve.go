@@ -22,6 +22,7 @@ import (
 	"cmp"
 	"crypto/sha256"
 	"encoding/hex"
+	"maps"
 	"slices"
 
 	corev1 "k8s.io/api/core/v1"
@@ -91,7 +92,7 @@ func of(node string, p *corev1.Pod, opts Options) *corev1.Pod {
 			TerminationGracePeriodSeconds: ptr.To[int64](0),
 			AutomountServiceAccountToken:  ptr.To(false),
 			EnableServiceLinks:            ptr.To(false),
-			NodeSelector:                  maps(p.Spec.NodeSelector),
+			NodeSelector:                  maps.Clone(p.Spec.NodeSelector),
 			Affinity:                      nodeAffinity(p.Spec.Affinity),
 			Tolerations:                   tolerations(p.Spec.Tolerations),
 			TopologySpreadConstraints:     zoneSpread(p.Spec.TopologySpreadConstraints),
@@ -113,17 +114,6 @@ func of(node string, p *corev1.Pod, opts Options) *corev1.Pod {
 		},
 	}
 	return r
-}
-
-func maps(in map[string]string) map[string]string {
-	if len(in) == 0 {
-		return nil
-	}
-	out := make(map[string]string, len(in))
-	for k, v := range in {
-		out[k] = v
-	}
-	return out
 }
 
 // nodeAffinity keeps the pod's node affinity without its terms on

@@ -73,19 +73,28 @@ func NewSurgeRecord(namespace string, d *appsv1.Deployment, st *SurgeState) (*co
 	if err != nil {
 		return nil, err
 	}
-	return &coordinationv1.Lease{
+	return SurgeRecordAsWritten(namespace, d, string(raw), st.Node), nil
+}
+
+// SurgeRecordAsWritten returns the record of d holding raw as it is (what
+// an older version wrote, parsed or not), held by node ("" for none).
+func SurgeRecordAsWritten(namespace string, d *appsv1.Deployment, raw, node string) *coordinationv1.Lease {
+	record := &coordinationv1.Lease{
 		ObjectMeta: metav1.ObjectMeta{
 			Name: SurgeRecordName(d.UID), Namespace: namespace,
 			Labels: map[string]string{LabelRecord: SurgeRecordLabel},
 			Annotations: map[string]string{
-				AnnotationSurgeState:      string(raw),
+				AnnotationSurgeState:      raw,
 				AnnotationSurgeDeployment: d.Namespace + "/" + d.Name,
 			},
 		},
+	}
+	if node != "" {
 		// The holder is the node the pods move off: `kubectl get leases`
 		// shows it.
-		Spec: coordinationv1.LeaseSpec{HolderIdentity: ptr.To(st.Node)},
-	}, nil
+		record.Spec.HolderIdentity = ptr.To(node)
+	}
+	return record
 }
 
 // SetSurgeState writes st into a copy of the record.

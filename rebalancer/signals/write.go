@@ -35,9 +35,7 @@ func (w Writer) Interruption(ctx context.Context, node string, at time.Time, rea
 		return false, nil
 	}
 	if value := at.UTC().Format(time.RFC3339); n.Annotations[AnnotationTerminationTime] != value {
-		patch, _ := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": map[string]string{
-			AnnotationTerminationTime: value}}})
-		if _, err := w.Kube.CoreV1().Nodes().Patch(ctx, node, types.MergePatchType, patch, metav1.PatchOptions{}); err != nil {
+		if _, err := w.Kube.CoreV1().Nodes().Patch(ctx, node, types.MergePatchType, AnnotationPatch(AnnotationTerminationTime, &value, ""), metav1.PatchOptions{}); err != nil {
 			return false, fmt.Errorf("annotating node %s: %w", node, err)
 		}
 	}
@@ -77,4 +75,20 @@ func hasTrue(n *corev1.Node, t corev1.NodeConditionType) bool {
 		}
 	}
 	return false
+}
+
+// AnnotationPatch is a JSON merge patch that sets (or, with nil, removes)
+// one annotation. With a resourceVersion, the patch fails if the object
+// changed since.
+func AnnotationPatch(key string, value *string, resourceVersion string) []byte {
+	var v any
+	if value != nil {
+		v = *value
+	}
+	meta := map[string]any{"annotations": map[string]any{key: v}}
+	if resourceVersion != "" {
+		meta["resourceVersion"] = resourceVersion
+	}
+	data, _ := json.Marshal(map[string]any{"metadata": meta})
+	return data
 }
