@@ -63,6 +63,8 @@ func SetDefaults(c *Config) {
 	setString((*string)(&r.Replacement.Mode), string(ReplacementNode))
 	setDuration(&r.Replacement.Timeout, 10*time.Minute)
 	setString((*string)(&r.Replacement.OnTimeout), string(OnTimeoutDrainIfFits))
+	setString((*string)(&r.Replacement.Provision), string(ProvisionReservations))
+	setString(&r.Replacement.ReservationImage, DefaultReservationImage)
 	setDuration(&r.DeadlineSafety, 15*time.Second)
 	if r.ForceAtDeadline == nil {
 		r.ForceAtDeadline = ptr.To(true)
@@ -80,6 +82,9 @@ func SetDefaults(c *Config) {
 	setDuration(&c.Agent.PollInterval, 2*time.Second)
 	setDuration(&c.AWS.EC2.Interval, time.Minute)
 }
+
+// DefaultReservationImage is the pause image reservation pods run.
+const DefaultReservationImage = "registry.k8s.io/pause:3.10"
 
 // DefaultProfiles work unchanged on EKS managed node groups, Karpenter and
 // clusters that taint Spot nodes spotInstance=true:PreferNoSchedule.

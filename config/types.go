@@ -123,6 +123,18 @@ const (
 	OnTimeoutUncordon OnTimeout = "uncordon"
 )
 
+// Provision says how the rebalancer asks for replacement capacity.
+type Provision string
+
+const (
+	// ProvisionReservations creates placeholder pods with the moving pods'
+	// requests and node constraints: any autoscaler that reacts to Pending
+	// pods (Karpenter, Cluster Autoscaler) launches the room they need.
+	ProvisionReservations Provision = "reservations"
+	// ProvisionNone asks for nothing: something else launches nodes.
+	ProvisionNone Provision = "none"
+)
+
 // Rebalancer configures the scheduler-aware rebalancer.
 type Rebalancer struct {
 	// DryRun computes and reports plans and writes nothing else.
@@ -150,6 +162,11 @@ type Replacement struct {
 	Mode      ReplacementMode `json:"mode"`
 	Timeout   metav1.Duration `json:"timeout"`
 	OnTimeout OnTimeout       `json:"onTimeout"`
+	// Provision asks for the capacity waited for (rebalance
+	// recommendations only).
+	Provision Provision `json:"provision"`
+	// ReservationImage is the image of reservation pods (a pause image).
+	ReservationImage string `json:"reservationImage"`
 }
 
 // ImplicitBudget is the disruption budget given to workloads without a PDB.

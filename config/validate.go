@@ -4,7 +4,9 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"strings"
 	"time"
+	"unicode"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -160,6 +162,7 @@ func (cs *Certs) validate(p *field.Path) field.ErrorList {
 
 var (
 	replacementModes = []string{string(ReplacementNode), string(ReplacementCapacity), string(ReplacementNone)}
+	provisions       = []string{string(ProvisionReservations), string(ProvisionNone)}
 	onTimeouts       = []string{string(OnTimeoutDrainIfFits), string(OnTimeoutKeepCordoned), string(OnTimeoutUncordon)}
 )
 
@@ -178,6 +181,12 @@ func (r *Rebalancer) validate(p *field.Path) field.ErrorList {
 	errs = append(errs, positive(rp.Child("timeout"), r.Replacement.Timeout)...)
 	if !sets.New(onTimeouts...).Has(string(r.Replacement.OnTimeout)) {
 		errs = append(errs, field.NotSupported(rp.Child("onTimeout"), r.Replacement.OnTimeout, onTimeouts))
+	}
+	if !sets.New(provisions...).Has(string(r.Replacement.Provision)) {
+		errs = append(errs, field.NotSupported(rp.Child("provision"), r.Replacement.Provision, provisions))
+	}
+	if img := r.Replacement.ReservationImage; img == "" || strings.ContainsFunc(img, unicode.IsSpace) {
+		errs = append(errs, field.Invalid(rp.Child("reservationImage"), img, "must be an image reference such as "+DefaultReservationImage))
 	}
 	// An interruption notice gives two minutes; a safety margin that eats
 	// all of it leaves nothing to drain in.

@@ -36,6 +36,7 @@ import (
 	"github.com/spot-rebalancer/spot-rebalancer/rebalancer/decide"
 	"github.com/spot-rebalancer/spot-rebalancer/rebalancer/executor"
 	"github.com/spot-rebalancer/spot-rebalancer/rebalancer/planner"
+	"github.com/spot-rebalancer/spot-rebalancer/rebalancer/reserve"
 	"github.com/spot-rebalancer/spot-rebalancer/rebalancer/signals"
 	"github.com/spot-rebalancer/spot-rebalancer/rebalancer/snapshot"
 )
@@ -86,6 +87,15 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 			}
 			return nodeRequests(surgeNodeOf(&record))
 		})).
+		// A reservation wakes the node it holds room for: when it starts
+		// running, and at start-up, so that one whose node is gone goes.
+		Watches(&corev1.Pod{}, handler.EnqueueRequestsFromMapFunc(func(_ context.Context, o client.Object) []reconcile.Request {
+			pod, ok := o.(*corev1.Pod)
+			if !ok || pod.Namespace != r.Namespace || !reserve.Is(pod) {
+				return nil
+			}
+			return nodeRequests([]string{pod.Annotations[reserve.AnnotationNode]})
+		})).
 		Named(cmp.Or(r.Name, "rebalancer")).
 		WithOptions(ctrlcontroller.Options{MaxConcurrentReconciles: 4,
 			// A plain FIFO queue, not controller-runtime's priority queue: that
@@ -131,6 +141,9 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (result ct
 		if !apierrors.IsNotFound(err) || r.Config.DryRun {
 			return ctrl.Result{}, client.IgnoreNotFound(err)
 		}
+		if err := r.unreserveGone(ctx, req.Name); err != nil {
+			return ctrl.Result{}, err
+		}
 		running, err := r.sweepOrphans(ctx, req.Name, nil)
 		return ctrl.Result{RequeueAfter: orphanPoll(running)}, err
 	}
@@ -148,7 +161,10 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (result ct
 		}
 	}
 	now := r.Clock.Now()
-	in := decide.Input{Now: now, Config: r.Config, Node: &node}
+	in := decide.Input{Now: now, Config: r.Config, Node: &node, Namespace: r.Namespace}
+	if in.Reservations, err = r.reservationsOf(ctx, node.Name); err != nil {
+		return ctrl.Result{}, err
+	}
 	in.Signal, in.AtRisk = signals.FromNode(&node, now)
 	state := signals.StateOf(node.Annotations)
 	if !in.AtRisk || state == signals.StateDrained {
@@ -231,6 +247,31 @@ func (r *Reconciler) dryRun(ctx context.Context, node *corev1.Node, in decide.In
 		"replacementReady", np.Replacement.Ready, "summary", summary)
 	r.Recorder.Eventf(node, corev1.EventTypeNormal, "DryRunPlan", "dry run: %s; %s", np.Replacement.Reason, summary)
 	return ctrl.Result{RequeueAfter: 30 * time.Second}, nil
+}
+
+// reservationsOf lists, from the cache, the reservations that hold room
+// for node's pods.
+func (r *Reconciler) reservationsOf(ctx context.Context, node string) ([]*corev1.Pod, error) {
+	var list corev1.PodList
+	if err := r.Client.List(ctx, &list, client.InNamespace(r.Namespace), client.MatchingLabels{reserve.LabelNode: reserve.NodeLabel(node)}); err != nil {
+		return nil, fmt.Errorf("listing the reservations of node %s: %w", node, err)
+	}
+	var out []*corev1.Pod
+	for i := range list.Items {
+		if reserve.Holds(&list.Items[i], node) {
+			out = append(out, &list.Items[i])
+		}
+	}
+	return out, nil
+}
+
+// unreserveGone deletes the reservations of a node that is gone.
+func (r *Reconciler) unreserveGone(ctx context.Context, node string) error {
+	have, err := r.reservationsOf(ctx, node)
+	if err != nil || len(have) == 0 {
+		return err
+	}
+	return r.writer.Reservations(ctx, nil, nil, have)
 }
 
 // orphanPoll is how soon to look again at a node whose orphaned surges go

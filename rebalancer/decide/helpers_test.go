@@ -24,6 +24,8 @@ import (
 
 var now = time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC)
 
+const componentsNS = "spot-rebalancer"
+
 // cluster is a small cluster for one story: the at-risk node "risky" of
 // pool spot-a, and the other nodes and pods it holds.
 type cluster struct {
@@ -144,9 +146,10 @@ func (c *cluster) nodeNamed(name string) *corev1.Node {
 func (c *cluster) input(t *testing.T, at time.Time) Input {
 	t.Helper()
 	snap := snapshot.New(at, snapshot.Objects{Nodes: append([]*corev1.Node{c.risky}, c.nodes...), Pods: c.pods, PDBs: c.pdbs,
-		Deployments: c.deployments, ReplicaSets: c.replicaSets})
+		Deployments: c.deployments, ReplicaSets: c.replicaSets, Namespace: componentsNS})
 	cfg := c.config
-	in := Input{Now: at, Config: &cfg, Node: c.risky, Snapshot: snap, Evicted: sets.New[types.UID]()}
+	in := Input{Now: at, Config: &cfg, Node: c.risky, Snapshot: snap, Evicted: sets.New[types.UID](),
+		Reservations: snap.Reservations(c.risky.Name), Namespace: componentsNS}
 	in.Signal, in.AtRisk = signals.FromNode(c.risky, at)
 	if !in.AtRisk {
 		return in

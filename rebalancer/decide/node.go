@@ -10,6 +10,7 @@ import (
 
 	"github.com/spot-rebalancer/spot-rebalancer/config"
 	"github.com/spot-rebalancer/spot-rebalancer/rebalancer/planner"
+	"github.com/spot-rebalancer/spot-rebalancer/rebalancer/reserve"
 	"github.com/spot-rebalancer/spot-rebalancer/rebalancer/signals"
 	"github.com/spot-rebalancer/spot-rebalancer/rebalancer/snapshot"
 )
@@ -28,6 +29,41 @@ const MinGrace = 5 * time.Second
 
 // Node decides the node's next step.
 func Node(in Input) Decision {
+	d := nextStep(in)
+	d.Reserve, d.Unreserve = reservations(in, d)
+	return d
+}
+
+// reservations are what to create and delete so that the node holds
+// exactly the reservations its plan asks for while it waits for its
+// replacement, and none otherwise: once it drains (they go just before
+// the pods move), is blocked, drained, or no longer at risk.
+func reservations(in Input, d Decision) (create, remove []*corev1.Pod) {
+	var have []*corev1.Pod
+	for _, r := range in.Reservations {
+		if r.DeletionTimestamp == nil {
+			have = append(have, r)
+		}
+	}
+	state := signals.StateOf(in.Node.Annotations)
+	if d.Transition != nil {
+		state = d.Transition.State
+	}
+	if !in.AtRisk || d.Clear || !planner.Waits(state) || in.Plan == nil {
+		return nil, have
+	}
+	var pods []*corev1.Pod
+	for _, r := range in.Plan.Replacement.Reservations {
+		namespace, name, _ := strings.Cut(r.Pod, "/")
+		if pod := podNamed(in.Snapshot.PodsOn(in.Node.Name), namespace, name); pod != nil {
+			pods = append(pods, pod)
+		}
+	}
+	want := reserve.For(in.Node.Name, pods, reserve.Options{Namespace: in.Namespace, Image: in.Config.Replacement.ReservationImage})
+	return reserve.Diff(want, have)
+}
+
+func nextStep(in Input) Decision {
 	state := signals.StateOf(in.Node.Annotations)
 	if !in.AtRisk {
 		switch state {

@@ -39,6 +39,11 @@ type Input struct {
 	// Backoff is how long a PodDisruptionBudget's 429 still holds the
 	// node's evictions.
 	Backoff time.Duration
+	// Reservations are the reservation pods that hold room for the node's
+	// pods now (reserve.Holds), whatever the node's state.
+	Reservations []*corev1.Pod
+	// Namespace is where reservations are created (the components' own).
+	Namespace string
 }
 
 // Surge is one surge record with what its step depends on.
@@ -86,7 +91,11 @@ type Decision struct {
 	InterruptionSeen *time.Time
 	Evictions        []Eviction
 	Deletions        []Deletion
-	Surges           []SurgeAction
+	// Reserve are reservation pods to create, Unreserve reservations to
+	// delete (before anything else: they only hold room).
+	Reserve   []*corev1.Pod
+	Unreserve []*corev1.Pod
+	Surges    []SurgeAction
 	// Requeue is when to look again (0: on the next change).
 	Requeue time.Duration
 }

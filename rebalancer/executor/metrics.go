@@ -14,6 +14,9 @@ type Metrics struct {
 	// Surges counts surge hand-offs by result (started, completed,
 	// abandoned).
 	Surges *prometheus.CounterVec
+	// Reservations counts reservation pods by result (created, deleted,
+	// failed).
+	Reservations *prometheus.CounterVec
 }
 
 // NewMetrics creates the metrics and registers them with reg.
@@ -44,7 +47,11 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "spot_rebalancer_rebalancer_surges_total",
 			Help: "Surge hand-offs of Deployments, by result (started, completed, abandoned).",
 		}, []string{"result"}),
+		Reservations: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "spot_rebalancer_rebalancer_reservations_total",
+			Help: "Reservation pods asking for replacement capacity, by result (created, deleted, failed).",
+		}, []string{"result"}),
 	}
-	reg.MustRegister(m.Transitions, m.Evictions, m.Nodes, m.WaitForReplacement, m.SignalToDrained, m.Surges)
+	reg.MustRegister(m.Transitions, m.Evictions, m.Nodes, m.WaitForReplacement, m.SignalToDrained, m.Surges, m.Reservations)
 	return m
 }

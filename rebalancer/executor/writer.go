@@ -46,12 +46,15 @@ type Result struct {
 	Transitioned bool
 }
 
-// Apply carries d out for node, in a safe order: deletions at a deadline
-// first (so a surge scaled back after them removes nothing that runs),
+// Apply carries d out for node, in a safe order: reservations first (the
+// room they hold is the moving pods'), then deletions at a deadline (so a surge scaled back after them removes nothing that runs),
 // then the surges, the evictions, and last the node's state. node is the
 // Node as read; sig its signal (for Event texts and the time metrics).
 func (w *Writer) Apply(ctx context.Context, node *corev1.Node, sig signals.Signal, d decide.Decision) (Result, error) {
 	var res Result
+	if err := w.Reservations(ctx, node, d.Reserve, d.Unreserve); err != nil {
+		return res, err
+	}
 	if d.InterruptionSeen != nil && d.Transition == nil && !d.Clear {
 		value := d.InterruptionSeen.UTC().Format(time.RFC3339)
 		if _, err := w.Kube.CoreV1().Nodes().Patch(ctx, node.Name, types.MergePatchType,

@@ -19,6 +19,7 @@ import (
 	"k8s.io/utils/ptr"
 
 	"github.com/spot-rebalancer/spot-rebalancer/config"
+	"github.com/spot-rebalancer/spot-rebalancer/rebalancer/reserve"
 	"github.com/spot-rebalancer/spot-rebalancer/rebalancer/signals"
 	"github.com/spot-rebalancer/spot-rebalancer/rebalancer/simulation"
 	"github.com/spot-rebalancer/spot-rebalancer/rebalancer/snapshot"
@@ -87,7 +88,13 @@ func New(snap *snapshot.Snapshot, opts Options) (*Plan, error) {
 		}
 	}
 
-	sim := simulation.New(snap, atRisk, moving)
+	// The targets' own reservations make room for their pods: they go
+	// just before the pods move (and the scheduler would preempt them).
+	leaving := slices.Clone(moving)
+	for _, t := range targets {
+		leaving = append(leaving, snap.Reservations(t.node.Name)...)
+	}
+	sim := simulation.New(snap, atRisk, leaving)
 	nodeOf := map[string]*NodePlan{}
 	for i := range plan.Nodes {
 		nodeOf[plan.Nodes[i].Name] = &plan.Nodes[i]
@@ -107,7 +114,7 @@ func New(snap *snapshot.Snapshot, opts Options) (*Plan, error) {
 	p.assignWaves(targets, plan, moving, pods)
 	for i, t := range targets {
 		np := &plan.Nodes[i]
-		np.Replacement = p.replacement(t, np)
+		np.Replacement = p.replacement(t, np, p.reservations(t, np, moving, pods))
 		for _, pp := range np.Pods {
 			if pp.Action == ActionBlocked {
 				np.Blockers = append(np.Blockers, Blocker{Namespace: pp.Namespace, Name: pp.Name, Reason: strings.Join(pp.Reasons, "; ")})
@@ -243,6 +250,8 @@ func (p *planning) classify(pod *corev1.Pod) PodPlan {
 		Priority: schedcorev1.PodPriority(pod), Critical: isCritical(pod)}
 	owner := metav1.GetControllerOfNoCopy(pod)
 	switch {
+	case reserve.Is(pod):
+		return skip(pp, "reservation pod (the controller removes it)")
 	case owner != nil && owner.Kind == "DaemonSet":
 		return skip(pp, "DaemonSet pod")
 	case pod.Annotations[corev1.MirrorPodAnnotationKey] != "":
@@ -410,21 +419,60 @@ func boolCmp(a, b bool) int {
 	}
 }
 
+// Waits tells whether a node in state waits for its replacement (and
+// holds reservations while it does).
+func Waits(state signals.State) bool {
+	return state == "" || state == signals.StateAtRisk || state == signals.StateAwaitingReplacement
+}
+
+// reservations are the reservations a waiting node holds for the pods
+// that must move, with where each runs (matched by the pod it is for) and
+// where the simulation places the pod now.
+func (p *planning) reservations(t target, np *NodePlan, moving []*corev1.Pod, pods map[types.UID]*PodPlan) []Reservation {
+	out := []Reservation{}
+	if t.signal.Kind == signals.InterruptionNotice || p.cfg.Replacement.Mode == config.ReplacementNone ||
+		p.cfg.Replacement.Provision != config.ProvisionReservations || !Waits(signals.StateOf(t.node.Annotations)) {
+		return out
+	}
+	have := map[string]*corev1.Pod{}
+	for _, r := range p.snap.Reservations(t.node.Name) {
+		if key := r.Annotations[reserve.AnnotationPod]; have[key] == nil || reserve.Running(r) {
+			have[key] = r
+		}
+	}
+	for _, pod := range moving {
+		if pod.Spec.NodeName != t.node.Name {
+			continue
+		}
+		r := Reservation{Pod: pod.Namespace + "/" + pod.Name, Fits: pods[pod.UID].Destination}
+		if h := have[r.Pod]; h != nil {
+			r.Name = h.Name
+			if reserve.Running(h) {
+				r.Node = h.Spec.NodeName
+			}
+		}
+		out = append(out, r)
+	}
+	return out
+}
+
 // replacement reports whether the capacity the node waits for is there.
-func (p *planning) replacement(t target, np *NodePlan) Replacement {
+func (p *planning) replacement(t target, np *NodePlan, reservations []Reservation) Replacement {
 	allPlaced := np.Unplaceable == 0
 	mode := p.cfg.Replacement.Mode
+	provision := p.cfg.Replacement.Provision
 	if t.signal.Kind == signals.InterruptionNotice {
-		return Replacement{Mode: config.ReplacementNone, Ready: true, Nodes: []string{}, Reason: "an interruption notice never waits for a replacement"}
+		return Replacement{Mode: config.ReplacementNone, Ready: true, Nodes: []string{}, Reason: "an interruption notice never waits for a replacement",
+			Provision: config.ProvisionNone, Reservations: reservations}
 	}
 	switch mode {
 	case config.ReplacementNone:
-		return Replacement{Mode: mode, Ready: true, Nodes: []string{}, Reason: "mode none drains at once"}
+		return Replacement{Mode: mode, Ready: true, Nodes: []string{}, Reason: "mode none drains at once", Provision: config.ProvisionNone, Reservations: reservations}
 	case config.ReplacementCapacity:
 		if allPlaced {
-			return Replacement{Mode: mode, Ready: true, Nodes: []string{}, Reason: "every pod fits on Ready nodes"}
+			return Replacement{Mode: mode, Ready: true, Nodes: []string{}, Reason: "every pod fits on Ready nodes", Provision: provision, Reservations: reservations}
 		}
-		return Replacement{Mode: mode, Nodes: []string{}, Reason: "some pods fit nowhere yet"}
+		return Replacement{Mode: mode, Nodes: []string{}, Reason: "some pods fit nowhere yet", Provision: provision, Reservations: reservations}
 	}
 	// One new node per at-risk node moving at once: the k-th node of the
 	// pool to drain (those draining or drained before it, plus itself)
@@ -452,7 +500,19 @@ func (p *planning) replacement(t target, np *NodePlan) Replacement {
 		}
 		found = append(found, n.Name)
 	}
-	r := Replacement{Mode: mode, Nodes: append([]string{}, found...)}
+	r := Replacement{Mode: mode, Nodes: append([]string{}, found...), Provision: provision, Reservations: reservations}
+	// With reservations the room asked for is exactly what the pods need:
+	// it is there when every one runs on a new node, however many nodes
+	// the autoscaler chose to launch for them.
+	reserved := len(reservations) > 0
+	newNode := sets.New(found...)
+	for _, res := range reservations {
+		reserved = reserved && newNode.Has(res.Node)
+	}
+	if reserved && allPlaced && np.Pool != "" {
+		r.Ready, r.Reason = true, fmt.Sprintf("%d reservation(s) running on new Ready node(s) in pool %s", len(reservations), np.Pool)
+		return r
+	}
 	switch {
 	case np.Pool == "":
 		r.Reason = "the node belongs to no known pool (none of rebalancer.poolLabels is set)"

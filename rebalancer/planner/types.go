@@ -69,6 +69,25 @@ type Replacement struct {
 	Nodes []string `json:"nodes"`
 	// Reason explains Ready.
 	Reason string `json:"reason"`
+	// Provision is how the capacity is asked for (reservations or none).
+	Provision config.Provision `json:"provision"`
+	// Reservations are the placeholder pods that ask an autoscaler for
+	// the room of the pods that must move, while the node waits (provision
+	// reservations, rebalance recommendations).
+	Reservations []Reservation `json:"reservations"`
+}
+
+// Reservation holds room for one pod that must move.
+type Reservation struct {
+	// Pod is the pod it holds room for (namespace/name).
+	Pod string `json:"pod"`
+	// Name is the reservation pod's, once created.
+	Name string `json:"name,omitempty"`
+	// Node is where it runs, once it runs.
+	Node string `json:"node,omitempty"`
+	// Fits is the node the simulation places the pod on now; empty when
+	// it needs new capacity.
+	Fits string `json:"fits,omitempty"`
 }
 
 // Tally counts the node's evictions and blocked pods, and its last wave.

@@ -4,6 +4,7 @@
 package report
 
 import (
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -74,6 +75,16 @@ func writeNode(w io.Writer, n *planner.NodePlan) {
 		fmt.Fprintf(tw, "  replacement nodes:\t%s\n", strings.Join(n.Replacement.Nodes, ", "))
 	}
 	tw.Flush()
+
+	if len(n.Replacement.Reservations) > 0 {
+		fmt.Fprintf(w, "\n  RESERVATIONS (%d, asking an autoscaler for the room of the pods that must move)\n", len(n.Replacement.Reservations))
+		tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "  FOR POD\tRESERVATION\tRUNS ON\tFITS NOW")
+		for _, r := range n.Replacement.Reservations {
+			fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\n", r.Pod, cmp.Or(r.Name, "(to create)"), orDash(r.Node), cmp.Or(r.Fits, "needs new capacity"))
+		}
+		tw.Flush()
+	}
 
 	if len(n.Blockers) > 0 {
 		fmt.Fprintf(w, "\n  BLOCKERS (%d)\n", len(n.Blockers))

@@ -31,6 +31,7 @@ import (
 	"k8s.io/klog/v2"
 	"k8s.io/utils/ptr"
 
+	"github.com/spot-rebalancer/spot-rebalancer/config"
 	"github.com/spot-rebalancer/spot-rebalancer/rebalancer/signals"
 )
 
@@ -47,13 +48,30 @@ const (
 	// Never.
 	PriorityClass = "spot-rebalancer-reservation"
 	// DefaultImage is the pause image.
-	DefaultImage = "registry.k8s.io/pause:3.10"
+	DefaultImage = config.DefaultReservationImage
 )
 
 // NodeLabel is the value of LabelNode for node.
 func NodeLabel(node string) string {
 	sum := sha256.Sum256([]byte(node))
 	return hex.EncodeToString(sum[:])[:40]
+}
+
+// Is tells whether pod is a reservation (of any node).
+func Is(pod *corev1.Pod) bool {
+	_, ok := pod.Labels[LabelNode]
+	return ok && pod.Spec.PriorityClassName == PriorityClass
+}
+
+// Holds tells whether reservation r holds room for node's pods.
+func Holds(r *corev1.Pod, node string) bool {
+	return Is(r) && r.Labels[LabelNode] == NodeLabel(node) && r.Annotations[AnnotationNode] == node
+}
+
+// Running tells whether reservation r runs: bound to a node and started.
+// Where it runs is r.Spec.NodeName.
+func Running(r *corev1.Pod) bool {
+	return r.Spec.NodeName != "" && r.DeletionTimestamp == nil && r.Status.Phase == corev1.PodRunning
 }
 
 // Options say where and with what reservations run.

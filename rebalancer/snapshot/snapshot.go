@@ -22,6 +22,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/spot-rebalancer/spot-rebalancer/rebalancer/reserve"
 	"github.com/spot-rebalancer/spot-rebalancer/rebalancer/signals"
 )
 
@@ -40,6 +41,9 @@ type Objects struct {
 	HPAs         []*autoscalingv2.HorizontalPodAutoscaler
 	// SurgeRecords are the surges in progress (signals.NewSurgeRecord).
 	SurgeRecords []*coordinationv1.Lease
+	// Namespace is the components' own: surge records and reservation
+	// pods are trusted only there ("" trusts no reservation).
+	Namespace string
 }
 
 // Snapshot is the cluster at Now. Build it with New; its slices are sorted
@@ -55,6 +59,7 @@ type Snapshot struct {
 	podsByNode   map[string][]*corev1.Pod
 	podsByNS     map[string][]*corev1.Pod
 	surgeRecords map[string]*coordinationv1.Lease
+	reservations map[string][]*corev1.Pod
 
 	memoMu sync.Mutex
 	memo   map[string]any
@@ -65,15 +70,18 @@ func New(now time.Time, o Objects) *Snapshot {
 	s := &Snapshot{Now: now, Objects: Objects{
 		Nodes: sorted(o.Nodes), Pods: sorted(o.Pods), PDBs: sorted(o.PDBs), Deployments: sorted(o.Deployments),
 		ReplicaSets: sorted(o.ReplicaSets), StatefulSets: sorted(o.StatefulSets), HPAs: sorted(o.HPAs),
-		SurgeRecords: sorted(o.SurgeRecords)},
+		SurgeRecords: sorted(o.SurgeRecords), Namespace: o.Namespace},
 		nodes: index(o.Nodes), deployments: index(o.Deployments), replicaSets: index(o.ReplicaSets), statefulSets: index(o.StatefulSets),
 		podsByNode: make(map[string][]*corev1.Pod, len(o.Nodes)), podsByNS: map[string][]*corev1.Pod{}, memo: map[string]any{},
-		surgeRecords: make(map[string]*coordinationv1.Lease, len(o.SurgeRecords))}
+		surgeRecords: make(map[string]*coordinationv1.Lease, len(o.SurgeRecords)), reservations: map[string][]*corev1.Pod{}}
 	for _, r := range o.SurgeRecords {
 		s.surgeRecords[r.Name] = r
 	}
 	for _, p := range s.Pods {
 		s.podsByNS[p.Namespace] = append(s.podsByNS[p.Namespace], p)
+		if node := p.Annotations[reserve.AnnotationNode]; o.Namespace != "" && p.Namespace == o.Namespace && reserve.Holds(p, node) {
+			s.reservations[node] = append(s.reservations[node], p)
+		}
 		if p.Spec.NodeName != "" {
 			s.podsByNode[p.Spec.NodeName] = append(s.podsByNode[p.Spec.NodeName], p)
 		}
@@ -153,6 +161,10 @@ func (s *Snapshot) SurgeRecord(d *appsv1.Deployment) *coordinationv1.Lease {
 	return s.surgeRecords[signals.SurgeRecordName(d.UID)]
 }
 
+// Reservations are the reservation pods that hold room for node's pods
+// (in the components' namespace).
+func (s *Snapshot) Reservations(node string) []*corev1.Pod { return s.reservations[node] }
+
 // Node returns the named node, or nil.
 func (s *Snapshot) Node(name string) *corev1.Node { return s.nodes[name] }
 
@@ -206,6 +218,7 @@ func Read(ctx context.Context, r client.Reader, now time.Time, pageSize int64, r
 	if recordsNamespace == "" {
 		return New(now, o), nil
 	}
+	o.Namespace = recordsNamespace
 	if o.SurgeRecords, err = listAll[coordinationv1.Lease](ctx, r, &coordinationv1.LeaseList{}, pageSize,
 		client.InNamespace(recordsNamespace), client.MatchingLabels{signals.LabelRecord: signals.SurgeRecordLabel}); err != nil {
 		return nil, fmt.Errorf("listing surge records in namespace %s: %w", recordsNamespace, err)
