@@ -286,7 +286,12 @@ func FreePort() (int, error) {
 // Ready reports whether http://127.0.0.1:port/readyz answers 200 OK: the
 // readiness probe of our own components, as a condition for WaitFor.
 func Ready(ctx context.Context, port int) bool {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, fmt.Sprintf("http://127.0.0.1:%d/readyz", port), nil)
+	return probe(ctx, fmt.Sprintf("http://127.0.0.1:%d/readyz", port))
+}
+
+// probe tells whether url answers 200 OK.
+func probe(ctx context.Context, url string) bool {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
 		return false
 	}

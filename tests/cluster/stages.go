@@ -28,8 +28,9 @@ var kwokStages = []string{
 }
 
 // writeStages writes a kwokctl configuration holding kwok's default stages
-// with one change: the pod-ready stage waits for the pod's
-// PodReadyDelayAnnotation.
+// with two changes: the pod-ready stage waits for the pod's
+// PodReadyDelayAnnotation, and the node-initialize stage (which makes a
+// node Ready) for the node's ReadyDelayLabel.
 func writeStages(root, path string) error {
 	list := exec.Command("go", "list", "-m", "-f", "{{.Dir}}", "sigs.k8s.io/kwok")
 	list.Dir = filepath.Join(root, "tests", "tools", "kwok")
@@ -44,28 +45,34 @@ func writeStages(root, path string) error {
 		if err != nil {
 			return fmt.Errorf("reading kwok's stage: %w", err)
 		}
-		if strings.HasSuffix(f, "/pod-ready.yaml") {
-			if data, err = withReadyDelay(data); err != nil {
-				return err
-			}
+		switch {
+		case strings.HasSuffix(f, "/pod-ready.yaml"):
+			data, err = withDelay(data, fmt.Sprintf(".metadata.annotations[%q]", PodReadyDelayAnnotation))
+		case strings.HasSuffix(f, "/node-initialize.yaml"):
+			data, err = withDelay(data, fmt.Sprintf(".metadata.labels[%q]", ReadyDelayLabel))
+		}
+		if err != nil {
+			return err
 		}
 		docs = append(docs, bytes.TrimSpace(data))
 	}
 	return os.WriteFile(path, append(bytes.Join(docs, []byte("\n---\n")), '\n'), 0o600)
 }
 
-func withReadyDelay(data []byte) ([]byte, error) {
+// withDelay delays a stage by the duration the expression reads from the
+// object (none when it reads nothing).
+func withDelay(data []byte, expression string) ([]byte, error) {
 	var stage map[string]any
 	if err := yaml.Unmarshal(data, &stage); err != nil {
-		return nil, fmt.Errorf("kwok's pod-ready stage: %w", err)
+		return nil, fmt.Errorf("kwok's stage: %w", err)
 	}
 	spec, ok := stage["spec"].(map[string]any)
 	if !ok {
-		return nil, fmt.Errorf("kwok's pod-ready stage has no spec")
+		return nil, fmt.Errorf("kwok's stage has no spec")
 	}
 	spec["delay"] = map[string]any{
 		"durationMilliseconds": 0,
-		"durationFrom":         map[string]any{"expressionFrom": fmt.Sprintf(".metadata.annotations[%q]", PodReadyDelayAnnotation)},
+		"durationFrom":         map[string]any{"expressionFrom": expression},
 	}
 	return yaml.Marshal(stage)
 }

@@ -20,6 +20,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/spot-rebalancer/spot-rebalancer/config"
+	"github.com/spot-rebalancer/spot-rebalancer/rebalancer/reserve"
 	"github.com/spot-rebalancer/spot-rebalancer/tests/cluster"
 )
 
@@ -235,6 +236,11 @@ func TestHelmChart(t *testing.T) {
 	// pods go on a node of the test's own: helm waits for the migration
 	// hook's Job, whose pod kwok completes once it is bound.
 	c.AddNode(t, cluster.Node{Pool: "chart"})
+	// The chart owns the reservations' PriorityClass: the one the in-process
+	// rebalancers of other tests made goes first.
+	if err := c.Client.SchedulingV1().PriorityClasses().Delete(cluster.Context(t), reserve.PriorityClass, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
+		t.Fatal(err)
+	}
 	values := filepath.Join(t.TempDir(), "values.yaml")
 	if err := os.WriteFile(values, fmt.Appendf(nil, "controller:\n  nodeSelector: {%q: %q}\n", cluster.OwnerLabel, cluster.Owner(t)), 0o600); err != nil {
 		t.Fatal(err)

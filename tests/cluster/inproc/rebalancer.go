@@ -6,19 +6,25 @@ package inproc
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
 	corev1 "k8s.io/api/core/v1"
+	schedulingv1 "k8s.io/api/scheduling/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
 	"k8s.io/client-go/tools/record"
 	"k8s.io/utils/clock"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"github.com/spot-rebalancer/spot-rebalancer/config"
 	"github.com/spot-rebalancer/spot-rebalancer/rebalancer/controller"
 	"github.com/spot-rebalancer/spot-rebalancer/rebalancer/executor"
+	"github.com/spot-rebalancer/spot-rebalancer/rebalancer/reserve"
 	"github.com/spot-rebalancer/spot-rebalancer/tests/cluster"
 )
 
@@ -37,6 +43,9 @@ type Rebalancer struct {
 // namespace, until ctx ends or Stop is called. It logs to the logr.Logger
 // in ctx, if any.
 func Start(ctx context.Context, c *cluster.Cluster, cfg config.Rebalancer, name, namespace string) (*Rebalancer, error) {
+	if err := EnsurePriorityClass(ctx, c); err != nil {
+		return nil, err
+	}
 	mgr, err := manager.New(c.Config, manager.Options{
 		Metrics:                metricsserver.Options{BindAddress: "0"},
 		HealthProbeBindAddress: "0",
@@ -63,6 +72,18 @@ func Start(ctx context.Context, c *cluster.Cluster, cfg config.Rebalancer, name,
 		r.done <- err
 	}()
 	return r, nil
+}
+
+// EnsurePriorityClass creates the reservations' PriorityClass as the chart
+// does, unless it exists. It is left in the cluster: the chart's test
+// deletes it before installing the chart, which owns it there.
+func EnsurePriorityClass(ctx context.Context, c *cluster.Cluster) error {
+	pc := &schedulingv1.PriorityClass{ObjectMeta: metav1.ObjectMeta{Name: reserve.PriorityClass}, Value: -1,
+		PreemptionPolicy: ptr.To(corev1.PreemptNever), Description: "spot-rebalancer reservations (tests)"}
+	if _, err := c.Client.SchedulingV1().PriorityClasses().Create(ctx, pc, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		return fmt.Errorf("creating PriorityClass %s: %w", reserve.PriorityClass, err)
+	}
+	return nil
 }
 
 // Stop stops the rebalancer and waits for it; it returns the manager's

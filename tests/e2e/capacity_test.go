@@ -1,0 +1,242 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/utils/ptr"
+
+	"github.com/spot-rebalancer/spot-rebalancer/config"
+	"github.com/spot-rebalancer/spot-rebalancer/rebalancer/reserve"
+	"github.com/spot-rebalancer/spot-rebalancer/rebalancer/signals"
+	"github.com/spot-rebalancer/spot-rebalancer/tests/cluster"
+)
+
+// The capacity loop with the real Karpenter (its kwok provider): a
+// rebalance recommendation on a Karpenter node with no room anywhere else.
+// Karpenter launches nothing for a node at risk and reacts only to Pending
+// pods; the reservations are those.
+
+// karpenterLaunchDelay is how long a Karpenter node takes from launch to
+// Ready in these tests (the hand-off benchmark uses a realistic one).
+const karpenterLaunchDelay = 5 * time.Second
+
+// poolDeployment runs replicas pods of 400m CPU on the test's Karpenter
+// pool, Ready startup after they are bound.
+func poolDeployment(t *testing.T, c *cluster.Cluster, ns, pool, app string, replicas int32, startup string) {
+	t.Helper()
+	selector, tolerations := cluster.PoolScheduling(pool)
+	labels := map[string]string{"app": app}
+	_, err := c.Client.AppsV1().Deployments(ns).Create(cluster.Context(t), &appsv1.Deployment{
+		ObjectMeta: metav1.ObjectMeta{Name: app, Namespace: ns},
+		Spec: appsv1.DeploymentSpec{Replicas: ptr.To(replicas), Selector: &metav1.LabelSelector{MatchLabels: labels},
+			Template: corev1.PodTemplateSpec{
+				ObjectMeta: metav1.ObjectMeta{Labels: labels, Annotations: map[string]string{cluster.PodReadyDelayAnnotation: startup}},
+				Spec: corev1.PodSpec{NodeSelector: selector, Tolerations: tolerations, TerminationGracePeriodSeconds: ptr.To[int64](5),
+					Containers: []corev1.Container{{Name: app, Image: "registry.example/" + app + ":1",
+						Resources: corev1.ResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("400m")}}}}},
+			}},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// poolNodes lists the nodes Karpenter launched for pool.
+func poolNodes(ctx context.Context, c *cluster.Cluster, pool string) ([]corev1.Node, error) {
+	list, err := c.Client.CoreV1().Nodes().List(ctx, metav1.ListOptions{LabelSelector: cluster.PoolTaint + "=" + pool})
+	if err != nil {
+		return nil, err
+	}
+	return list.Items, nil
+}
+
+// reservationsLeft counts the reservation pods in namespace.
+func reservationsLeft(ctx context.Context, c *cluster.Cluster, namespace string) (int, error) {
+	list, err := c.Client.CoreV1().Pods(namespace).List(ctx, metav1.ListOptions{LabelSelector: reserve.LabelNode})
+	if err != nil {
+		return 0, err
+	}
+	return len(list.Items), nil
+}
+
+// karpenterStory sets up the done-when scenario of the capacity loop: a
+// Karpenter Spot node running a 6-replica Deployment under a PDB
+// maxUnavailable 1 and a 1-replica Deployment, and no other node in the
+// pool. It returns the pool, the namespace and the node.
+func karpenterStory(t *testing.T, c *cluster.Cluster) (pool, ns string, node corev1.Node) {
+	t.Helper()
+	pool = cluster.Owner(t)
+	c.KarpenterPool(t, pool, karpenterLaunchDelay)
+	ns = c.Namespace(t, nil)
+	poolDeployment(t, c, ns, pool, "web", 6, "2s")
+	poolDeployment(t, c, ns, pool, "solo", 1, "2s")
+	budget(t, c, ns, "web", policyv1.PodDisruptionBudgetSpec{MaxUnavailable: ptr.To(intstr.FromInt32(1))})
+	waitReady(t, c, ns, "web", 6)
+	waitReady(t, c, ns, "solo", 1)
+	c.WaitFor(t, 30*time.Second, "the PDB to see 6 healthy pods", func(ctx context.Context) (bool, error) {
+		p, err := c.Client.PolicyV1().PodDisruptionBudgets(ns).Get(ctx, "web", metav1.GetOptions{})
+		return err == nil && p.Status.CurrentHealthy == 6 && p.Status.DisruptionsAllowed == 1, err
+	})
+	nodes, err := poolNodes(cluster.Context(t), c, pool)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(nodes) != 1 {
+		t.Fatalf("Karpenter launched %d nodes for 7 pods of 400m, want 1", len(nodes))
+	}
+	return pool, ns, nodes[0]
+}
+
+// storyWatch samples the story every 50 ms: when a pod first left the
+// at-risk node (its deletion began), when each node of the pool was first
+// seen Ready, and the pods the scheduler found no node for.
+type storyWatch struct {
+	mu            sync.Mutex
+	firstLeft     time.Time
+	readySince    map[string]time.Time
+	unschedulable map[string]bool
+}
+
+func watchStory(t *testing.T, c *cluster.Cluster, ns, pool, atRisk string) *storyWatch {
+	w := &storyWatch{readySince: map[string]time.Time{}, unschedulable: map[string]bool{}}
+	ctx, stop := context.WithCancel(cluster.Context(t))
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		tick := time.NewTicker(50 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+			}
+			now := time.Now()
+			pods, err := c.Client.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{})
+			if err != nil {
+				continue
+			}
+			nodes, err := poolNodes(ctx, c, pool)
+			if err != nil {
+				continue
+			}
+			w.mu.Lock()
+			for _, p := range pods.Items {
+				if p.Spec.NodeName == atRisk && p.DeletionTimestamp != nil && w.firstLeft.IsZero() {
+					w.firstLeft = now
+				}
+				for _, cond := range p.Status.Conditions {
+					if cond.Type == corev1.PodScheduled && cond.Status == corev1.ConditionFalse && cond.Reason == corev1.PodReasonUnschedulable {
+						w.unschedulable[p.Name] = true
+					}
+				}
+			}
+			for _, n := range nodes {
+				if _, seen := w.readySince[n.Name]; !seen && cluster.NodeIsReady(&n) {
+					w.readySince[n.Name] = now
+				}
+			}
+			w.mu.Unlock()
+		}
+	}()
+	t.Cleanup(func() { stop(); <-done })
+	return w
+}
+
+func (w *storyWatch) read() (firstLeft time.Time, readySince map[string]time.Time, unschedulable []string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for name := range w.unschedulable {
+		unschedulable = append(unschedulable, name)
+	}
+	slices.Sort(unschedulable)
+	return w.firstLeft, maps.Clone(w.readySince), unschedulable
+}
+
+// A rebalance recommendation on a Karpenter node, defaults but for the
+// surge: reservations make Karpenter launch a node; nothing leaves the
+// at-risk node before that node is Ready; Ready web pods never fall below
+// the 6 replicas (surge) or the PDB's 5 (surge off); no pod is Pending for
+// want of a node; no reservation is left.
+func TestKarpenterLaunchesTheReplacementForReservations(t *testing.T) {
+	for _, surge := range []bool{true, false} {
+		t.Run(fmt.Sprintf("surge=%v", surge), func(t *testing.T) {
+			c := cluster.Get(t)
+			pool, ns, risky := karpenterStory(t, c)
+			records := c.RecordsNamespace(t)
+			web := sampleReady(t, c, ns, "web")
+			story := watchStory(t, c, ns, pool, risky.Name)
+			startRebalancer(t, c, func(r *config.Rebalancer) { r.Surge.Enabled = ptr.To(surge) })
+
+			annotate(t, c, risky.Name, signals.AnnotationAtRisk, ptr.To("true"))
+			c.WaitFor(t, 30*time.Second, "reservations for the 7 pods", func(ctx context.Context) (bool, error) {
+				n, err := reservationsLeft(ctx, c, records)
+				return n == 7, err
+			})
+			var replacement string
+			c.WaitFor(t, 60*time.Second, "Karpenter to launch a node for the reservations", func(ctx context.Context) (bool, error) {
+				nodes, err := poolNodes(ctx, c, pool)
+				for _, n := range nodes {
+					if n.Name != risky.Name {
+						replacement = n.Name
+					}
+				}
+				return replacement != "", err
+			})
+			c.WaitFor(t, 120*time.Second, "the node to be drained", func(ctx context.Context) (bool, error) {
+				_, state, err := nodeState(ctx, c, risky.Name)
+				return state == signals.StateDrained, err
+			})
+			c.WaitFor(t, 60*time.Second, "every pod Ready on the replacement", func(ctx context.Context) (bool, error) {
+				for app, n := range map[string]int{"web": 6, "solo": 1} {
+					pods, err := c.ReadyPods(ctx, ns, "app="+app)
+					if err != nil || len(pods) != n {
+						return false, err
+					}
+					for _, p := range pods {
+						if p.Spec.NodeName != replacement {
+							return false, nil
+						}
+					}
+				}
+				return true, nil
+			})
+			c.WaitFor(t, 30*time.Second, "no reservation left", func(ctx context.Context) (bool, error) {
+				n, err := reservationsLeft(ctx, c, records)
+				return n == 0, err
+			})
+
+			firstLeft, readySince, unschedulable := story.read()
+			minWeb, _, samples := web.read()
+			t.Logf("%d samples: lowest Ready web %d of 6; replacement %s Ready at %s, first pod left at %s",
+				samples, minWeb, replacement, readySince[replacement].Format(time.StampMilli), firstLeft.Format(time.StampMilli))
+			if ready, ok := readySince[replacement]; !ok || firstLeft.Before(ready) {
+				t.Errorf("a pod left the at-risk node at %s, before the replacement was Ready (%s)", firstLeft.Format(time.StampMilli), ready.Format(time.StampMilli))
+			}
+			want := 5 // the PDB
+			if surge {
+				want = 6 // the surge keeps every replica
+			}
+			if minWeb < want {
+				t.Errorf("lowest Ready web pods %d, want at least %d", minWeb, want)
+			}
+			// The reservations were Pending for want of a node: that is their
+			// job. No workload pod may be.
+			if len(unschedulable) > 0 {
+				t.Errorf("pods Pending for want of a node: %v", unschedulable)
+			}
+		})
+	}
+}
