@@ -65,6 +65,7 @@ func SetDefaults(c *Config) {
 	setString((*string)(&r.Replacement.OnTimeout), string(OnTimeoutDrainIfFits))
 	setString((*string)(&r.Replacement.Provision), string(ProvisionReservations))
 	setString(&r.Replacement.ReservationImage, DefaultReservationImage)
+	setString((*string)(&r.Retire), string(RetireAuto))
 	setDuration(&r.DeadlineSafety, 15*time.Second)
 	if r.ForceAtDeadline == nil {
 		r.ForceAtDeadline = ptr.To(true)

@@ -135,6 +135,18 @@ const (
 	ProvisionNone Provision = "none"
 )
 
+// Retire says whether a node drained for a rebalance recommendation is
+// given back.
+type Retire string
+
+const (
+	// RetireAuto deletes a drained Karpenter node's NodeClaim (Karpenter
+	// terminates the instance); other nodes stay cordoned.
+	RetireAuto Retire = "auto"
+	// RetireNone leaves every drained node cordoned.
+	RetireNone Retire = "none"
+)
+
 // Rebalancer configures the scheduler-aware rebalancer.
 type Rebalancer struct {
 	// DryRun computes and reports plans and writes nothing else.
@@ -142,6 +154,8 @@ type Rebalancer struct {
 	// PoolLabels are read in order; the first present names a node's pool.
 	PoolLabels  []string    `json:"poolLabels"`
 	Replacement Replacement `json:"replacement"`
+	// Retire gives a node drained for a rebalance recommendation back.
+	Retire Retire `json:"retire"`
 	// DeadlineSafety is taken off an interruption's termination time.
 	DeadlineSafety metav1.Duration `json:"deadlineSafety"`
 	// ForceAtDeadline deletes what is left when the deadline is reached.

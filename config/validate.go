@@ -162,6 +162,7 @@ func (cs *Certs) validate(p *field.Path) field.ErrorList {
 
 var (
 	replacementModes = []string{string(ReplacementNode), string(ReplacementCapacity), string(ReplacementNone)}
+	retires          = []string{string(RetireAuto), string(RetireNone)}
 	provisions       = []string{string(ProvisionReservations), string(ProvisionNone)}
 	onTimeouts       = []string{string(OnTimeoutDrainIfFits), string(OnTimeoutKeepCordoned), string(OnTimeoutUncordon)}
 )
@@ -181,6 +182,9 @@ func (r *Rebalancer) validate(p *field.Path) field.ErrorList {
 	errs = append(errs, positive(rp.Child("timeout"), r.Replacement.Timeout)...)
 	if !sets.New(onTimeouts...).Has(string(r.Replacement.OnTimeout)) {
 		errs = append(errs, field.NotSupported(rp.Child("onTimeout"), r.Replacement.OnTimeout, onTimeouts))
+	}
+	if !sets.New(retires...).Has(string(r.Retire)) {
+		errs = append(errs, field.NotSupported(p.Child("retire"), r.Retire, retires))
 	}
 	if !sets.New(provisions...).Has(string(r.Replacement.Provision)) {
 		errs = append(errs, field.NotSupported(rp.Child("provision"), r.Replacement.Provision, provisions))

@@ -9,6 +9,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
 	"github.com/go-logr/logr"
 	"github.com/spf13/cobra"
+	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/utils/clock"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
@@ -120,6 +121,10 @@ old one before any certificate it signs is served.`,
 			if err != nil {
 				return err
 			}
+			dyn, err := dynamic.NewForConfig(restConfig)
+			if err != nil {
+				return err
+			}
 			recorder := mgr.GetEventRecorderFor("spot-rebalancer")
 			if cfg.Certs.Mode == config.CertModeSelfManaged {
 				if err := mgr.Add(certs.NewRotator(kube, recorder, certs.OptionsFromConfig(cfg))); err != nil {
@@ -128,7 +133,7 @@ old one before any certificate it signs is served.`,
 			}
 			rebalancer := &controller.Reconciler{
 				Client: mgr.GetClient(), Kube: kube, Config: &cfg.Rebalancer, Clock: clock.RealClock{},
-				Recorder: recorder, Metrics: executor.NewMetrics(ctrlmetrics.Registry), Namespace: cfg.Webhook.Namespace,
+				Recorder: recorder, Metrics: executor.NewMetrics(ctrlmetrics.Registry), Namespace: cfg.Webhook.Namespace, Dynamic: dyn,
 			}
 			if err := rebalancer.SetupWithManager(mgr); err != nil {
 				return err

@@ -18,7 +18,10 @@ import (
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/util/workqueue"
 	"k8s.io/klog/v2"
@@ -57,6 +60,8 @@ type Reconciler struct {
 	// release namespace). The manager's cache must be made with
 	// CacheOptions(Namespace).
 	Namespace string
+	// Dynamic reads and deletes Karpenter's NodeClaims (rebalancer.retire).
+	Dynamic dynamic.Interface
 
 	writer *executor.Writer
 	memory memory
@@ -67,7 +72,15 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 	if r.Namespace == "" {
 		return fmt.Errorf("the reconciler needs the namespace of its surge records")
 	}
-	r.writer = &executor.Writer{Kube: r.Kube, Recorder: r.Recorder, Metrics: r.Metrics, Clock: r.Clock, RecordsNamespace: r.Namespace}
+	r.writer = &executor.Writer{Kube: r.Kube, Recorder: r.Recorder, Metrics: r.Metrics, Clock: r.Clock, RecordsNamespace: r.Namespace, Dynamic: r.Dynamic}
+	if err := mgr.GetFieldIndexer().IndexField(context.Background(), &corev1.Pod{}, podNodeIndex, func(o client.Object) []string {
+		if p, ok := o.(*corev1.Pod); ok && p.Spec.NodeName != "" {
+			return []string{p.Spec.NodeName}
+		}
+		return nil
+	}); err != nil {
+		return fmt.Errorf("indexing pods by node: %w", err)
+	}
 	if err := mgr.GetFieldIndexer().IndexField(context.Background(), &coordinationv1.Lease{}, surgeNodeIndex, surgeNodeOf); err != nil {
 		return fmt.Errorf("indexing surge records by node: %w", err)
 	}
@@ -167,9 +180,14 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (result ct
 	}
 	in.Signal, in.AtRisk = signals.FromNode(&node, now)
 	state := signals.StateOf(node.Annotations)
-	if !in.AtRisk || state == signals.StateDrained {
+	if !in.AtRisk || state == signals.StateDrained || state == signals.StateRetired {
 		if r.Config.DryRun {
 			return ctrl.Result{}, nil
+		}
+		if decide.Retirable(in) {
+			if in.Retirement, err = r.retirement(ctx, &node); err != nil {
+				return ctrl.Result{}, err
+			}
 		}
 		res, _, err := r.apply(ctx, &node, in, decide.Node(in))
 		return res, err
@@ -247,6 +265,43 @@ func (r *Reconciler) dryRun(ctx context.Context, node *corev1.Node, in decide.In
 		"replacementReady", np.Replacement.Ready, "summary", summary)
 	r.Recorder.Eventf(node, corev1.EventTypeNormal, "DryRunPlan", "dry run: %s; %s", np.Replacement.Reason, summary)
 	return ctrl.Result{RequeueAfter: 30 * time.Second}, nil
+}
+
+// podNodeIndex indexes pods by the node they are bound to.
+const podNodeIndex = "spec.nodeName"
+
+// retirement gathers what retiring a drained node depends on: the pods
+// still on it (from the cache) and the NodeClaim whose status names both
+// its provider ID and its name (read live; none where Karpenter is not
+// installed).
+func (r *Reconciler) retirement(ctx context.Context, node *corev1.Node) (*decide.Retirement, error) {
+	var pods corev1.PodList
+	if err := r.Client.List(ctx, &pods, client.MatchingFields{podNodeIndex: node.Name}); err != nil {
+		return nil, fmt.Errorf("listing the pods of node %s: %w", node.Name, err)
+	}
+	ret := &decide.Retirement{}
+	for i := range pods.Items {
+		ret.PodsLeft = append(ret.PodsLeft, decide.PodsLeft([]*corev1.Pod{&pods.Items[i]})...)
+	}
+	if r.Dynamic == nil || node.Spec.ProviderID == "" {
+		return ret, nil
+	}
+	claims, err := r.Dynamic.Resource(executor.NodeClaims).List(ctx, metav1.ListOptions{})
+	switch {
+	case apierrors.IsNotFound(err):
+		return ret, nil // Karpenter's CRDs are not installed
+	case err != nil:
+		return nil, fmt.Errorf("listing NodeClaims: %w", err)
+	}
+	for _, c := range claims.Items {
+		providerID, _, _ := unstructured.NestedString(c.Object, "status", "providerID")
+		nodeName, _, _ := unstructured.NestedString(c.Object, "status", "nodeName")
+		if providerID == node.Spec.ProviderID && nodeName == node.Name {
+			ret.NodeClaim = &decide.NodeClaim{Name: c.GetName(), UID: c.GetUID()}
+			break
+		}
+	}
+	return ret, nil
 }
 
 // reservationsOf lists, from the cache, the reservations that hold room

@@ -7,6 +7,7 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/spot-rebalancer/spot-rebalancer/config"
 	"github.com/spot-rebalancer/spot-rebalancer/rebalancer/planner"
@@ -106,6 +107,8 @@ func next(in Input, state signals.State) Decision {
 		}
 		return blocked(in)
 	case signals.StateDrained:
+		return retire(in)
+	case signals.StateRetired:
 		return Decision{}
 	}
 	return in.to(signals.StateAtRisk, signals.ReasonUnknownState, fmt.Sprintf("unknown state %q replaced", state), 0)
@@ -170,8 +173,13 @@ func blocked(in Input) Decision {
 	case reason == signals.ReasonBlockedByPods && len(np.Blockers) == 0:
 		// It left the pool's drains when it was blocked: it queues again.
 		return admitAs(in, signals.ReasonBlockersGone, "the blocking pods are gone")
-	case reason == signals.ReasonNoReplacement && np.Replacement.Ready && len(np.Blockers) == 0:
+	case (reason == signals.ReasonNoReplacement || reason == signals.ReasonKeptCordoned) && np.Replacement.Ready && len(np.Blockers) == 0:
+		// The replacement came late: the node resumes.
 		return admit(in, np.Replacement.Reason)
+	case reason == signals.ReasonNoReplacement && len(np.Blockers) == 0:
+		// Blocked by drain-if-fits because some pods fit nowhere: now
+		// they all fit (capacity came from elsewhere).
+		return admit(in, "no replacement, but every pod fits elsewhere now")
 	}
 	return Decision{Requeue: blockedPoll}
 }
@@ -321,6 +329,54 @@ func surgeGroups(np *planner.NodePlan, snap *snapshot.Snapshot) []group {
 	return out
 }
 
+// Retirable tells whether the node is one to give back now: drained by
+// this controller for a rebalance recommendation, with rebalancer.retire
+// auto. (An interrupted instance is reclaimed by EC2 anyway.)
+func Retirable(in Input) bool {
+	reason := signals.ReasonOf(in.Node.Annotations)
+	return in.Config.Retire == config.RetireAuto && in.AtRisk && in.Signal.Kind == signals.RebalanceRecommendation &&
+		signals.StateOf(in.Node.Annotations) == signals.StateDrained && (reason == signals.ReasonDrained || reason == signals.ReasonPodsLeft)
+}
+
+// retire gives a drained node back: never one with pods left, and only
+// through its own NodeClaim.
+func retire(in Input) Decision {
+	if !Retirable(in) || in.Retirement == nil {
+		return Decision{}
+	}
+	r := in.Retirement
+	switch {
+	case len(r.PodsLeft) > 0:
+		left := strings.Join(r.PodsLeft, ", ")
+		if len(left) > 300 {
+			left = left[:297] + "..."
+		}
+		return in.to(signals.StateDrained, signals.ReasonPodsLeft, fmt.Sprintf("drained; retired once these pods are gone: %s", left), blockedPoll)
+	case r.NodeClaim == nil:
+		return in.to(signals.StateDrained, signals.ReasonNotRetired,
+			"drained; not a Karpenter node (no NodeClaim names it), so it stays cordoned for its Auto Scaling group or you to remove", 0)
+	}
+	d := in.to(signals.StateRetired, signals.ReasonRetired, fmt.Sprintf("NodeClaim %s deleted: Karpenter terminates the instance", r.NodeClaim.Name), 0)
+	d.Retire = r.NodeClaim
+	return d
+}
+
+// PodsLeft names the pods on a drained node that a drain moves: not
+// DaemonSet, mirror or finished pods, and reservations never land there.
+func PodsLeft(pods []*corev1.Pod) []string {
+	var out []string
+	for _, p := range pods {
+		owner := metav1.GetControllerOfNoCopy(p)
+		switch {
+		case owner != nil && owner.Kind == "DaemonSet", p.Annotations[corev1.MirrorPodAnnotationKey] != "",
+			p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed:
+			continue
+		}
+		out = append(out, p.Namespace+"/"+p.Name)
+	}
+	return out
+}
+
 // to records state with its reason; recording what the node already
 // records writes nothing.
 func (in Input) to(state signals.State, reason signals.Reason, message string, requeue time.Duration) Decision {
@@ -329,7 +385,7 @@ func (in Input) to(state signals.State, reason signals.Reason, message string, r
 		return Decision{Requeue: requeue}
 	}
 	return Decision{Transition: &Transition{State: state, Reason: reason, Message: message, Taint: true,
-		Cordon: state == signals.StateDraining || state == signals.StateDrained}, Requeue: requeue}
+		Cordon: state == signals.StateDraining || state == signals.StateDrained || state == signals.StateRetired}, Requeue: requeue}
 }
 
 func podNamed(pods []*corev1.Pod, namespace, name string) *corev1.Pod {

@@ -108,6 +108,19 @@ func TestNode(t *testing.T) {
 			},
 			want: outcome{State: signals.StateDraining, Reason: signals.ReasonReplacementReady, Taint: true, Cordon: true},
 		},
+		"a node blocked for want of a replacement drains once every pod fits, even without one": {
+			cluster: func() *cluster {
+				return newCluster().rebalance(now.Add(-11*time.Minute)).state(signals.StateBlocked, signals.ReasonNoReplacement).deploy("web", 2, 1)
+			},
+			want: outcome{State: signals.StateDraining, Reason: signals.ReasonFitsWithoutReplacement, Taint: true, Cordon: true},
+		},
+		"a node kept cordoned after the timeout resumes when the replacement comes": {
+			cluster: func() *cluster {
+				return newCluster().rebalance(now.Add(-11*time.Minute)).state(signals.StateBlocked, signals.ReasonKeptCordoned).
+					deploy("web", 2, 1).replacement("new", now)
+			},
+			want: outcome{State: signals.StateDraining, Reason: signals.ReasonReplacementReady, Taint: true, Cordon: true},
+		},
 		"a node blocked by pods resumes when they are gone": {
 			cluster: func() *cluster {
 				return newCluster().rebalance(signalled).state(signals.StateBlocked, signals.ReasonBlockedByPods).deploy("web", 2, 1)

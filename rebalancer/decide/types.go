@@ -44,6 +44,27 @@ type Input struct {
 	Reservations []*corev1.Pod
 	// Namespace is where reservations are created (the components' own).
 	Namespace string
+	// Retirement is what giving a drained node back depends on, gathered
+	// when Retirable.
+	Retirement *Retirement
+}
+
+// Retirement is what giving a drained node back depends on.
+type Retirement struct {
+	// NodeClaim is the Karpenter NodeClaim of the node (its
+	// status.providerID and status.nodeName both the node's); nil when
+	// none is.
+	NodeClaim *NodeClaim
+	// PodsLeft are the pods still on the node that a drain moves (not
+	// DaemonSet, mirror or finished pods), terminating ones included.
+	PodsLeft []string
+}
+
+// NodeClaim names a Karpenter NodeClaim: deleting it makes Karpenter
+// terminate the instance and remove the node.
+type NodeClaim struct {
+	Name string
+	UID  types.UID
 }
 
 // Surge is one surge record with what its step depends on.
@@ -95,7 +116,9 @@ type Decision struct {
 	// delete (before anything else: they only hold room).
 	Reserve   []*corev1.Pod
 	Unreserve []*corev1.Pod
-	Surges    []SurgeAction
+	// Retire deletes this NodeClaim before the transition to retired.
+	Retire *NodeClaim
+	Surges []SurgeAction
 	// Requeue is when to look again (0: on the next change).
 	Requeue time.Duration
 }

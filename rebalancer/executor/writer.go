@@ -11,6 +11,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/klog/v2"
 	"k8s.io/utils/clock"
@@ -34,6 +35,8 @@ type Writer struct {
 	// RecordsNamespace holds the surge records (the controller's own
 	// namespace).
 	RecordsNamespace string
+	// Dynamic deletes Karpenter's NodeClaims (retire).
+	Dynamic dynamic.Interface
 }
 
 // Result is what the API answered to a decision's writes.
@@ -90,6 +93,11 @@ func (w *Writer) Apply(ctx context.Context, node *corev1.Node, sig signals.Signa
 		// Logged, not returned: the other evictions went through, and the
 		// next look decides again.
 		ctrllog.FromContext(ctx).Error(err, "Eviction failed", "node", klog.KObj(node))
+	}
+	if d.Retire != nil {
+		if err := w.retire(ctx, d.Retire); err != nil {
+			return res, err
+		}
 	}
 	switch {
 	case d.Clear:

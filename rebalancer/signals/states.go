@@ -10,11 +10,14 @@ const (
 	StateDraining            State = "draining"
 	StateDrained             State = "drained"
 	StateBlocked             State = "blocked"
+	// StateRetired: drained for a rebalance recommendation and given back
+	// (rebalancer.retire): the instance is being terminated.
+	StateRetired State = "retired"
 )
 
 // States are every state, in the order a node goes through them (the label
 // values of the nodes-by-state gauge).
-var States = []State{StateAtRisk, StateAwaitingReplacement, StateDraining, StateDrained, StateBlocked}
+var States = []State{StateAtRisk, StateAwaitingReplacement, StateDraining, StateDrained, StateRetired, StateBlocked}
 
 // StateOf returns the state recorded on a node's annotations ("" for none).
 func StateOf(annotations map[string]string) State { return State(annotations[AnnotationState]) }
@@ -61,6 +64,15 @@ const (
 	// ReasonDeadlineNotForced: the deadline came and forceAtDeadline is
 	// false: the remaining pods are left.
 	ReasonDeadlineNotForced Reason = "DeadlineNotForced"
+	// ReasonRetired: the drained node's NodeClaim was deleted (Karpenter
+	// terminates the instance).
+	ReasonRetired Reason = "Retired"
+	// ReasonPodsLeft: drained, but pods are still on the node (terminating,
+	// or come since): it is retired once they are gone.
+	ReasonPodsLeft Reason = "PodsLeft"
+	// ReasonNotRetired: drained, and nothing of ours can give it back (not
+	// a Karpenter node): it stays cordoned.
+	ReasonNotRetired Reason = "NotRetired"
 	// ReasonUnknownState: the recorded state was not one of ours.
 	ReasonUnknownState Reason = "UnknownState"
 )

@@ -12,10 +12,13 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	policyv1 "k8s.io/api/policy/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/utils/ptr"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/spot-rebalancer/spot-rebalancer/config"
 	"github.com/spot-rebalancer/spot-rebalancer/rebalancer/reserve"
@@ -178,7 +181,7 @@ func TestKarpenterLaunchesTheReplacementForReservations(t *testing.T) {
 			records := c.RecordsNamespace(t)
 			web := sampleReady(t, c, ns, "web")
 			story := watchStory(t, c, ns, pool, risky.Name)
-			startRebalancer(t, c, func(r *config.Rebalancer) { r.Surge.Enabled = ptr.To(surge) })
+			metrics := startRebalancer(t, c, func(r *config.Rebalancer) { r.Surge.Enabled = ptr.To(surge) })
 
 			annotate(t, c, risky.Name, signals.AnnotationAtRisk, ptr.To("true"))
 			c.WaitFor(t, 30*time.Second, "reservations for the 7 pods", func(ctx context.Context) (bool, error) {
@@ -195,9 +198,12 @@ func TestKarpenterLaunchesTheReplacementForReservations(t *testing.T) {
 				}
 				return replacement != "", err
 			})
-			c.WaitFor(t, 120*time.Second, "the node to be drained", func(ctx context.Context) (bool, error) {
+			c.WaitFor(t, 120*time.Second, "the node to be drained (or retired and gone already)", func(ctx context.Context) (bool, error) {
 				_, state, err := nodeState(ctx, c, risky.Name)
-				return state == signals.StateDrained, err
+				if apierrors.IsNotFound(err) {
+					return true, nil
+				}
+				return state == signals.StateDrained || state == signals.StateRetired, err
 			})
 			c.WaitFor(t, 60*time.Second, "every pod Ready on the replacement", func(ctx context.Context) (bool, error) {
 				for app, n := range map[string]int{"web": 6, "solo": 1} {
@@ -217,6 +223,20 @@ func TestKarpenterLaunchesTheReplacementForReservations(t *testing.T) {
 				n, err := reservationsLeft(ctx, c, records)
 				return n == 0, err
 			})
+			// Given back: its NodeClaim deleted, Karpenter removes the node.
+			c.WaitFor(t, 60*time.Second, "Karpenter to remove the retired node", func(ctx context.Context) (bool, error) {
+				_, err := c.Client.CoreV1().Nodes().Get(ctx, risky.Name, metav1.GetOptions{})
+				if apierrors.IsNotFound(err) {
+					return true, nil
+				}
+				return false, err
+			})
+			if n := testutil.ToFloat64(metrics.Transitions.WithLabelValues(string(signals.StateRetired))); n != 1 {
+				t.Errorf("transitions to retired = %v, want 1", n)
+			}
+			if nodes, err := poolNodes(cluster.Context(t), c, pool); err != nil || len(nodes) != 1 || nodes[0].Name != replacement {
+				t.Errorf("pool nodes after the hand-off: %d (%v), want only the replacement %s", len(nodes), err, replacement)
+			}
 
 			firstLeft, readySince, unschedulable := story.read()
 			minWeb, _, samples := web.read()

@@ -14,6 +14,7 @@ import (
 	schedulingv1 "k8s.io/api/scheduling/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/dynamic"
 	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
 	"k8s.io/client-go/tools/record"
 	"k8s.io/utils/clock"
@@ -54,12 +55,16 @@ func Start(ctx context.Context, c *cluster.Cluster, cfg config.Rebalancer, name,
 	if err != nil {
 		return nil, err
 	}
+	dyn, err := dynamic.NewForConfig(c.Config)
+	if err != nil {
+		return nil, err
+	}
 	broadcaster := record.NewBroadcaster()
 	r := &Rebalancer{Metrics: executor.NewMetrics(prometheus.NewRegistry()), done: make(chan error, 1)}
 	rec := &controller.Reconciler{
 		Client: mgr.GetClient(), Kube: c.Client, Config: &cfg, Clock: clock.RealClock{},
 		Recorder: broadcaster.NewRecorder(mgr.GetScheme(), corev1.EventSource{Component: "spot-rebalancer"}),
-		Metrics:  r.Metrics, Name: name, Namespace: namespace,
+		Metrics:  r.Metrics, Name: name, Namespace: namespace, Dynamic: dyn,
 	}
 	if err := rec.SetupWithManager(mgr); err != nil {
 		return nil, err

@@ -81,6 +81,7 @@ app.kubernetes.io/component: {{ index . 1 }}
   "rebalancer" (dict
     "dryRun" $r.dryRun
     "replacement" $r.replacement
+    "retire" $r.retire
     "maxConcurrentNodes" (int $r.maxConcurrentNodes)
     "maxParallelEvictions" (int $r.maxParallelEvictions)
     "deadlineSafety" $r.deadlineSafety
