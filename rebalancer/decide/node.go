@@ -40,18 +40,30 @@ func Node(in Input) Decision {
 // replacement, and none otherwise: once it drains (they go just before
 // the pods move), is blocked, drained, or no longer at risk.
 func reservations(in Input, d Decision) (create, remove []*corev1.Pod) {
-	var have []*corev1.Pod
+	var have, misplaced []*corev1.Pod
 	for _, r := range in.Reservations {
-		if r.DeletionTimestamp == nil {
+		switch {
+		case r.DeletionTimestamp != nil:
+		case r.Spec.NodeName == in.Node.Name:
+			// Bound to the at-risk node itself (created before its taint):
+			// it holds nothing; it is made again.
+			misplaced = append(misplaced, r)
+		default:
 			have = append(have, r)
 		}
 	}
 	state := signals.StateOf(in.Node.Annotations)
+	tainted := hasDrainingTaint(in.Node)
 	if d.Transition != nil {
-		state = d.Transition.State
+		state, tainted = d.Transition.State, d.Transition.Taint
 	}
 	if !in.AtRisk || d.Clear || !planner.Waits(state) || in.Plan == nil {
-		return nil, have
+		return nil, append(misplaced, have...)
+	}
+	if !tainted {
+		// Not before the taint that keeps them off this node: the
+		// executor creates them after the transition.
+		return nil, misplaced
 	}
 	var pods []*corev1.Pod
 	for _, r := range in.Plan.Replacement.Reservations {
@@ -61,7 +73,17 @@ func reservations(in Input, d Decision) (create, remove []*corev1.Pod) {
 		}
 	}
 	want := reserve.For(in.Node.Name, pods, reserve.Options{Namespace: in.Namespace, Image: in.Config.Replacement.ReservationImage})
-	return reserve.Diff(want, have)
+	create, remove = reserve.Diff(want, have)
+	return create, append(misplaced, remove...)
+}
+
+func hasDrainingTaint(n *corev1.Node) bool {
+	for _, t := range n.Spec.Taints {
+		if t.Key == signals.TaintDraining {
+			return true
+		}
+	}
+	return false
 }
 
 func nextStep(in Input) Decision {

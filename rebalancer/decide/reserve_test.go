@@ -80,6 +80,19 @@ func TestReservationsFollowTheNode(t *testing.T) {
 			},
 			want: want{Unreserve: []string{"gone", "r1b"}},
 		},
+		"one bound to the at-risk node itself holds nothing: removed and made again": {
+			cluster: func() *cluster { return waiting().reserved("r0", "web-h-0", "risky").reserved("r1", "web-h-1", "") },
+			want:    want{Reserve: []string{"shop/web-h-0"}, Unreserve: []string{"r0"}},
+		},
+		"the wait times out with onTimeout uncordon: they go": {
+			cluster: func() *cluster {
+				c := waiting()
+				c.config.Replacement.OnTimeout = "uncordon"
+				c.risky.Status.Conditions[1].LastTransitionTime = metav1.NewTime(now.Add(-time.Hour))
+				return c.reserved("r0", "web-h-0", "")
+			},
+			want: want{State: signals.StateBlocked, Unreserve: []string{"r0"}},
+		},
 		"a terminating one is neither counted nor deleted again": {
 			cluster: func() *cluster {
 				return waiting().reserved("r0", "web-h-0", "", func(p *corev1.Pod) { p.DeletionTimestamp = new(metav1.NewTime(now)) }).reserved("r1", "web-h-1", "")

@@ -49,13 +49,15 @@ type Result struct {
 	Transitioned bool
 }
 
-// Apply carries d out for node, in a safe order: reservations first (the
-// room they hold is the moving pods'), then deletions at a deadline (so a surge scaled back after them removes nothing that runs),
-// then the surges, the evictions, and last the node's state. node is the
+// Apply carries d out for node, in a safe order: reservations that go
+// first (the room they hold is the moving pods'), then deletions at a
+// deadline (so a surge scaled back after them removes nothing that runs),
+// the surges, the evictions, the node's state, and last new reservations
+// (once the node's taint keeps them off it). node is the
 // Node as read; sig its signal (for Event texts and the time metrics).
 func (w *Writer) Apply(ctx context.Context, node *corev1.Node, sig signals.Signal, d decide.Decision) (Result, error) {
 	var res Result
-	if err := w.Reservations(ctx, node, d.Reserve, d.Unreserve); err != nil {
+	if err := w.Reservations(ctx, node, nil, d.Unreserve); err != nil {
 		return res, err
 	}
 	if d.InterruptionSeen != nil && d.Transition == nil && !d.Clear {
@@ -108,7 +110,8 @@ func (w *Writer) Apply(ctx context.Context, node *corev1.Node, sig signals.Signa
 		}
 		res.Transitioned = true
 	}
-	return res, nil
+	// New reservations last: after the taint that keeps them off the node.
+	return res, w.Reservations(ctx, node, d.Reserve, nil)
 }
 
 func (w *Writer) delete(ctx context.Context, node *corev1.Node, sig signals.Signal, del decide.Deletion) error {

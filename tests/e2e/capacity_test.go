@@ -260,3 +260,73 @@ func TestKarpenterLaunchesTheReplacementForReservations(t *testing.T) {
 		})
 	}
 }
+
+// The same story with provision none: nothing asks Karpenter for a node, so
+// none comes, and the node waits as before reservations existed, then is
+// blocked with its pods in place. This is what the reservations buy.
+func TestKarpenterWithoutReservationsLaunchesNothing(t *testing.T) {
+	c := cluster.Get(t)
+	pool, ns, risky := karpenterStory(t, c)
+	startRebalancer(t, c, func(r *config.Rebalancer) {
+		r.Replacement.Provision = config.ProvisionNone
+		r.Replacement.Timeout = metav1.Duration{Duration: 15 * time.Second}
+	})
+	annotate(t, c, risky.Name, signals.AnnotationAtRisk, ptr.To("true"))
+	c.WaitFor(t, 60*time.Second, "the node to be blocked after the 15s timeout", func(ctx context.Context) (bool, error) {
+		n, state, err := nodeState(ctx, c, risky.Name)
+		return state == signals.StateBlocked && signals.ReasonOf(n.Annotations) == signals.ReasonNoReplacement, err
+	})
+	nodes, err := poolNodes(cluster.Context(t), c, pool)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(nodes) != 1 {
+		t.Errorf("pool has %d nodes, want only the at-risk one: nothing asked Karpenter for another", len(nodes))
+	}
+	for app, n := range map[string]int{"web": 6, "solo": 1} {
+		pods, err := c.ReadyPods(cluster.Context(t), ns, "app="+app)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(pods) != n {
+			t.Errorf("%d %s pods Ready, want %d left in place", len(pods), app, n)
+		}
+	}
+	if n, err := reservationsLeft(cluster.Context(t), c, c.RecordsNamespace(t)); err != nil || n != 0 {
+		t.Errorf("reservations: %d (%v), want none with provision none", n, err)
+	}
+}
+
+// A signal withdrawn while the node waits: its reservations go and the node
+// is schedulable again. No autoscaler here, so they stay Pending until then.
+func TestReservationsGoWhenTheSignalGoes(t *testing.T) {
+	c := cluster.Get(t)
+	ns := c.Namespace(t, nil)
+	records := c.RecordsNamespace(t)
+	risky := c.AddNode(t, cluster.Node{Spot: true, Pool: "spot-a", Taints: []corev1.Taint{spotTaint}})
+	deployWeb(t, c, ns, 3, 2)
+	startRebalancer(t, c, nil)
+
+	annotate(t, c, risky.Name, signals.AnnotationAtRisk, ptr.To("true"))
+	c.WaitFor(t, 30*time.Second, "a reservation per web pod, Pending", func(ctx context.Context) (bool, error) {
+		list, err := c.Client.CoreV1().Pods(records).List(ctx, metav1.ListOptions{LabelSelector: reserve.LabelNode + "=" + reserve.NodeLabel(risky.Name)})
+		if err != nil || len(list.Items) != 3 {
+			return false, err
+		}
+		for _, p := range list.Items {
+			if p.Spec.NodeName != "" || p.Annotations[reserve.AnnotationNode] != risky.Name {
+				return false, fmt.Errorf("reservation %s is bound to %q or names %q", p.Name, p.Spec.NodeName, p.Annotations[reserve.AnnotationNode])
+			}
+		}
+		return true, nil
+	})
+	annotate(t, c, risky.Name, signals.AnnotationAtRisk, nil)
+	c.WaitFor(t, 30*time.Second, "the reservations to go and the node to be schedulable again", func(ctx context.Context) (bool, error) {
+		n, err := reservationsLeft(ctx, c, records)
+		if err != nil || n != 0 {
+			return false, err
+		}
+		node, state, err := nodeState(ctx, c, risky.Name)
+		return err == nil && state == "" && !node.Spec.Unschedulable && !hasTaint(node, signals.TaintDraining), err
+	})
+}
