@@ -131,6 +131,10 @@ const (
 	// requests and node constraints: any autoscaler that reacts to Pending
 	// pods (Karpenter, Cluster Autoscaler) launches the room they need.
 	ProvisionReservations Provision = "reservations"
+	// ProvisionASG raises the desired capacity of the at-risk node's own
+	// EC2 Auto Scaling group by one (self-managed groups without an
+	// autoscaler).
+	ProvisionASG Provision = "asg"
 	// ProvisionNone asks for nothing: something else launches nodes.
 	ProvisionNone Provision = "none"
 )

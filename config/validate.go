@@ -163,7 +163,7 @@ func (cs *Certs) validate(p *field.Path) field.ErrorList {
 var (
 	replacementModes = []string{string(ReplacementNode), string(ReplacementCapacity), string(ReplacementNone)}
 	retires          = []string{string(RetireAuto), string(RetireNone)}
-	provisions       = []string{string(ProvisionReservations), string(ProvisionNone)}
+	provisions       = []string{string(ProvisionReservations), string(ProvisionASG), string(ProvisionNone)}
 	onTimeouts       = []string{string(OnTimeoutDrainIfFits), string(OnTimeoutKeepCordoned), string(OnTimeoutUncordon)}
 )
 

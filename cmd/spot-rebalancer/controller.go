@@ -4,7 +4,9 @@ import (
 	"context"
 	"fmt"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
 	awsconfig "github.com/aws/aws-sdk-go-v2/config"
+	"github.com/aws/aws-sdk-go-v2/service/autoscaling"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
 	"github.com/go-logr/logr"
@@ -20,6 +22,7 @@ import (
 	"github.com/spot-rebalancer/spot-rebalancer/config"
 	"github.com/spot-rebalancer/spot-rebalancer/internal/metricsserve"
 	"github.com/spot-rebalancer/spot-rebalancer/internal/version"
+	"github.com/spot-rebalancer/spot-rebalancer/rebalancer/asg"
 	"github.com/spot-rebalancer/spot-rebalancer/rebalancer/controller"
 	"github.com/spot-rebalancer/spot-rebalancer/rebalancer/executor"
 	"github.com/spot-rebalancer/spot-rebalancer/rebalancer/signals"
@@ -131,9 +134,17 @@ old one before any certificate it signs is served.`,
 					return err
 				}
 			}
+			var groups asg.API
+			if cfg.Rebalancer.Replacement.Provision == config.ProvisionASG {
+				awsCfg, err := awsConfig(cmd.Context(), cfg)
+				if err != nil {
+					return err
+				}
+				groups = autoscaling.NewFromConfig(awsCfg)
+			}
 			rebalancer := &controller.Reconciler{
 				Client: mgr.GetClient(), Kube: kube, Config: &cfg.Rebalancer, Clock: clock.RealClock{},
-				Recorder: recorder, Metrics: executor.NewMetrics(ctrlmetrics.Registry), Namespace: cfg.Webhook.Namespace, Dynamic: dyn,
+				Recorder: recorder, Metrics: executor.NewMetrics(ctrlmetrics.Registry), Namespace: cfg.Webhook.Namespace, Dynamic: dyn, ASG: groups,
 			}
 			if err := rebalancer.SetupWithManager(mgr); err != nil {
 				return err
@@ -159,17 +170,28 @@ old one before any certificate it signs is served.`,
 // addAWSSources adds the queue and EC2 sources the configuration enables.
 // Credentials come from the default AWS chain (IRSA, Pod Identity,
 // environment).
+// awsConfig is the AWS SDK's configuration: its default credential chain
+// (IRSA, Pod Identity, instance role), aws.region, and aws.endpoint when
+// set (tests).
+func awsConfig(ctx context.Context, cfg *config.Config) (aws.Config, error) {
+	awsCfg, err := awsconfig.LoadDefaultConfig(ctx, awsconfig.WithRegion(cfg.AWS.Region))
+	if err != nil {
+		return aws.Config{}, fmt.Errorf("loading AWS configuration: %w", err)
+	}
+	if cfg.AWS.Endpoint != "" {
+		awsCfg.BaseEndpoint = &cfg.AWS.Endpoint
+	}
+	return awsCfg, nil
+}
+
 func addAWSSources(ctx context.Context, mgr manager.Manager, cfg *config.Config, kube kubernetes.Interface) error {
 	useEC2 := cfg.AWS.EC2.DescribeInstances || cfg.AWS.EC2.PollSpotRequests
 	if cfg.AWS.Queue.URL == "" && !useEC2 {
 		return nil
 	}
-	awsCfg, err := awsconfig.LoadDefaultConfig(ctx, awsconfig.WithRegion(cfg.AWS.Region))
+	awsCfg, err := awsConfig(ctx, cfg)
 	if err != nil {
-		return fmt.Errorf("loading AWS configuration: %w", err)
-	}
-	if cfg.AWS.Endpoint != "" {
-		awsCfg.BaseEndpoint = &cfg.AWS.Endpoint
+		return err
 	}
 	writer := signals.Writer{Kube: kube, Clock: clock.RealClock{}}
 	if url := cfg.AWS.Queue.URL; url != "" {

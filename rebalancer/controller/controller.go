@@ -36,12 +36,14 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	"github.com/spot-rebalancer/spot-rebalancer/config"
+	"github.com/spot-rebalancer/spot-rebalancer/rebalancer/asg"
 	"github.com/spot-rebalancer/spot-rebalancer/rebalancer/decide"
 	"github.com/spot-rebalancer/spot-rebalancer/rebalancer/executor"
 	"github.com/spot-rebalancer/spot-rebalancer/rebalancer/planner"
 	"github.com/spot-rebalancer/spot-rebalancer/rebalancer/reserve"
 	"github.com/spot-rebalancer/spot-rebalancer/rebalancer/signals"
 	"github.com/spot-rebalancer/spot-rebalancer/rebalancer/snapshot"
+	"github.com/spot-rebalancer/spot-rebalancer/sources"
 )
 
 // Reconciler drives at-risk nodes. Client reads from the manager's caches;
@@ -62,6 +64,8 @@ type Reconciler struct {
 	Namespace string
 	// Dynamic reads and deletes Karpenter's NodeClaims (rebalancer.retire).
 	Dynamic dynamic.Interface
+	// ASG reads, raises and shrinks Auto Scaling groups (provision asg).
+	ASG asg.API
 
 	writer *executor.Writer
 	memory memory
@@ -72,7 +76,10 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 	if r.Namespace == "" {
 		return fmt.Errorf("the reconciler needs the namespace of its surge records")
 	}
-	r.writer = &executor.Writer{Kube: r.Kube, Recorder: r.Recorder, Metrics: r.Metrics, Clock: r.Clock, RecordsNamespace: r.Namespace, Dynamic: r.Dynamic}
+	r.writer = &executor.Writer{Kube: r.Kube, Recorder: r.Recorder, Metrics: r.Metrics, Clock: r.Clock, RecordsNamespace: r.Namespace, Dynamic: r.Dynamic, ASG: r.ASG}
+	if r.Config.Replacement.Provision == config.ProvisionASG && r.ASG == nil {
+		return fmt.Errorf("rebalancer.replacement.provision asg needs an Auto Scaling client")
+	}
 	if err := mgr.GetFieldIndexer().IndexField(context.Background(), &corev1.Pod{}, podNodeIndex, func(o client.Object) []string {
 		if p, ok := o.(*corev1.Pod); ok && p.Spec.NodeName != "" {
 			return []string{p.Spec.NodeName}
@@ -212,6 +219,11 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (result ct
 		return ctrl.Result{}, err
 	}
 	in.Evicted, in.Backoff = r.memory.evictedRecently(now), r.memory.waitAfter429(node.Name, now)
+	if decide.WantsGroup(in) {
+		if in.Group, err = r.groupOf(ctx, &node); err != nil {
+			return ctrl.Result{}, err
+		}
+	}
 	if state == signals.StateDraining {
 		res, _, err := r.apply(ctx, &node, in, decide.Node(in))
 		return res, err
@@ -267,6 +279,16 @@ func (r *Reconciler) dryRun(ctx context.Context, node *corev1.Node, in decide.In
 	return ctrl.Result{RequeueAfter: 30 * time.Second}, nil
 }
 
+// groupOf reads the Auto Scaling group of the node's instance (nil when it
+// has no EC2 instance ID or is in no group).
+func (r *Reconciler) groupOf(ctx context.Context, node *corev1.Node) (*asg.Group, error) {
+	id := sources.InstanceID(node)
+	if id == "" || r.ASG == nil {
+		return nil, nil
+	}
+	return asg.Of(ctx, r.ASG, id)
+}
+
 // podNodeIndex indexes pods by the node they are bound to.
 const podNodeIndex = "spec.nodeName"
 
@@ -282,6 +304,17 @@ func (r *Reconciler) retirement(ctx context.Context, node *corev1.Node) (*decide
 	ret := &decide.Retirement{}
 	for i := range pods.Items {
 		ret.PodsLeft = append(ret.PodsLeft, decide.PodsLeft([]*corev1.Pod{&pods.Items[i]})...)
+	}
+	if rec, ok, err := asg.RecordOf(node.Annotations); ok && err == nil && rec.Raised() && r.ASG != nil {
+		// Only the group raised for this node, and only while the instance
+		// is still in it.
+		g, err := r.groupOf(ctx, node)
+		if err != nil {
+			return nil, err
+		}
+		if g != nil && g.Name == rec.Group {
+			ret.Instance, ret.Group = sources.InstanceID(node), g.Name
+		}
 	}
 	if r.Dynamic == nil || node.Spec.ProviderID == "" {
 		return ret, nil

@@ -10,6 +10,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/spot-rebalancer/spot-rebalancer/config"
+	"github.com/spot-rebalancer/spot-rebalancer/rebalancer/asg"
 	"github.com/spot-rebalancer/spot-rebalancer/rebalancer/planner"
 	"github.com/spot-rebalancer/spot-rebalancer/rebalancer/reserve"
 	"github.com/spot-rebalancer/spot-rebalancer/rebalancer/signals"
@@ -32,7 +33,33 @@ const MinGrace = 5 * time.Second
 func Node(in Input) Decision {
 	d := nextStep(in)
 	d.Reserve, d.Unreserve = reservations(in, d)
+	d.Raise = raise(in, d)
 	return d
+}
+
+// WantsGroup tells whether the node's Auto Scaling group is to be read:
+// provision asg, a rebalance recommendation, the node waits for its
+// replacement, and its group was not asked yet.
+func WantsGroup(in Input) bool {
+	_, recorded := in.Node.Annotations[asg.AnnotationRaised]
+	return in.Config.Replacement.Provision == config.ProvisionASG && in.Config.Replacement.Mode != config.ReplacementNone &&
+		in.AtRisk && in.Signal.Kind == signals.RebalanceRecommendation && planner.Waits(signals.StateOf(in.Node.Annotations)) && !recorded
+}
+
+// raise asks the node's Auto Scaling group for one more instance, once:
+// the record says so whatever the answer (in no group, at MaxSize).
+func raise(in Input, d Decision) *asg.Record {
+	state := signals.StateOf(in.Node.Annotations)
+	if d.Transition != nil {
+		state = d.Transition.State
+	}
+	if !WantsGroup(in) || d.Clear || !planner.Waits(state) {
+		return nil
+	}
+	if in.Group == nil {
+		return &asg.Record{}
+	}
+	return &asg.Record{Group: in.Group.Name, From: in.Group.Desired, To: min(in.Group.Desired+1, max(in.Group.Max, in.Group.Desired))}
 }
 
 // reservations are what to create and delete so that the node holds
@@ -374,9 +401,14 @@ func retire(in Input) Decision {
 			left = left[:297] + "..."
 		}
 		return in.to(signals.StateDrained, signals.ReasonPodsLeft, fmt.Sprintf("drained; retired once these pods are gone: %s", left), blockedPoll)
+	case r.NodeClaim == nil && r.Instance != "":
+		d := in.to(signals.StateRetired, signals.ReasonRetired,
+			fmt.Sprintf("instance %s terminated in Auto Scaling group %s, desired capacity decremented", r.Instance, r.Group), 0)
+		d.Terminate = r.Instance
+		return d
 	case r.NodeClaim == nil:
 		return in.to(signals.StateDrained, signals.ReasonNotRetired,
-			"drained; not a Karpenter node (no NodeClaim names it), so it stays cordoned for its Auto Scaling group or you to remove", 0)
+			"drained; neither a Karpenter node (no NodeClaim names it) nor one whose Auto Scaling group was raised for it, so it stays cordoned for you to remove", 0)
 	}
 	d := in.to(signals.StateRetired, signals.ReasonRetired, fmt.Sprintf("NodeClaim %s deleted: Karpenter terminates the instance", r.NodeClaim.Name), 0)
 	d.Retire = r.NodeClaim

@@ -10,6 +10,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/sets"
 
 	"github.com/spot-rebalancer/spot-rebalancer/config"
+	"github.com/spot-rebalancer/spot-rebalancer/rebalancer/asg"
 	"github.com/spot-rebalancer/spot-rebalancer/rebalancer/planner"
 	"github.com/spot-rebalancer/spot-rebalancer/rebalancer/signals"
 	"github.com/spot-rebalancer/spot-rebalancer/rebalancer/snapshot"
@@ -47,6 +48,9 @@ type Input struct {
 	// Retirement is what giving a drained node back depends on, gathered
 	// when Retirable.
 	Retirement *Retirement
+	// Group is the at-risk node's Auto Scaling group as read, gathered
+	// when WantsGroup (nil: the instance is in none).
+	Group *asg.Group
 }
 
 // Retirement is what giving a drained node back depends on.
@@ -58,6 +62,11 @@ type Retirement struct {
 	// PodsLeft are the pods still on the node that a drain moves (not
 	// DaemonSet, mirror or finished pods), terminating ones included.
 	PodsLeft []string
+	// Instance is the node's EC2 instance when the controller raised its
+	// Auto Scaling group for it and the instance is still in that group
+	// ("" otherwise): it is terminated with a decrement.
+	Instance string
+	Group    string
 }
 
 // NodeClaim names a Karpenter NodeClaim: deleting it makes Karpenter
@@ -116,8 +125,13 @@ type Decision struct {
 	// delete (before anything else: they only hold room).
 	Reserve   []*corev1.Pod
 	Unreserve []*corev1.Pod
-	// Retire deletes this NodeClaim before the transition to retired.
-	Retire *NodeClaim
+	// Retire deletes this NodeClaim before the transition to retired;
+	// Terminate terminates this instance in its Auto Scaling group.
+	Retire    *NodeClaim
+	Terminate string
+	// Raise records this raise of the node's Auto Scaling group on the
+	// node, then raises the group (provision asg).
+	Raise *asg.Record
 	Surges []SurgeAction
 	// Requeue is when to look again (0: on the next change).
 	Requeue time.Duration

@@ -8,7 +8,12 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/spot-rebalancer/spot-rebalancer/rebalancer/asg"
 	"github.com/spot-rebalancer/spot-rebalancer/rebalancer/decide"
+	"github.com/spot-rebalancer/spot-rebalancer/rebalancer/signals"
 )
 
 // NodeClaims is the resource of Karpenter's NodeClaims (karpenter.sh/v1).
@@ -24,5 +29,33 @@ func (w *Writer) retire(ctx context.Context, claim *decide.NodeClaim) error {
 	if err != nil && !apierrors.IsNotFound(err) {
 		return fmt.Errorf("deleting NodeClaim %s: %w", claim.Name, err)
 	}
+	return nil
+}
+
+// raise records the raise on the node, then asks the group: a restart
+// after the record never raises the group again (at most once; the
+// replacement timeout covers a raise that failed).
+func (w *Writer) raise(ctx context.Context, node *corev1.Node, r asg.Record) error {
+	value := r.Value()
+	if _, err := w.Kube.CoreV1().Nodes().Patch(ctx, node.Name, types.MergePatchType,
+		signals.AnnotationPatch(asg.AnnotationRaised, &value, ""), metav1.PatchOptions{}); err != nil {
+		return fmt.Errorf("recording the raise of node %s's Auto Scaling group: %w", node.Name, err)
+	}
+	switch {
+	case r.Group == "":
+		w.Recorder.Eventf(node, corev1.EventTypeWarning, "NoAutoScalingGroup", "provision asg: the node's instance is in no Auto Scaling group; nothing asked")
+		return nil
+	case !r.Raised():
+		w.Recorder.Eventf(node, corev1.EventTypeWarning, "AutoScalingGroupAtMax", "provision asg: Auto Scaling group %s is at its MaxSize (%d); nothing asked", r.Group, r.From)
+		return nil
+	}
+	if w.ASG == nil {
+		return fmt.Errorf("provision asg needs an Auto Scaling client")
+	}
+	if err := asg.Raise(ctx, w.ASG, r.Group, r.To); err != nil {
+		w.Recorder.Eventf(node, corev1.EventTypeWarning, "ReplacementRequestFailed", "%v", err)
+		return err
+	}
+	w.Recorder.Eventf(node, corev1.EventTypeNormal, "ReplacementRequested", "Auto Scaling group %s: desired capacity %d -> %d", r.Group, r.From, r.To)
 	return nil
 }

@@ -17,6 +17,7 @@ import (
 	"k8s.io/utils/clock"
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
+	"github.com/spot-rebalancer/spot-rebalancer/rebalancer/asg"
 	"github.com/spot-rebalancer/spot-rebalancer/rebalancer/decide"
 	"github.com/spot-rebalancer/spot-rebalancer/rebalancer/signals"
 )
@@ -37,6 +38,8 @@ type Writer struct {
 	RecordsNamespace string
 	// Dynamic deletes Karpenter's NodeClaims (retire).
 	Dynamic dynamic.Interface
+	// ASG raises and shrinks Auto Scaling groups (provision asg).
+	ASG asg.API
 }
 
 // Result is what the API answered to a decision's writes.
@@ -101,6 +104,14 @@ func (w *Writer) Apply(ctx context.Context, node *corev1.Node, sig signals.Signa
 			return res, err
 		}
 	}
+	if d.Terminate != "" {
+		if w.ASG == nil {
+			return res, fmt.Errorf("retiring through an Auto Scaling group needs an Auto Scaling client")
+		}
+		if err := asg.Terminate(ctx, w.ASG, d.Terminate); err != nil {
+			return res, err
+		}
+	}
 	switch {
 	case d.Clear:
 		return res, w.clear(ctx, node, d.ClearedFrom, d.Uncordon)
@@ -109,6 +120,11 @@ func (w *Writer) Apply(ctx context.Context, node *corev1.Node, sig signals.Signa
 			return res, err
 		}
 		res.Transitioned = true
+	}
+	if d.Raise != nil {
+		if err := w.raise(ctx, node, *d.Raise); err != nil {
+			return res, err
+		}
 	}
 	// New reservations last: after the taint that keeps them off the node.
 	return res, w.Reservations(ctx, node, d.Reserve, nil)
