@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -21,9 +22,12 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/spot-rebalancer/spot-rebalancer/config"
+	"github.com/spot-rebalancer/spot-rebalancer/rebalancer/asg"
+	"github.com/spot-rebalancer/spot-rebalancer/rebalancer/asg/asgtest"
 	"github.com/spot-rebalancer/spot-rebalancer/rebalancer/reserve"
 	"github.com/spot-rebalancer/spot-rebalancer/rebalancer/signals"
 	"github.com/spot-rebalancer/spot-rebalancer/tests/cluster"
+	"github.com/spot-rebalancer/spot-rebalancer/tests/cluster/inproc"
 )
 
 // The capacity loop with the real Karpenter (its kwok provider): a
@@ -329,4 +333,60 @@ func TestReservationsGoWhenTheSignalGoes(t *testing.T) {
 		node, state, err := nodeState(ctx, c, risky.Name)
 		return err == nil && state == "" && !node.Spec.Unschedulable && !hasTaint(node, signals.TaintDraining), err
 	})
+}
+
+// provision asg against a server speaking the Auto Scaling Query protocol:
+// the at-risk node's group is raised by one, once, across a controller
+// restart; the group's new instance joins as a node of the pool; after the
+// drain the old instance is terminated with a decrement.
+func TestASGRaisedOnceAndTheDrainedInstanceTerminated(t *testing.T) {
+	c := cluster.Get(t)
+	ns := c.Namespace(t, nil)
+	pool := "asg-" + cluster.Owner(t)[:8]
+	risky := c.AddNode(t, cluster.Node{Spot: true, Pool: pool, InstanceID: "i-0risky", Taints: []corev1.Taint{spotTaint}})
+	fake := asgtest.New(map[string]*asgtest.Group{pool: {Desired: 1, Max: 3, Instances: []string{"i-0risky"}}})
+	api := fake.Client(t)
+	deployWeb(t, c, ns, 2, 1)
+	withASG := func(r *config.Rebalancer) { r.Replacement.Provision = config.ProvisionASG }
+	_, stop := startStoppableRebalancer(t, c, withASG, inproc.WithASG(api))
+
+	annotate(t, c, risky.Name, signals.AnnotationAtRisk, ptr.To("true"))
+	c.WaitFor(t, 30*time.Second, "the group raised to 2 and the raise recorded on the node", func(ctx context.Context) (bool, error) {
+		n, _, err := nodeState(ctx, c, risky.Name)
+		if err != nil {
+			return false, err
+		}
+		rec, ok, err := asg.RecordOf(n.Annotations)
+		return ok && rec == (asg.Record{Group: pool, From: 1, To: 2}) && fake.Group(pool).Desired == 2, err
+	})
+	// A restart while the node waits never raises the group again.
+	stop()
+	_, _ = startStoppableRebalancer(t, c, withASG, inproc.WithASG(api))
+	c.WaitFor(t, 30*time.Second, "the new rebalancer to look at the node again", func(ctx context.Context) (bool, error) {
+		return slices.Contains(fake.Calls(), "DescribeAutoScalingInstances i-0risky"), nil
+	})
+	// The group launches its instance: a node of the pool.
+	fake.AddInstance(pool, "i-0new")
+	c.AddNode(t, cluster.Node{Spot: true, Pool: pool, InstanceID: "i-0new", Taints: []corev1.Taint{spotTaint}})
+	c.WaitFor(t, 60*time.Second, "the at-risk node retired", func(ctx context.Context) (bool, error) {
+		_, state, err := nodeState(ctx, c, risky.Name)
+		return state == signals.StateRetired, err
+	})
+	calls := fake.Calls()
+	raises := 0
+	for _, call := range calls {
+		if strings.HasPrefix(call, "SetDesiredCapacity") {
+			raises++
+		}
+	}
+	if raises != 1 {
+		t.Errorf("SetDesiredCapacity called %d times, want once: %v", raises, calls)
+	}
+	if !slices.Contains(calls, "TerminateInstanceInAutoScalingGroup i-0risky decrement=true") {
+		t.Errorf("the drained instance was not terminated with a decrement: %v", calls)
+	}
+	if g := fake.Group(pool); g.Desired != 1 || !slices.Equal(g.Instances, []string{"i-0new"}) {
+		t.Errorf("group after the hand-off: desired %d, instances %v; want 1, [i-0new]", g.Desired, g.Instances)
+	}
+	waitReady(t, c, ns, "web", 2)
 }

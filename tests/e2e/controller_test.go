@@ -43,7 +43,7 @@ func startRebalancer(t *testing.T, c *cluster.Cluster, mutate func(*config.Rebal
 
 // startStoppableRebalancer also returns a function that stops it, as a
 // killed process stops: at once, mid-step.
-func startStoppableRebalancer(t *testing.T, c *cluster.Cluster, mutate func(*config.Rebalancer)) (*executor.Metrics, func()) {
+func startStoppableRebalancer(t *testing.T, c *cluster.Cluster, mutate func(*config.Rebalancer), opts ...inproc.Option) (*executor.Metrics, func()) {
 	t.Helper()
 	cfg := config.Default().Rebalancer
 	// These stories are about eviction waves; the surge tests turn surges
@@ -53,7 +53,7 @@ func startStoppableRebalancer(t *testing.T, c *cluster.Cluster, mutate func(*con
 		mutate(&cfg)
 	}
 	ctx := logr.NewContext(cluster.Context(t), cluster.Logger())
-	r, err := inproc.Start(ctx, c, cfg, fmt.Sprintf("rebalancer-%s-%d", cluster.Owner(t), rebalancers.Add(1)), c.RecordsNamespace(t))
+	r, err := inproc.Start(ctx, c, cfg, fmt.Sprintf("rebalancer-%s-%d", cluster.Owner(t), rebalancers.Add(1)), c.RecordsNamespace(t), opts...)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -23,6 +23,7 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"github.com/spot-rebalancer/spot-rebalancer/config"
+	"github.com/spot-rebalancer/spot-rebalancer/rebalancer/asg"
 	"github.com/spot-rebalancer/spot-rebalancer/rebalancer/controller"
 	"github.com/spot-rebalancer/spot-rebalancer/rebalancer/executor"
 	"github.com/spot-rebalancer/spot-rebalancer/rebalancer/reserve"
@@ -43,7 +44,7 @@ type Rebalancer struct {
 // Start runs a rebalancer named name with cfg, its surge records in
 // namespace, until ctx ends or Stop is called. It logs to the logr.Logger
 // in ctx, if any.
-func Start(ctx context.Context, c *cluster.Cluster, cfg config.Rebalancer, name, namespace string) (*Rebalancer, error) {
+func Start(ctx context.Context, c *cluster.Cluster, cfg config.Rebalancer, name, namespace string, opts ...Option) (*Rebalancer, error) {
 	if err := EnsurePriorityClass(ctx, c); err != nil {
 		return nil, err
 	}
@@ -66,6 +67,9 @@ func Start(ctx context.Context, c *cluster.Cluster, cfg config.Rebalancer, name,
 		Recorder: broadcaster.NewRecorder(mgr.GetScheme(), corev1.EventSource{Component: "spot-rebalancer"}),
 		Metrics:  r.Metrics, Name: name, Namespace: namespace, Dynamic: dyn,
 	}
+	for _, o := range opts {
+		o(rec)
+	}
 	if err := rec.SetupWithManager(mgr); err != nil {
 		return nil, err
 	}
@@ -78,6 +82,12 @@ func Start(ctx context.Context, c *cluster.Cluster, cfg config.Rebalancer, name,
 	}()
 	return r, nil
 }
+
+// Option changes the reconciler before it starts.
+type Option func(*controller.Reconciler)
+
+// WithASG gives the rebalancer an Auto Scaling client (provision asg).
+func WithASG(api asg.API) Option { return func(r *controller.Reconciler) { r.ASG = api } }
 
 // EnsurePriorityClass creates the reservations' PriorityClass as the chart
 // does, unless it exists. It is left in the cluster: the chart's test
