@@ -320,6 +320,10 @@ func TestHelmChart(t *testing.T) {
 			{"update", "mutatingwebhookconfigurations.admissionregistration.k8s.io/someone-else", "", false},
 			{"delete", "nodes", "", false},
 			{"create", "pods", "*", false},
+			{"create", "pods", ns, true}, // reservations (a policy narrows them)
+			{"create", "pods", "default", false},
+			{"delete", "nodeclaims.karpenter.sh", "", true}, // retire
+			{"update", "nodeclaims.karpenter.sh", "", false},
 			{"delete", "deployments.apps", "*", false},
 			{"update", "leases.coordination.k8s.io/kube-scheduler", "kube-system", false},
 		},
@@ -351,6 +355,10 @@ func TestHelmChart(t *testing.T) {
 			{"list", "secrets", "*", false},
 			{"delete", "nodes", "", false},
 		},
+	}
+	// The NodeClaim rules are checked against Karpenter's CRDs.
+	if err := c.StartKarpenter(); err != nil {
+		t.Fatal(err)
 	}
 	for component, checks := range rbac {
 		t.Run("RBAC of the "+component, func(t *testing.T) {

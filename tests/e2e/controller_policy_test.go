@@ -13,7 +13,9 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
+	"k8s.io/utils/ptr"
 
+	"github.com/spot-rebalancer/spot-rebalancer/rebalancer/reserve"
 	"github.com/spot-rebalancer/spot-rebalancer/rebalancer/signals"
 	"github.com/spot-rebalancer/spot-rebalancer/tests/cluster"
 )
@@ -65,6 +67,35 @@ func checkControllerWrites(t *testing.T, c *cluster.Cluster, ns string) {
 	} {
 		if err := patchPod(tc.patch); !refused(err, tc.refusal) {
 			t.Errorf("the controller could %s: err %v, want a refusal saying %q", name, err, tc.refusal)
+		}
+	}
+
+	// Pods it creates: reservations only, never one that runs as another
+	// ServiceAccount of the namespace or mounts anything.
+	target := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "victim", Namespace: podNS}, Spec: pod.Spec}
+	reservation := reserve.For("some-node", []*corev1.Pod{target}, reserve.Options{Namespace: ns})[0]
+	created, err := controller.CoreV1().Pods(ns).Create(ctx, reservation, metav1.CreateOptions{})
+	if err != nil {
+		t.Errorf("the controller could not create a reservation: %v", err)
+	} else if err := c.Client.CoreV1().Pods(ns).Delete(ctx, created.Name, metav1.DeleteOptions{}); err != nil {
+		t.Error(err)
+	}
+	for name, mutate := range map[string]func(*corev1.Pod){
+		"as another ServiceAccount": func(p *corev1.Pod) {
+			p.Spec.ServiceAccountName, p.Spec.AutomountServiceAccountToken = "spot-rebalancer-webhook", ptr.To(true)
+		},
+		"with another image": func(p *corev1.Pod) { p.Spec.Containers[0].Image = "registry.example/evil:1" },
+		"without the label":  func(p *corev1.Pod) { delete(p.Labels, reserve.LabelNode) },
+		"with a volume": func(p *corev1.Pod) {
+			p.Spec.Volumes = []corev1.Volume{{Name: "v", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}}}
+		},
+		"on the host network":  func(p *corev1.Pod) { p.Spec.HostNetwork = true },
+		"with another command": func(p *corev1.Pod) { p.Spec.Containers[0].Command = []string{"/bin/sh"} },
+	} {
+		p := reservation.DeepCopy()
+		mutate(p)
+		if _, err := controller.CoreV1().Pods(ns).Create(ctx, p, metav1.CreateOptions{}); !refused(err, "may create only reservation pods") {
+			t.Errorf("the controller could create a pod %s: err %v", name, err)
 		}
 	}
 
