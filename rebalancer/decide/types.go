@@ -131,7 +131,7 @@ type Decision struct {
 	Terminate string
 	// Raise records this raise of the node's Auto Scaling group on the
 	// node, then raises the group (provision asg).
-	Raise *asg.Record
+	Raise  *asg.Record
 	Surges []SurgeAction
 	// Requeue is when to look again (0: on the next change).
 	Requeue time.Duration
