@@ -42,6 +42,7 @@ import (
 	"k8s.io/utils/ptr"
 
 	"github.com/spot-rebalancer/spot-rebalancer/config"
+	"github.com/spot-rebalancer/spot-rebalancer/rebalancer/reserve"
 	"github.com/spot-rebalancer/spot-rebalancer/rebalancer/signals"
 	"github.com/spot-rebalancer/spot-rebalancer/tests/cluster"
 )
@@ -470,6 +471,13 @@ func checkEnd(ctx context.Context, kube kubernetes.Interface, ns string, replica
 	}
 	for _, r := range records.Items {
 		left = append(left, fmt.Sprintf("surge record %s is left: %s", r.Name, r.Annotations[signals.AnnotationSurgeState]))
+	}
+	reservations, err := kube.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: reserve.LabelNode})
+	if err != nil {
+		return err
+	}
+	for _, r := range reservations.Items {
+		left = append(left, fmt.Sprintf("reservation %s is left (for %s)", r.Name, r.Annotations[reserve.AnnotationPod]))
 	}
 	nodes, err := kube.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
 	if err != nil {
