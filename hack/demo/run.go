@@ -29,6 +29,7 @@ import (
 	"github.com/spot-rebalancer/spot-rebalancer/config"
 	"github.com/spot-rebalancer/spot-rebalancer/rebalancer/signals"
 	"github.com/spot-rebalancer/spot-rebalancer/tests/cluster"
+	"github.com/spot-rebalancer/spot-rebalancer/tests/cluster/inproc"
 	"github.com/spot-rebalancer/spot-rebalancer/webhook"
 )
 
@@ -181,6 +182,10 @@ func run(ctx context.Context, opts options, out io.Writer) (summary Summary, err
 		return summary, err
 	}
 	if err := registerWebhook(ctx, kube, cfg, webhookPort); err != nil {
+		return summary, err
+	}
+	// What the chart creates for the reservations that ask for capacity.
+	if err := inproc.EnsurePriorityClass(ctx, c); err != nil {
 		return summary, err
 	}
 	common := []string{"--kubeconfig", c.Kubeconfig, "--config", cfgPath, "--log-format", "text", "--log-level", "debug"}

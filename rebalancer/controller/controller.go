@@ -303,7 +303,7 @@ func (r *Reconciler) retirement(ctx context.Context, node *corev1.Node) (*decide
 	}
 	ret := &decide.Retirement{}
 	for i := range pods.Items {
-		ret.PodsLeft = append(ret.PodsLeft, decide.PodsLeft([]*corev1.Pod{&pods.Items[i]})...)
+		ret.PodsLeft = append(ret.PodsLeft, decide.PodsLeft([]*corev1.Pod{&pods.Items[i]}, r.Namespace)...)
 	}
 	if rec, ok, err := asg.RecordOf(node.Annotations); ok && err == nil && rec.Raised() && r.ASG != nil {
 		// Only the group raised for this node, and only while the instance

@@ -71,9 +71,10 @@ func reservations(in Input, d Decision) (create, remove []*corev1.Pod) {
 	for _, r := range in.Reservations {
 		switch {
 		case r.DeletionTimestamp != nil:
-		case r.Spec.NodeName == in.Node.Name:
-			// Bound to the at-risk node itself (created before its taint):
-			// it holds nothing; it is made again.
+		case r.Spec.NodeName == in.Node.Name || onNodeAtRisk(in, r.Spec.NodeName):
+			// Bound to the at-risk node itself (created before its taint),
+			// or to another that is going: it holds nothing; it is made
+			// again.
 			misplaced = append(misplaced, r)
 		default:
 			have = append(have, r)
@@ -102,6 +103,16 @@ func reservations(in Input, d Decision) (create, remove []*corev1.Pod) {
 	want := reserve.For(in.Node.Name, pods, reserve.Options{Namespace: in.Namespace, Image: in.Config.Replacement.ReservationImage})
 	create, remove = reserve.Diff(want, have)
 	return create, append(misplaced, remove...)
+}
+
+// onNodeAtRisk tells whether node (as the snapshot shows it) carries the
+// draining taint or is cordoned.
+func onNodeAtRisk(in Input, node string) bool {
+	if node == "" || in.Snapshot == nil {
+		return false
+	}
+	n := in.Snapshot.Node(node)
+	return n != nil && (n.Spec.Unschedulable || hasDrainingTaint(n))
 }
 
 func hasDrainingTaint(n *corev1.Node) bool {
@@ -416,13 +427,16 @@ func retire(in Input) Decision {
 }
 
 // PodsLeft names the pods on a drained node that a drain moves: not
-// DaemonSet, mirror or finished pods, and reservations never land there.
-func PodsLeft(pods []*corev1.Pod) []string {
+// DaemonSet, mirror or finished pods, nor reservations of the components'
+// namespace (another waiting node's, bound before this one was tainted:
+// that node makes it again elsewhere).
+func PodsLeft(pods []*corev1.Pod, namespace string) []string {
 	var out []string
 	for _, p := range pods {
 		owner := metav1.GetControllerOfNoCopy(p)
 		switch {
 		case owner != nil && owner.Kind == "DaemonSet", p.Annotations[corev1.MirrorPodAnnotationKey] != "",
+			reserve.Is(p) && p.Namespace == namespace,
 			p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed:
 			continue
 		}

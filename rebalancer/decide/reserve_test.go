@@ -84,6 +84,14 @@ func TestReservationsFollowTheNode(t *testing.T) {
 			cluster: func() *cluster { return waiting().reserved("r0", "web-h-0", "risky").reserved("r1", "web-h-1", "") },
 			want:    want{Reserve: []string{"shop/web-h-0"}, Unreserve: []string{"r0"}},
 		},
+		"one bound to another node that is going is made again": {
+			cluster: func() *cluster {
+				c := waiting().replacement("cordoned", now.Add(-time.Hour))
+				c.nodeNamed("cordoned").Spec.Unschedulable = true
+				return c.reserved("r0", "web-h-0", "cordoned").reserved("r1", "web-h-1", "")
+			},
+			want: want{Reserve: []string{"shop/web-h-0"}, Unreserve: []string{"r0"}},
+		},
 		"the wait times out with onTimeout uncordon: they go": {
 			cluster: func() *cluster {
 				c := waiting()

@@ -10,6 +10,7 @@ import (
 	"k8s.io/utils/ptr"
 
 	"github.com/spot-rebalancer/spot-rebalancer/config"
+	"github.com/spot-rebalancer/spot-rebalancer/rebalancer/reserve"
 	"github.com/spot-rebalancer/spot-rebalancer/rebalancer/signals"
 )
 
@@ -116,8 +117,11 @@ func TestPodsLeft(t *testing.T) {
 	mirror := func(p *corev1.Pod) { p.Annotations[corev1.MirrorPodAnnotationKey] = "x" }
 	done := func(p *corev1.Pod) { p.Status.Phase = corev1.PodSucceeded }
 	terminating := func(p *corev1.Pod) { p.DeletionTimestamp = ptr.To(metav1.NewTime(now)) }
-	got := PodsLeft([]*corev1.Pod{pod("agent", daemon), pod("static", mirror), pod("job", done), pod("web", terminating), pod("solo")})
-	if diff := cmp.Diff([]string{"shop/web", "shop/solo"}, got); diff != "" {
+	reservation := reserve.For("other", []*corev1.Pod{pod("x")}, reserve.Options{Namespace: componentsNS})[0]
+	forged := reservation.DeepCopy()
+	forged.Namespace = "shop"
+	got := PodsLeft([]*corev1.Pod{pod("agent", daemon), pod("static", mirror), pod("job", done), pod("web", terminating), pod("solo"), reservation, forged}, componentsNS)
+	if diff := cmp.Diff([]string{"shop/web", "shop/solo", "shop/" + forged.Name}, got); diff != "" {
 		t.Errorf("pods left (-want +got):\n%s", diff)
 	}
 }

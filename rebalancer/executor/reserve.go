@@ -36,7 +36,11 @@ func (w *Writer) Reservations(ctx context.Context, node *corev1.Node, create, re
 	}
 	var errs []error
 	for _, r := range create {
-		if _, err := w.Kube.CoreV1().Pods(r.Namespace).Create(ctx, r, metav1.CreateOptions{}); err != nil {
+		_, err := w.Kube.CoreV1().Pods(r.Namespace).Create(ctx, r, metav1.CreateOptions{})
+		if apierrors.IsAlreadyExists(err) {
+			continue // made a moment ago; the cache catches up
+		}
+		if err != nil {
 			w.Metrics.Reservations.WithLabelValues("failed").Inc()
 			errs = append(errs, err)
 			continue

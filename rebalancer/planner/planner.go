@@ -250,7 +250,7 @@ func (p *planning) classify(pod *corev1.Pod) PodPlan {
 		Priority: schedcorev1.PodPriority(pod), Critical: isCritical(pod)}
 	owner := metav1.GetControllerOfNoCopy(pod)
 	switch {
-	case reserve.Is(pod):
+	case reserve.Is(pod) && pod.Namespace == p.snap.Namespace:
 		return skip(pp, "reservation pod (the controller removes it)")
 	case owner != nil && owner.Kind == "DaemonSet":
 		return skip(pp, "DaemonSet pod")

@@ -74,6 +74,12 @@ func Running(r *corev1.Pod) bool {
 	return r.Spec.NodeName != "" && r.DeletionTimestamp == nil && r.Status.Phase == corev1.PodRunning
 }
 
+// Name is the reservation's name for pod of node.
+func Name(node string, p *corev1.Pod) string {
+	sum := sha256.Sum256([]byte(node + "/" + p.Namespace + "/" + p.Name + "/" + string(p.UID)))
+	return "reservation-" + hex.EncodeToString(sum[:])[:20]
+}
+
 // Options say where and with what reservations run.
 type Options struct {
 	// Namespace is the controller's.
@@ -94,7 +100,9 @@ func of(node string, p *corev1.Pod, opts Options) *corev1.Pod {
 	requests := resource.PodRequests(p, resource.PodResourcesOptions{})
 	r := &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{
-			GenerateName: "reservation-",
+			// One name per node and pod: a create from a cache that does not
+			// show the last one yet fails with AlreadyExists, not a twin.
+			Name:         Name(node, p),
 			Namespace:    opts.Namespace,
 			Labels:       map[string]string{LabelNode: NodeLabel(node)},
 			Annotations: map[string]string{
