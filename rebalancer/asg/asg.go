@@ -12,6 +12,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"strings"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/autoscaling"
@@ -30,7 +31,13 @@ type Group struct {
 	Name    string
 	Desired int32
 	Max     int32
+	// Lifecycle is the instance's lifecycle state in the group
+	// (InService, Terminating, ...), when read through an instance.
+	Lifecycle string
 }
+
+// Terminating tells whether the instance is on its way out already.
+func (g Group) Terminating() bool { return strings.HasPrefix(g.Lifecycle, "Terminating") }
 
 // Of reads the group of an instance; nil when the instance is in none.
 func Of(ctx context.Context, api API, instanceID string) (*Group, error) {
@@ -38,15 +45,25 @@ func Of(ctx context.Context, api API, instanceID string) (*Group, error) {
 	if err != nil {
 		return nil, fmt.Errorf("describing Auto Scaling instance %s: %w", instanceID, err)
 	}
-	var name string
+	var name, lifecycle string
 	for _, i := range in.AutoScalingInstances {
 		if aws.ToString(i.InstanceId) == instanceID {
-			name = aws.ToString(i.AutoScalingGroupName)
+			name, lifecycle = aws.ToString(i.AutoScalingGroupName), aws.ToString(i.LifecycleState)
 		}
 	}
 	if name == "" {
 		return nil, nil
 	}
+	g, err := Read(ctx, api, name)
+	if err != nil {
+		return nil, err
+	}
+	g.Lifecycle = lifecycle
+	return g, nil
+}
+
+// Read reads a group by name.
+func Read(ctx context.Context, api API, name string) (*Group, error) {
 	groups, err := api.DescribeAutoScalingGroups(ctx, &autoscaling.DescribeAutoScalingGroupsInput{AutoScalingGroupNames: []string{name}})
 	if err != nil {
 		return nil, fmt.Errorf("describing Auto Scaling group %s: %w", name, err)
@@ -59,7 +76,7 @@ func Of(ctx context.Context, api API, instanceID string) (*Group, error) {
 			return &Group{Name: name, Desired: *g.DesiredCapacity, Max: *g.MaxSize}, nil
 		}
 	}
-	return nil, fmt.Errorf("auto Scaling group %s of instance %s not found", name, instanceID)
+	return nil, fmt.Errorf("auto Scaling group %s not found", name)
 }
 
 // Raise sets the group's desired capacity to to (cooldowns do not hold
@@ -90,15 +107,19 @@ func Terminate(ctx context.Context, api API, instanceID string) error {
 const AnnotationRaised = "spot-rebalancer.io/asg-raised"
 
 // Record is what AnnotationRaised holds. Group is "" for an instance in
-// no group; To equals From when the group was at its MaxSize.
+// no group; To equals From when the group was at its MaxSize or the raise
+// failed. Pending is written before the call and cleared after it
+// succeeded: a record left pending (a crash in between) never counts as a
+// raise, so the instance is never terminated with a decrement for it.
 type Record struct {
-	Group string `json:"group"`
-	From  int32  `json:"from"`
-	To    int32  `json:"to"`
+	Group   string `json:"group"`
+	From    int32  `json:"from"`
+	To      int32  `json:"to"`
+	Pending bool   `json:"pending,omitempty"`
 }
 
 // Raised tells whether the record raised a group.
-func (r Record) Raised() bool { return r.Group != "" && r.To > r.From }
+func (r Record) Raised() bool { return r.Group != "" && r.To > r.From && !r.Pending }
 
 // RecordOf reads AnnotationRaised; ok is false when there is none, err
 // when it does not parse.

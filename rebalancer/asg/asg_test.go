@@ -20,7 +20,7 @@ func TestOfRaiseTerminate(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if diff := cmp.Diff(&asg.Group{Name: "spot-a", Desired: 3, Max: 4}, g); diff != "" {
+	if diff := cmp.Diff(&asg.Group{Name: "spot-a", Desired: 3, Max: 4, Lifecycle: "InService"}, g); diff != "" {
 		t.Errorf("group (-want +got):\n%s", diff)
 	}
 	if g, err := asg.Of(ctx, api, "i-elsewhere"); err != nil || g != nil {
@@ -55,6 +55,9 @@ func TestRecordRoundTrips(t *testing.T) {
 	got, ok, err := asg.RecordOf(map[string]string{asg.AnnotationRaised: r.Value()})
 	if !ok || err != nil || got != r || !got.Raised() {
 		t.Errorf("got %+v, %v, %v", got, ok, err)
+	}
+	if (asg.Record{Group: "spot-a", From: 3, To: 4, Pending: true}).Raised() {
+		t.Error("a pending record must not count as a raise")
 	}
 	if _, ok, _ := asg.RecordOf(nil); ok {
 		t.Error("no annotation: want ok false")

@@ -219,6 +219,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (result ct
 		return ctrl.Result{}, err
 	}
 	in.Evicted, in.Backoff = r.memory.evictedRecently(now), r.memory.waitAfter429(node.Name, now)
+	in.HoldReservations = r.memory.holdReservations(node.Name, now)
 	if decide.WantsGroup(in) {
 		if in.Group, err = r.groupOf(ctx, &node); err != nil {
 			return ctrl.Result{}, err
@@ -251,6 +252,9 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (result ct
 func (r *Reconciler) apply(ctx context.Context, node *corev1.Node, in decide.Input, d decide.Decision) (ctrl.Result, executor.Result, error) {
 	applied, err := r.writer.Apply(ctx, node, in.Signal, d)
 	now := r.Clock.Now()
+	if applied.ReservationRefused {
+		r.memory.reservationsFailed(node.Name, now)
+	}
 	for _, uid := range applied.Evicted {
 		r.memory.rememberEviction(uid, now)
 	}
@@ -286,6 +290,18 @@ func (r *Reconciler) groupOf(ctx context.Context, node *corev1.Node) (*asg.Group
 	if id == "" || r.ASG == nil {
 		return nil, nil
 	}
+	// A node's credentials can register another Node with any provider
+	// ID: an instance two Nodes claim is nobody's here (never raised for,
+	// never terminated).
+	var nodes corev1.NodeList
+	if err := r.Client.List(ctx, &nodes); err != nil {
+		return nil, fmt.Errorf("listing nodes: %w", err)
+	}
+	for i := range nodes.Items {
+		if n := &nodes.Items[i]; n.Name != node.Name && n.Spec.ProviderID == node.Spec.ProviderID {
+			return nil, nil
+		}
+	}
 	return asg.Of(ctx, r.ASG, id)
 }
 
@@ -313,7 +329,7 @@ func (r *Reconciler) retirement(ctx context.Context, node *corev1.Node) (*decide
 			return nil, err
 		}
 		if g != nil && g.Name == rec.Group {
-			ret.Instance, ret.Group = sources.InstanceID(node), g.Name
+			ret.Instance, ret.Group, ret.Terminating = sources.InstanceID(node), g.Name, g.Terminating()
 		}
 	}
 	if r.Dynamic == nil || node.Spec.ProviderID == "" {

@@ -17,6 +17,10 @@ import (
 // the cache lags the controller's own writes.
 type memory struct {
 	mu sync.Mutex
+	// reserveFailed is when creating a node's reservations last failed:
+	// none is tried again for reserveHold (a missing PriorityClass or a
+	// quota would otherwise spend the client's rate limit every pass).
+	reserveFailed map[string]time.Time
 	// backoff is the last wait after a 429 and until when it lasts, per
 	// node: other events must not cut it short.
 	backoff map[string]time.Duration
@@ -112,6 +116,29 @@ func (m *memory) rememberEviction(uid types.UID, now time.Time) {
 }
 
 // waitAfter429 is how long the node still waits after a 429.
+// reserveHold is how long a node's reservations are not tried again
+// after a create failed.
+const reserveHold = 30 * time.Second
+
+// holdReservations tells whether creating node's reservations failed in
+// the last reserveHold.
+func (m *memory) holdReservations(node string, now time.Time) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	at, ok := m.reserveFailed[node]
+	return ok && now.Sub(at) < reserveHold
+}
+
+// reservationsFailed remembers that creating node's reservations failed.
+func (m *memory) reservationsFailed(node string, now time.Time) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.reserveFailed == nil {
+		m.reserveFailed = map[string]time.Time{}
+	}
+	m.reserveFailed[node] = now
+}
+
 func (m *memory) waitAfter429(node string, now time.Time) time.Duration {
 	m.mu.Lock()
 	defer m.mu.Unlock()

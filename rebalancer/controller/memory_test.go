@@ -95,3 +95,18 @@ func TestDrainingCountsWhatTheCacheDoesNotShowYet(t *testing.T) {
 		t.Errorf("an admission seen to have moved on is forgotten, but the second node sees %d draining", got)
 	}
 }
+
+func TestReservationsHeldAfterAFailure(t *testing.T) {
+	var m memory
+	now := time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)
+	if m.holdReservations("a", now) {
+		t.Fatal("held before any failure")
+	}
+	m.reservationsFailed("a", now)
+	if !m.holdReservations("a", now.Add(reserveHold-time.Second)) || m.holdReservations("b", now) {
+		t.Error("want node a held, node b not")
+	}
+	if m.holdReservations("a", now.Add(reserveHold)) {
+		t.Error("still held after reserveHold")
+	}
+}

@@ -90,6 +90,11 @@ func TestRetireThroughTheGroup(t *testing.T) {
 	if diff := cmp.Diff(outcome{State: signals.StateRetired, Reason: signals.ReasonRetired, Taint: true, Cordon: true}, summarize(d)); diff != "" {
 		t.Errorf("decision (-want +got):\n%s", diff)
 	}
+	in.Retirement.Terminating = true
+	if d := Node(in); d.Terminate != "" || d.Transition == nil || d.Transition.State != signals.StateRetired {
+		t.Errorf("an instance the group terminates already: terminate %q, transition %+v; want retired without a second call", d.Terminate, d.Transition)
+	}
+	in.Retirement.Terminating = false
 	in.Retirement.PodsLeft = []string{"shop/web-h-0"}
 	if d := Node(in); d.Terminate != "" {
 		t.Errorf("terminated %s with pods left", d.Terminate)

@@ -102,6 +102,9 @@ func reservations(in Input, d Decision) (create, remove []*corev1.Pod) {
 	}
 	want := reserve.For(in.Node.Name, pods, reserve.Options{Namespace: in.Namespace, Image: in.Config.Replacement.ReservationImage})
 	create, remove = reserve.Diff(want, have)
+	if in.HoldReservations {
+		create = nil
+	}
 	return create, append(misplaced, remove...)
 }
 
@@ -415,7 +418,9 @@ func retire(in Input) Decision {
 	case r.NodeClaim == nil && r.Instance != "":
 		d := in.to(signals.StateRetired, signals.ReasonRetired,
 			fmt.Sprintf("instance %s terminated in Auto Scaling group %s, desired capacity decremented", r.Instance, r.Group), 0)
-		d.Terminate = r.Instance
+		if !r.Terminating {
+			d.Terminate = r.Instance
+		}
 		return d
 	case r.NodeClaim == nil:
 		return in.to(signals.StateDrained, signals.ReasonNotRetired,

@@ -113,6 +113,11 @@ func TestReservationsFollowTheNode(t *testing.T) {
 			},
 			want: want{State: signals.StateDraining, Unreserve: []string{"r0", "r1"}},
 		},
+		"a create refused a moment ago: none is tried now, those there stay": {
+			cluster: func() *cluster { return waiting().reserved("r0", "web-h-0", "") },
+			edit:    func(in *Input) { in.HoldReservations = true },
+			want:    want{},
+		},
 		"queued behind another drain of the pool, they stay": {
 			cluster: func() *cluster {
 				return big(waiting()).reserved("r0", "web-h-0", "new").reserved("r1", "web-h-1", "new")

@@ -45,6 +45,9 @@ type Input struct {
 	Reservations []*corev1.Pod
 	// Namespace is where reservations are created (the components' own).
 	Namespace string
+	// HoldReservations: creating them failed a moment ago; none is made
+	// now (those there stay, and go as usual).
+	HoldReservations bool
 	// Retirement is what giving a drained node back depends on, gathered
 	// when Retirable.
 	Retirement *Retirement
@@ -67,6 +70,8 @@ type Retirement struct {
 	// ("" otherwise): it is terminated with a decrement.
 	Instance string
 	Group    string
+	// Terminating: the group is terminating the instance already.
+	Terminating bool
 }
 
 // NodeClaim names a Karpenter NodeClaim: deleting it makes Karpenter

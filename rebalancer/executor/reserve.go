@@ -2,7 +2,6 @@ package executor
 
 import (
 	"context"
-	"errors"
 	"fmt"
 
 	corev1 "k8s.io/api/core/v1"
@@ -16,8 +15,8 @@ import (
 // pod of the same name created since is kept) and creates those in
 // create. node is nil when it is gone. A reservation the API refuses to
 // create (a quota, a missing PriorityClass) is recorded as a Warning
-// Event on the node and does not stop the rest of the decision: the
-// node waits as it would without it.
+// Event on the node and returned as a *ReservationError; the rest are not
+// tried.
 func (w *Writer) Reservations(ctx context.Context, node *corev1.Node, create, remove []*corev1.Pod) error {
 	for _, r := range remove {
 		err := w.Kube.CoreV1().Pods(r.Namespace).Delete(ctx, r.Name, metav1.DeleteOptions{
@@ -34,26 +33,34 @@ func (w *Writer) Reservations(ctx context.Context, node *corev1.Node, create, re
 	if len(create) == 0 {
 		return nil
 	}
-	var errs []error
+	made := 0
 	for _, r := range create {
 		_, err := w.Kube.CoreV1().Pods(r.Namespace).Create(ctx, r, metav1.CreateOptions{})
 		if apierrors.IsAlreadyExists(err) {
 			continue // made a moment ago; the cache catches up
 		}
 		if err != nil {
+			// The rest would most likely fail alike (a missing PriorityClass,
+			// a quota): stop, and let the caller hold off.
 			w.Metrics.Reservations.WithLabelValues("failed").Inc()
-			errs = append(errs, err)
-			continue
+			if node != nil {
+				w.Recorder.Eventf(node, corev1.EventTypeWarning, "ReservationFailed", "%d of %d reservation(s) not created: %v", len(create)-made, len(create), err)
+			}
+			ctrllog.FromContext(ctx).Error(err, "Creating reservations failed", "node", klog.KObj(node))
+			return &ReservationError{Err: err}
 		}
+		made++
 		w.Metrics.Reservations.WithLabelValues("created").Inc()
 	}
-	if err := errors.Join(errs...); err != nil && node != nil {
-		w.Recorder.Eventf(node, corev1.EventTypeWarning, "ReservationFailed", "%d of %d reservation(s) not created: %v", len(errs), len(create), errs[0])
-		ctrllog.FromContext(ctx).Error(err, "Creating reservations failed", "node", klog.KObj(node))
-		return nil
-	}
-	if node != nil {
-		w.Recorder.Eventf(node, corev1.EventTypeNormal, "Reserving", "created %d reservation(s) asking for room for the pods that must move", len(create))
+	if node != nil && made > 0 {
+		w.Recorder.Eventf(node, corev1.EventTypeNormal, "Reserving", "created %d reservation(s) asking for room for the pods that must move", made)
 	}
 	return nil
 }
+
+// ReservationError is a reservation the API refused to create: the node
+// waits as it would without it.
+type ReservationError struct{ Err error }
+
+func (e *ReservationError) Error() string { return "creating a reservation: " + e.Err.Error() }
+func (e *ReservationError) Unwrap() error { return e.Err }

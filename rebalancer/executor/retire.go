@@ -32,30 +32,60 @@ func (w *Writer) retire(ctx context.Context, claim *decide.NodeClaim) error {
 	return nil
 }
 
-// raise records the raise on the node, then asks the group: a restart
-// after the record never raises the group again (at most once; the
-// replacement timeout covers a raise that failed).
+// raise asks the node's group for one more instance. Raises are made one
+// at a time on the group as read just now (nodes of one group at risk
+// together each add one; none is lost to a stale read), and recorded on
+// the node before the call (pending) and after it: a restart never raises
+// the group twice for one node.
 func (w *Writer) raise(ctx context.Context, node *corev1.Node, r asg.Record) error {
-	value := r.Value()
-	if _, err := w.Kube.CoreV1().Nodes().Patch(ctx, node.Name, types.MergePatchType,
-		signals.AnnotationPatch(asg.AnnotationRaised, &value, ""), metav1.PatchOptions{}); err != nil {
-		return fmt.Errorf("recording the raise of node %s's Auto Scaling group: %w", node.Name, err)
-	}
-	switch {
-	case r.Group == "":
+	if r.Group == "" {
+		if err := w.record(ctx, node, r); err != nil {
+			return err
+		}
 		w.Recorder.Eventf(node, corev1.EventTypeWarning, "NoAutoScalingGroup", "provision asg: the node's instance is in no Auto Scaling group; nothing asked")
-		return nil
-	case !r.Raised():
-		w.Recorder.Eventf(node, corev1.EventTypeWarning, "AutoScalingGroupAtMax", "provision asg: Auto Scaling group %s is at its MaxSize (%d); nothing asked", r.Group, r.From)
 		return nil
 	}
 	if w.ASG == nil {
 		return fmt.Errorf("provision asg needs an Auto Scaling client")
 	}
+	w.groupMu.Lock()
+	defer w.groupMu.Unlock()
+	g, err := asg.Read(ctx, w.ASG, r.Group)
+	if err != nil {
+		return err
+	}
+	r = asg.Record{Group: g.Name, From: g.Desired, To: min(g.Desired+1, max(g.Max, g.Desired))}
+	if r.To == r.From {
+		if err := w.record(ctx, node, r); err != nil {
+			return err
+		}
+		w.Recorder.Eventf(node, corev1.EventTypeWarning, "AutoScalingGroupAtMax", "provision asg: Auto Scaling group %s is at its MaxSize (%d); nothing asked", r.Group, r.From)
+		return nil
+	}
+	r.Pending = true
+	if err := w.record(ctx, node, r); err != nil {
+		return err
+	}
+	r.Pending = false
 	if err := asg.Raise(ctx, w.ASG, r.Group, r.To); err != nil {
+		// Recorded as not raised: the node is never terminated with a
+		// decrement for it; the replacement timeout covers the rest.
 		w.Recorder.Eventf(node, corev1.EventTypeWarning, "ReplacementRequestFailed", "%v", err)
+		r.To = r.From
+		return w.record(ctx, node, r)
+	}
+	if err := w.record(ctx, node, r); err != nil {
 		return err
 	}
 	w.Recorder.Eventf(node, corev1.EventTypeNormal, "ReplacementRequested", "Auto Scaling group %s: desired capacity %d -> %d", r.Group, r.From, r.To)
+	return nil
+}
+
+func (w *Writer) record(ctx context.Context, node *corev1.Node, r asg.Record) error {
+	value := r.Value()
+	if _, err := w.Kube.CoreV1().Nodes().Patch(ctx, node.Name, types.MergePatchType,
+		signals.AnnotationPatch(asg.AnnotationRaised, &value, ""), metav1.PatchOptions{}); err != nil {
+		return fmt.Errorf("recording the raise of node %s's Auto Scaling group: %w", node.Name, err)
+	}
 	return nil
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -40,6 +41,8 @@ type Writer struct {
 	Dynamic dynamic.Interface
 	// ASG raises and shrinks Auto Scaling groups (provision asg).
 	ASG asg.API
+
+	groupMu sync.Mutex
 }
 
 // Result is what the API answered to a decision's writes.
@@ -50,6 +53,8 @@ type Result struct {
 	Throttled bool
 	// Transitioned: the decision's transition was written.
 	Transitioned bool
+	// ReservationRefused: the API refused to create a reservation.
+	ReservationRefused bool
 }
 
 // Apply carries d out for node, in a safe order: reservations that go
@@ -127,7 +132,14 @@ func (w *Writer) Apply(ctx context.Context, node *corev1.Node, sig signals.Signa
 		}
 	}
 	// New reservations last: after the taint that keeps them off the node.
-	return res, w.Reservations(ctx, node, d.Reserve, nil)
+	// One refused is remembered, not an error of the decision.
+	var refused *ReservationError
+	if err := w.Reservations(ctx, node, d.Reserve, nil); errors.As(err, &refused) {
+		res.ReservationRefused = true
+	} else if err != nil {
+		return res, err
+	}
+	return res, nil
 }
 
 func (w *Writer) delete(ctx context.Context, node *corev1.Node, sig signals.Signal, del decide.Deletion) error {

@@ -22,6 +22,15 @@ const xmlns = "http://autoscaling.amazonaws.com/doc/2011-01-01/"
 type Group struct {
 	Desired, Max int32
 	Instances    []string
+	// Lifecycle overrides an instance's InService.
+	Lifecycle map[string]string
+}
+
+func cmpOr(a, b string) string {
+	if a != "" {
+		return a
+	}
+	return b
 }
 
 // Fake holds groups and answers for them.
@@ -105,7 +114,7 @@ func (f *Fake) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		for name, g := range f.groups {
 			for _, i := range g.Instances {
 				if i == id {
-					members = append(members, member{InstanceID: id, GroupName: name, Lifecycle: "InService", Health: "HEALTHY"})
+					members = append(members, member{InstanceID: id, GroupName: name, Lifecycle: cmpOr(g.Lifecycle[id], "InService"), Health: "HEALTHY"})
 				}
 			}
 		}

@@ -45,6 +45,7 @@ import (
 	"github.com/spot-rebalancer/spot-rebalancer/rebalancer/reserve"
 	"github.com/spot-rebalancer/spot-rebalancer/rebalancer/signals"
 	"github.com/spot-rebalancer/spot-rebalancer/tests/cluster"
+	"github.com/spot-rebalancer/spot-rebalancer/tests/cluster/inproc"
 )
 
 type options struct {
@@ -196,6 +197,10 @@ func run(ctx context.Context, o options, out io.Writer) (err error) {
 
 	ns := "soak"
 	if _, err := kube.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
+		return err
+	}
+	// The reservations' PriorityClass, as the chart creates it.
+	if err := inproc.EnsurePriorityClass(ctx, c); err != nil {
 		return err
 	}
 	if err := cluster.WaitFor(ctx, 30*time.Second, func(ctx context.Context) (bool, error) {
