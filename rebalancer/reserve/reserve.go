@@ -102,9 +102,9 @@ func of(node string, p *corev1.Pod, opts Options) *corev1.Pod {
 		ObjectMeta: metav1.ObjectMeta{
 			// One name per node and pod: a create from a cache that does not
 			// show the last one yet fails with AlreadyExists, not a twin.
-			Name:         Name(node, p),
-			Namespace:    opts.Namespace,
-			Labels:       map[string]string{LabelNode: NodeLabel(node)},
+			Name:      Name(node, p),
+			Namespace: opts.Namespace,
+			Labels:    map[string]string{LabelNode: NodeLabel(node)},
 			Annotations: map[string]string{
 				AnnotationNode:                                   node,
 				AnnotationPod:                                    p.Namespace + "/" + p.Name,
