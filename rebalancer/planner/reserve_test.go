@@ -1,6 +1,7 @@
 package planner
 
 import (
+	"strings"
 	"testing"
 	"time"
 
@@ -47,6 +48,8 @@ func TestReservations(t *testing.T) {
 		among     []string
 		want      []Reservation
 		wantReady bool
+		// wantReason, when set, is the start of the replacement's reason.
+		wantReason string
 		// wantSkipped are pods of node a planned as skip.
 		wantSkipped []string
 	}{
@@ -65,7 +68,7 @@ func TestReservations(t *testing.T) {
 			pods:  []*corev1.Pod{web0, web1, reservation("a", web0, "new"), reservation("a", web1, "new")},
 			want: []Reservation{{Pod: "shop/web-h-0", Name: "reservation-web-h-0", Node: "new", Fits: "new"},
 				{Pod: "shop/web-h-1", Name: "reservation-web-h-1", Node: "new", Fits: "new"}},
-			wantReady: true,
+			wantReady: true, wantReason: "2 reservation(s) running on new Ready node(s)",
 		},
 		"one reservation still pending: not ready through reservations, but one new node with room is": {
 			nodes:     []*corev1.Node{node("a", "spot-a", now.Add(-time.Hour), rebalanceCondition), node("new", "spot-a", now)},
@@ -86,7 +89,7 @@ func TestReservations(t *testing.T) {
 			pods:      []*corev1.Pod{web0, reservation("a", web0, "new")},
 			among:     []string{"a"},
 			want:      []Reservation{{Pod: "shop/web-h-0", Name: "reservation-web-h-0", Node: "new", Fits: "new"}},
-			wantReady: true,
+			wantReady: true, wantReason: "1 reservation(s) running on new Ready node(s)",
 		},
 		"another node's reservation holds its room": {
 			nodes: []*corev1.Node{node("a", "spot-a", now.Add(-time.Hour), rebalanceCondition), node("b", "spot-a", now.Add(-time.Hour), rebalanceCondition),
@@ -150,6 +153,9 @@ func TestReservations(t *testing.T) {
 			}
 			if np.Replacement.Ready != tc.wantReady {
 				t.Errorf("ready = %v (%s), want %v", np.Replacement.Ready, np.Replacement.Reason, tc.wantReady)
+			}
+			if !strings.HasPrefix(np.Replacement.Reason, tc.wantReason) {
+				t.Errorf("reason %q, want it to start with %q", np.Replacement.Reason, tc.wantReason)
 			}
 			var skipped []string
 			for _, p := range np.Pods {

@@ -361,9 +361,9 @@ func TestASGRaisedOnceAndTheDrainedInstanceTerminated(t *testing.T) {
 	})
 	// A restart while the node waits never raises the group again.
 	stop()
-	_, _ = startStoppableRebalancer(t, c, withASG, inproc.WithASG(api))
-	c.WaitFor(t, 30*time.Second, "the new rebalancer to look at the node again", func(ctx context.Context) (bool, error) {
-		return slices.Contains(fake.Calls(), "DescribeAutoScalingInstances i-0risky"), nil
+	again, _ := startStoppableRebalancer(t, c, withASG, inproc.WithASG(api))
+	c.WaitFor(t, 30*time.Second, "the new rebalancer to look at the waiting node again", func(ctx context.Context) (bool, error) {
+		return testutil.ToFloat64(again.Nodes.WithLabelValues(string(signals.StateAwaitingReplacement))) >= 1, nil
 	})
 	// The group launches its instance: a node of the pool.
 	fake.AddInstance(pool, "i-0new")

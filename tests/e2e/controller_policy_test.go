@@ -11,6 +11,7 @@ import (
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
@@ -91,6 +92,13 @@ func checkControllerWrites(t *testing.T, c *cluster.Cluster, ns string) {
 		},
 		"on the host network":  func(p *corev1.Pod) { p.Spec.HostNetwork = true },
 		"with another command": func(p *corev1.Pod) { p.Spec.Containers[0].Command = []string{"/bin/sh"} },
+		"as root":              func(p *corev1.Pod) { p.Spec.SecurityContext.RunAsUser = ptr.To[int64](0) },
+		"with a host port": func(p *corev1.Pod) {
+			p.Spec.Containers[0].Ports = []corev1.ContainerPort{{ContainerPort: 80, HostPort: 80}}
+		},
+		"with a probe": func(p *corev1.Pod) {
+			p.Spec.Containers[0].LivenessProbe = &corev1.Probe{ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Host: "169.254.169.254", Port: intstr.FromInt32(80)}}}
+		},
 	} {
 		p := reservation.DeepCopy()
 		mutate(p)
