@@ -21,7 +21,7 @@ build: ## Build bin/spot-rebalancer
 	CGO_ENABLED=0 go build -trimpath -ldflags '$(LDFLAGS)' -o bin/spot-rebalancer ./cmd/spot-rebalancer
 
 .PHONY: tools
-tools: ## Build the local test cluster's binaries into bin/ (once; about 15 min cold)
+tools: ## Build the local test cluster's binaries, Karpenter included, into bin/ (once; about 25 min cold)
 	./hack/tools.sh
 
 .PHONY: demo
