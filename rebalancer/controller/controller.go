@@ -317,10 +317,11 @@ func (r *Reconciler) retirement(ctx context.Context, node *corev1.Node) (*decide
 	if err := r.Client.List(ctx, &pods, client.MatchingFields{podNodeIndex: node.Name}); err != nil {
 		return nil, fmt.Errorf("listing the pods of node %s: %w", node.Name, err)
 	}
-	ret := &decide.Retirement{}
+	on := make([]*corev1.Pod, len(pods.Items))
 	for i := range pods.Items {
-		ret.PodsLeft = append(ret.PodsLeft, decide.PodsLeft([]*corev1.Pod{&pods.Items[i]}, r.Namespace)...)
+		on[i] = &pods.Items[i]
 	}
+	ret := &decide.Retirement{PodsLeft: decide.PodsLeft(on, r.Namespace)}
 	if rec, ok, err := asg.RecordOf(node.Annotations); ok && err == nil && rec.Raised() && r.ASG != nil {
 		// Only the group raised for this node, and only while the instance
 		// is still in it.

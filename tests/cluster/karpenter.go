@@ -140,17 +140,12 @@ func (c *Cluster) startKarpenter() error {
 	}
 	go func() { _ = cmd.Wait() }()
 	if err := WaitFor(ctx, 60*time.Second, func(ctx context.Context) (bool, error) {
-		return healthy(ctx, healthPort), nil
+		return probe(ctx, fmt.Sprintf("http://127.0.0.1:%d/healthz", healthPort)), nil
 	}); err != nil {
 		return fmt.Errorf("karpenter did not become healthy (log in %s): %w", logFile.Name(), err)
 	}
 	go c.removeStartingTaints()
 	return nil
-}
-
-// healthy tells whether Karpenter's health probe answers.
-func healthy(ctx context.Context, port int) bool {
-	return probe(ctx, fmt.Sprintf("http://127.0.0.1:%d/healthz", port))
 }
 
 // removeStartingTaints takes StartingTaint off each node once it is Ready,

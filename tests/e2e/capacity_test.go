@@ -118,47 +118,34 @@ type storyWatch struct {
 
 func watchStory(t *testing.T, c *cluster.Cluster, ns, pool, atRisk string) *storyWatch {
 	w := &storyWatch{readySince: map[string]time.Time{}, unschedulable: map[string]bool{}}
-	ctx, stop := context.WithCancel(cluster.Context(t))
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		tick := time.NewTicker(50 * time.Millisecond)
-		defer tick.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-tick.C:
-			}
-			now := time.Now()
-			pods, err := c.Client.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{})
-			if err != nil {
-				continue
-			}
-			nodes, err := poolNodes(ctx, c, pool)
-			if err != nil {
-				continue
-			}
-			w.mu.Lock()
-			for _, p := range pods.Items {
-				if p.Spec.NodeName == atRisk && p.DeletionTimestamp != nil && w.firstLeft.IsZero() {
-					w.firstLeft = now
-				}
-				for _, cond := range p.Status.Conditions {
-					if cond.Type == corev1.PodScheduled && cond.Status == corev1.ConditionFalse && cond.Reason == corev1.PodReasonUnschedulable {
-						w.unschedulable[p.Name] = true
-					}
-				}
-			}
-			for _, n := range nodes {
-				if _, seen := w.readySince[n.Name]; !seen && cluster.NodeIsReady(&n) {
-					w.readySince[n.Name] = now
-				}
-			}
-			w.mu.Unlock()
+	everyTick(t, func(ctx context.Context) {
+		now := time.Now()
+		pods, err := c.Client.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{})
+		if err != nil {
+			return
 		}
-	}()
-	t.Cleanup(func() { stop(); <-done })
+		nodes, err := poolNodes(ctx, c, pool)
+		if err != nil {
+			return
+		}
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		for _, p := range pods.Items {
+			if p.Spec.NodeName == atRisk && p.DeletionTimestamp != nil && w.firstLeft.IsZero() {
+				w.firstLeft = now
+			}
+			for _, cond := range p.Status.Conditions {
+				if cond.Type == corev1.PodScheduled && cond.Status == corev1.ConditionFalse && cond.Reason == corev1.PodReasonUnschedulable {
+					w.unschedulable[p.Name] = true
+				}
+			}
+		}
+		for _, n := range nodes {
+			if _, seen := w.readySince[n.Name]; !seen && cluster.NodeIsReady(&n) {
+				w.readySince[n.Name] = now
+			}
+		}
+	})
 	return w
 }
 

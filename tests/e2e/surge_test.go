@@ -70,6 +70,27 @@ type readySampler struct {
 
 func sampleReady(t *testing.T, c *cluster.Cluster, ns, app string) *readySampler {
 	s := &readySampler{minReady: 1 << 30}
+	everyTick(t, func(ctx context.Context) {
+		pods, err := c.ReadyPods(ctx, ns, "app="+app)
+		if err != nil {
+			return
+		}
+		d, err := c.Client.AppsV1().Deployments(ns).Get(ctx, app, metav1.GetOptions{})
+		if err != nil {
+			return
+		}
+		s.mu.Lock()
+		s.minReady = min(s.minReady, len(pods))
+		s.maxReplicas = max(s.maxReplicas, ptr.Deref(d.Spec.Replicas, 0))
+		s.samples++
+		s.mu.Unlock()
+	})
+	return s
+}
+
+// everyTick calls sample every 50 ms until the test ends (and waits for
+// the last call then).
+func everyTick(t *testing.T, sample func(ctx context.Context)) {
 	ctx, stop := context.WithCancel(cluster.Context(t))
 	done := make(chan struct{})
 	go func() {
@@ -82,23 +103,10 @@ func sampleReady(t *testing.T, c *cluster.Cluster, ns, app string) *readySampler
 				return
 			case <-tick.C:
 			}
-			pods, err := c.ReadyPods(ctx, ns, "app="+app)
-			if err != nil {
-				continue
-			}
-			d, err := c.Client.AppsV1().Deployments(ns).Get(ctx, app, metav1.GetOptions{})
-			if err != nil {
-				continue
-			}
-			s.mu.Lock()
-			s.minReady = min(s.minReady, len(pods))
-			s.maxReplicas = max(s.maxReplicas, ptr.Deref(d.Spec.Replicas, 0))
-			s.samples++
-			s.mu.Unlock()
+			sample(ctx)
 		}
 	}()
 	t.Cleanup(func() { stop(); <-done })
-	return s
 }
 
 func (s *readySampler) read() (minReady int, maxReplicas int32, samples int) {
