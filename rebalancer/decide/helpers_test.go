@@ -171,8 +171,10 @@ type outcome struct {
 	Clear    bool
 	Uncordon bool
 	// Seen: the interruption's first sighting is recorded.
-	Seen      bool
-	Evict     []string
+	Seen  bool
+	Evict []string
+	// Complete: pods deleted whose eviction their PDB already granted.
+	Complete  []string
 	Delete    map[string]int64
 	Surges    []string
 	RequeueIn time.Duration
@@ -184,7 +186,11 @@ func summarize(d Decision) outcome {
 		o.State, o.Reason, o.Taint, o.Cordon = t.State, t.Reason, t.Taint, t.Cordon
 	}
 	for _, e := range d.Evictions {
-		o.Evict = append(o.Evict, e.Pod.Name)
+		if e.Granted {
+			o.Complete = append(o.Complete, e.Pod.Name)
+		} else {
+			o.Evict = append(o.Evict, e.Pod.Name)
+		}
 	}
 	sort.Strings(o.Evict)
 	for _, del := range d.Deletions {

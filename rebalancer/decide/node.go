@@ -293,7 +293,7 @@ func drain(in Input) Decision {
 		if pod == nil || in.Evicted.Has(pod.UID) {
 			continue
 		}
-		d.Evictions = append(d.Evictions, Eviction{Pod: pod, Destination: p.Destination})
+		d.Evictions = append(d.Evictions, Eviction{Pod: pod, Destination: p.Destination, Granted: p.Granted})
 	}
 	return d
 }

@@ -165,6 +165,15 @@ func TestNode(t *testing.T) {
 			edit: func(in *Input, _ *cluster) { in.Backoff = 800 * time.Millisecond },
 			want: outcome{RequeueIn: 800 * time.Millisecond},
 		},
+		"a pod whose eviction its PDB granted before a restart, with no delete after it, is deleted; the rest waits for the PDB": {
+			cluster: func() *cluster {
+				c := newCluster().rebalance(signalled).state(signals.StateDraining, signals.ReasonReplacementReady).
+					deploy("web", 4, 3).pdb("web", 0, 4, 3).replacement("new", now)
+				c.pdbs[0].Status.DisruptedPods = map[string]metav1.Time{"web-h-1": metav1.NewTime(now.Add(-20 * time.Second))}
+				return c
+			},
+			want: outcome{Complete: []string{"web-h-1"}, RequeueIn: time.Second},
+		},
 		"a workload without a PDB whose last evicted pod still starts elsewhere waits: the implicit budget holds over time": {
 			cluster: func() *cluster {
 				c := newCluster().rebalance(signalled).state(signals.StateDraining, signals.ReasonReplacementReady).

@@ -157,6 +157,9 @@ type Transition struct {
 type Eviction struct {
 	Pod         *corev1.Pod
 	Destination string
+	// Granted: its PDB already granted the eviction and the delete never
+	// came (planner.Granted); the pod is deleted with its own grace period.
+	Granted bool
 }
 
 // Deletion is one pod deleted at an interruption's deadline.

@@ -44,6 +44,16 @@ func Evict(ctx context.Context, client kubernetes.Interface, pod *corev1.Pod) (O
 	return classify(err)
 }
 
+// Complete deletes a pod whose eviction its PDB already granted (the
+// Eviction API recorded it in status.disruptedPods) but whose delete never
+// came: what the Eviction API would have done, with the pod's own grace
+// period. The UID precondition keeps it to that pod.
+func Complete(ctx context.Context, client kubernetes.Interface, pod *corev1.Pod) (Outcome, error) {
+	return classify(client.CoreV1().Pods(pod.Namespace).Delete(ctx, pod.Name, metav1.DeleteOptions{
+		Preconditions: &metav1.Preconditions{UID: &pod.UID},
+	}))
+}
+
 // Delete deletes the pod with the given grace period, for an interruption
 // whose deadline has come.
 func Delete(ctx context.Context, client kubernetes.Interface, pod *corev1.Pod, grace int64) (Outcome, error) {

@@ -87,15 +87,22 @@ func (w *Writer) Apply(ctx context.Context, node *corev1.Node, sig signals.Signa
 	}
 	var errs []error
 	for _, e := range d.Evictions {
-		outcome, err := Evict(ctx, w.Kube, e.Pod)
+		evict := Evict
+		if e.Granted {
+			evict = Complete
+		}
+		outcome, err := evict(ctx, w.Kube, e.Pod)
 		w.Metrics.Evictions.WithLabelValues(string(outcome)).Inc()
-		switch outcome {
-		case Evicted:
+		switch {
+		case outcome == Evicted && e.Granted:
+			res.Evicted = append(res.Evicted, e.Pod.UID)
+			w.Recorder.Eventf(e.Pod, corev1.EventTypeNormal, "Evicted", "deleted from at-risk node %s: its PodDisruptionBudget had already granted its eviction, whose delete never came (destination %s)", node.Name, e.Destination)
+		case outcome == Evicted:
 			res.Evicted = append(res.Evicted, e.Pod.UID)
 			w.Recorder.Eventf(e.Pod, corev1.EventTypeNormal, "Evicted", "evicted from at-risk node %s (wave 1 of the current plan, destination %s)", node.Name, e.Destination)
-		case BlockedByPDB:
+		case outcome == BlockedByPDB:
 			res.Throttled = true
-		case Failed:
+		case outcome == Failed:
 			errs = append(errs, fmt.Errorf("evicting pod %s: %w", klog.KObj(e.Pod), err))
 		}
 	}

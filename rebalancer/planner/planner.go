@@ -283,8 +283,32 @@ func (p *planning) classify(pod *corev1.Pod) PodPlan {
 			pdb.Status.ExpectedPods-pdb.Status.DesiredHealthy <= 0 {
 			return block(pp, fmt.Sprintf("PDB %s allows 0 disruptions even with all %d pods healthy", pdb.Name, pdb.Status.ExpectedPods))
 		}
+		if pp.Granted = Granted(pdb, pod, p.snap.Now); pp.Granted {
+			pp.Reasons = append(pp.Reasons, fmt.Sprintf("PDB %s already granted its eviction; the delete never came, so it is deleted", pdb.Name))
+		}
 	}
 	return pp
+}
+
+// DisruptedPodTimeout is how long the API server's disruption controller
+// keeps a pod in a PDB's status.disruptedPods once an eviction of it was
+// granted, waiting for its delete (the controller's DeletionTimeout).
+const DisruptedPodTimeout = 2 * time.Minute
+
+// Granted tells whether the PDB already counts pod as disrupted: an
+// eviction of it was granted (its name is in status.disruptedPods, written
+// by the Eviction API) but its delete never came, as when the evicting
+// client is killed mid-request. Until the entry expires the PDB allows no
+// eviction in its place, so the pod is deleted instead, without spending
+// the budget twice. Only entries of this pod (not of an earlier pod of the
+// same name), no older than the timeout and not from the future (a minute
+// of clock skew allowed) count.
+func Granted(pdb *policyv1.PodDisruptionBudget, pod *corev1.Pod, now time.Time) bool {
+	at, ok := pdb.Status.DisruptedPods[pod.Name]
+	if !ok || at.Time.Before(pod.CreationTimestamp.Time) {
+		return false
+	}
+	return at.Time.After(now.Add(-DisruptedPodTimeout)) && !at.Time.After(now.Add(time.Minute))
 }
 
 func skip(pp PodPlan, reason string) PodPlan {
@@ -339,6 +363,13 @@ func (p *planning) assignWaves(targets []target, plan *Plan, moving []*corev1.Po
 	for _, pod := range order {
 		pp := pods[pod.UID]
 		if pp.Action != ActionEvict {
+			continue
+		}
+		if pp.Granted {
+			// Its PDB already counts it as gone: it goes now, and spends
+			// nothing of the budget.
+			pp.Wave = 1
+			perWave[1]++
 			continue
 		}
 		key, b := p.budgetOf(pod, pp, workloads, interruption[pod.Spec.NodeName], budgets)

@@ -116,6 +116,16 @@ func TestWavesAndBlockers(t *testing.T) {
 			pdbs: []*policyv1.PodDisruptionBudget{pdb("web", "web", 0, 4, 3)},
 			want: map[string]string{"web-h-0": "wave 2", "web-h-1": "wave 3"},
 		},
+		"a pod whose eviction its PDB already granted (the delete never came) goes in wave 1 and spends nothing": {
+			pods: []*corev1.Pod{rsPod("web", 0, "risky"), rsPod("web", 1, "risky"), rsPod("web", 2, "risky")},
+			pdbs: []*policyv1.PodDisruptionBudget{disrupted(pdb("web", "web", 0, 4, 3), "web-h-1", now.Add(-30*time.Second))},
+			want: map[string]string{"web-h-1": "wave 1", "web-h-0": "wave 2", "web-h-2": "wave 3"},
+		},
+		"a PDB's expired disrupted-pod entry grants nothing": {
+			pods: []*corev1.Pod{rsPod("web", 0, "risky"), rsPod("web", 1, "risky")},
+			pdbs: []*policyv1.PodDisruptionBudget{disrupted(pdb("web", "web", 0, 4, 3), "web-h-1", now.Add(-3*time.Minute))},
+			want: map[string]string{"web-h-0": "wave 2", "web-h-1": "wave 3"},
+		},
 		"a PDB that allows 0 even when healthy is a blocker": {
 			pods: []*corev1.Pod{rsPod("web", 0, "risky")},
 			pdbs: []*policyv1.PodDisruptionBudget{pdb("web", "web", 0, 3, 3)},
@@ -224,6 +234,45 @@ func TestWavesAndBlockers(t *testing.T) {
 			}
 			if tc.blocked && len(plan.Nodes[0].Blockers) == 0 {
 				t.Error("a blocked plan lists no blocker")
+			}
+		})
+	}
+}
+
+func disrupted(p *policyv1.PodDisruptionBudget, pod string, at time.Time) *policyv1.PodDisruptionBudget {
+	p.Status.DisruptedPods = map[string]metav1.Time{pod: metav1.NewTime(at)}
+	return p
+}
+
+func TestGranted(t *testing.T) {
+	created := now.Add(-time.Hour)
+	tests := map[string]struct {
+		at   *time.Time
+		name string
+		want bool
+	}{
+		"granted a moment ago":                {at: new(now.Add(-10 * time.Second)), want: true},
+		"granted just inside the two minutes": {at: new(now.Add(-DisruptedPodTimeout + time.Second)), want: true},
+		"granted two minutes ago: expired":    {at: new(now.Add(-DisruptedPodTimeout)), want: false},
+		"a little clock skew is allowed":      {at: new(now.Add(30 * time.Second)), want: true},
+		"far in the future: not trusted":      {at: new(now.Add(2 * time.Minute)), want: false},
+		"granted before the pod was created":  {at: new(created.Add(-time.Second)), want: false},
+		"another pod's entry":                 {at: new(now), name: "web-h-9", want: false},
+		"no entry":                            {},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			pod := rsPod("web", 0, "risky", func(p *corev1.Pod) { p.CreationTimestamp = metav1.NewTime(created) })
+			b := pdb("web", "web", 0, 4, 3)
+			if tc.at != nil {
+				entry := pod.Name
+				if tc.name != "" {
+					entry = tc.name
+				}
+				disrupted(b, entry, *tc.at)
+			}
+			if got := Granted(b, pod, now); got != tc.want {
+				t.Errorf("Granted = %v, want %v", got, tc.want)
 			}
 		})
 	}

@@ -131,6 +131,10 @@ type PodPlan struct {
 	// Critical pods (system-*-critical) go last.
 	Critical bool  `json:"critical,omitempty"`
 	Priority int32 `json:"priority"`
+	// Granted: its PDB already granted its eviction (status.disruptedPods
+	// names it) and the delete never came; it is deleted in wave 1 without
+	// spending the budget again.
+	Granted bool `json:"granted,omitempty"`
 }
 
 // PDBRef is a PodDisruptionBudget covering a pod, with its live allowance.

@@ -187,19 +187,34 @@ func (c *Cluster) removeStartingTaints() {
 // when the test ends.
 func (c *Cluster) KarpenterPool(t testing.TB, name string, readyDelay time.Duration) {
 	t.Helper()
-	if err := c.StartKarpenter(); err != nil {
+	remove, err := c.CreateKarpenterPool(Context(t), name, Owner(t), readyDelay)
+	if err != nil {
 		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := remove(); err != nil {
+			t.Error(err)
+		}
+	})
+}
+
+// CreateKarpenterPool starts Karpenter if it is not running and creates
+// the NodePool KarpenterPool describes, its nodes labelled OwnerLabel=owner.
+// remove deletes it and waits for Karpenter to delete its NodeClaims.
+func (c *Cluster) CreateKarpenterPool(ctx context.Context, name, owner string, readyDelay time.Duration) (remove func() error, err error) {
+	if err := c.StartKarpenter(); err != nil {
+		return nil, err
 	}
 	dyn, err := dynamic.NewForConfig(c.Config)
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
 	pool := &unstructured.Unstructured{Object: map[string]any{
 		"apiVersion": "karpenter.sh/v1", "kind": "NodePool", "metadata": map[string]any{"name": name},
 		"spec": map[string]any{
 			"template": map[string]any{
 				"metadata": map[string]any{"labels": map[string]any{
-					PoolTaint: name, ReadyDelayLabel: readyDelay.String(), OwnerLabel: Owner(t)}},
+					PoolTaint: name, ReadyDelayLabel: readyDelay.String(), OwnerLabel: owner}},
 				"spec": map[string]any{
 					"nodeClassRef": map[string]any{"group": "karpenter.kwok.sh", "kind": "KWOKNodeClass", "name": "default"},
 					"requirements": []any{
@@ -214,24 +229,24 @@ func (c *Cluster) KarpenterPool(t testing.TB, name string, readyDelay time.Durat
 			"disruption": map[string]any{"consolidationPolicy": "WhenEmpty", "consolidateAfter": "Never"},
 		},
 	}}
-	ctx := Context(t)
 	if _, err := dyn.Resource(nodePoolGVR).Create(ctx, pool, metav1.CreateOptions{}); err != nil {
-		t.Fatalf("creating NodePool %s: %v", name, err)
+		return nil, fmt.Errorf("creating NodePool %s: %w", name, err)
 	}
-	t.Cleanup(func() {
+	return func() error {
 		ctx := context.Background()
 		// Deleting the pool makes Karpenter delete its NodeClaims and nodes.
 		if err := dyn.Resource(nodePoolGVR).Delete(ctx, name, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
-			t.Errorf("deleting NodePool %s: %v", name, err)
+			return fmt.Errorf("deleting NodePool %s: %w", name, err)
 		}
 		err := WaitFor(ctx, 60*time.Second, func(ctx context.Context) (bool, error) {
 			claims, err := dyn.Resource(nodeClaimGVR).List(ctx, metav1.ListOptions{LabelSelector: "karpenter.sh/nodepool=" + name})
 			return err == nil && len(claims.Items) == 0, err
 		})
 		if err != nil {
-			t.Errorf("waiting for the NodeClaims of pool %s to go: %v", name, err)
+			return fmt.Errorf("waiting for the NodeClaims of pool %s to go: %w", name, err)
 		}
-	})
+		return nil
+	}, nil
 }
 
 // PoolScheduling is what a pod needs to run on the test's NodePool name:

@@ -24,6 +24,7 @@ import (
 
 	"github.com/spot-rebalancer/spot-rebalancer/config"
 	"github.com/spot-rebalancer/spot-rebalancer/rebalancer/executor"
+	"github.com/spot-rebalancer/spot-rebalancer/rebalancer/planner"
 	"github.com/spot-rebalancer/spot-rebalancer/rebalancer/signals"
 	"github.com/spot-rebalancer/spot-rebalancer/tests/cluster"
 	"github.com/spot-rebalancer/spot-rebalancer/tests/cluster/inproc"
@@ -521,6 +522,57 @@ func TestRestartMidDrainResumes(t *testing.T) {
 	})
 	if minReady, _, _ := w.read(); minReady < 3 {
 		t.Errorf("Ready replicas fell to %d, below the PDB's minAvailable 3", minReady)
+	}
+}
+
+// An eviction the API server granted (the PDB's status.disruptedPods names
+// the pod) whose delete never came, as when the evicting process is killed
+// mid-request, is finished by deleting the pod: otherwise the PDB refuses
+// every eviction until the entry expires two minutes later.
+func TestGrantedEvictionWithoutDeleteIsCompleted(t *testing.T) {
+	c := cluster.Get(t)
+	ctx := cluster.Context(t)
+	ns := c.Namespace(t, nil)
+	risky := c.AddNode(t, cluster.Node{Spot: true, Pool: "spot-h", Taints: []corev1.Taint{spotTaint}})
+	deployWeb(t, c, ns, 4, 3)
+	pods, err := readyWeb(ctx, c, ns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	granted := pods[0].Name
+	pdb, err := c.Client.PolicyV1().PodDisruptionBudgets(ns).Get(ctx, "web", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	at := metav1.Now()
+	pdb.Status.DisruptedPods = map[string]metav1.Time{granted: at}
+	pdb.Status.DisruptionsAllowed = 0
+	if _, err := c.Client.PolicyV1().PodDisruptionBudgets(ns).UpdateStatus(ctx, pdb, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	c.WaitFor(t, 30*time.Second, "the PDB to count the granted pod as disrupted", func(ctx context.Context) (bool, error) {
+		pdb, err := c.Client.PolicyV1().PodDisruptionBudgets(ns).Get(ctx, "web", metav1.GetOptions{})
+		_, named := pdb.Status.DisruptedPods[granted]
+		return err == nil && named && pdb.Status.CurrentHealthy == 3 && pdb.Status.DisruptionsAllowed == 0, err
+	})
+	w := watch(t, c, ns)
+	c.AddNode(t, cluster.Node{Pool: "on-demand"})
+	startRebalancer(t, c, func(r *config.Rebalancer) { r.Replacement.Mode = config.ReplacementCapacity })
+	annotate(t, c, risky.Name, signals.AnnotationAtRisk, ptr.To("true"))
+	expires := at.Add(planner.DisruptedPodTimeout)
+	c.WaitFor(t, time.Until(expires), "the node to be drained before the PDB's entry expires", func(ctx context.Context) (bool, error) {
+		_, state, err := nodeState(ctx, c, risky.Name)
+		return state == signals.StateDrained, err
+	})
+	if minReady, _, _ := w.read(); minReady < 3 {
+		t.Errorf("Ready replicas fell to %d, below the PDB's minAvailable 3", minReady)
+	}
+	events, err := c.Client.CoreV1().Events(ns).List(ctx, metav1.ListOptions{FieldSelector: "involvedObject.name=" + granted + ",reason=Evicted"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(events.Items) == 0 || !strings.Contains(events.Items[0].Message, "already granted") {
+		t.Errorf("no Event says pod %s was deleted for an eviction its PDB had granted: %v", granted, events.Items)
 	}
 }
 
