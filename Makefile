@@ -28,6 +28,10 @@ tools: ## Build the local test cluster's binaries, Karpenter included, into bin/
 demo: tools build ## Start a local cluster and watch a Spot node hand off without a dip (Ctrl-C tears it down)
 	go run ./hack/demo
 
+.PHONY: demo-karpenter
+demo-karpenter: tools build ## The same hand-off on a Karpenter NodePool: reservations make the real Karpenter launch the replacement
+	go run ./hack/demo --karpenter
+
 .PHONY: manifests
 manifests: ## Render deploy/spot-rebalancer.yaml from the Helm chart (a test fails when it is stale)
 	./hack/tools.sh helm

@@ -2,7 +2,10 @@
 // runs spot-rebalancer's webhook, controller and agent against it, shows the
 // dry-run plan for one Spot node, triggers a rebalance recommendation on that
 // node through the instance metadata mock, adds a replacement node, and
-// narrates the hand-off until the node is drained.
+// narrates the hand-off until the node is drained. With --karpenter
+// (`make demo-karpenter`) the Spot nodes are the real Karpenter's: the
+// controller's reservations make it launch the replacement, and the drained
+// node is given back through its NodeClaim.
 package main
 
 import (
@@ -27,12 +30,14 @@ var defaultConfig []byte
 
 func main() {
 	var opts options
-	flag.DurationVar(&opts.replacementDelay, "replacement-delay", 8*time.Second, "how long after the recommendation the replacement node joins")
+	flag.DurationVar(&opts.replacementDelay, "replacement-delay", 8*time.Second, "how long after the recommendation the replacement node joins (without --karpenter)")
 	flag.DurationVar(&opts.timeout, "timeout", 4*time.Minute, "give up when the node is not drained this long after the recommendation")
 	flag.StringVar(&opts.summaryFile, "summary", "", "also write the summary as JSON to this file")
 	flag.StringVar(&opts.configFile, "config", "", "spot-rebalancer config file (default: the demo's embedded one)")
 	flag.StringVar(&opts.logs, "logs", "", "keep the components' logs in this directory (default: a temporary one, removed on success)")
 	flag.StringVar(&opts.binary, "binary", "", "the spot-rebalancer binary to run (default: bin/spot-rebalancer, built when missing)")
+	flag.BoolVar(&opts.karpenter, "karpenter", false, "run the Spot pods on a Karpenter NodePool (the real Karpenter, built by make tools): reservations make it launch the replacement, and the drained node is given back through its NodeClaim")
+	flag.DurationVar(&opts.launchDelay, "launch-delay", 20*time.Second, "with --karpenter: how long a node Karpenter launches takes to become Ready")
 	flag.Usage = func() {
 		fmt.Fprintf(flag.CommandLine.Output(), `Usage: go run ./hack/demo [flags]   (or: make demo)
 
@@ -74,13 +79,18 @@ type options struct {
 	configFile       string
 	binary           string
 	logs             string
+	karpenter        bool
+	launchDelay      time.Duration
 }
 
 // Summary is what the demo measured, printed at the end and written with
 // --summary.
 type Summary struct {
-	Node              string         `json:"node"`
-	Drained           bool           `json:"drained"`
+	Node      string `json:"node"`
+	Karpenter bool   `json:"karpenter"`
+	Drained   bool   `json:"drained"`
+	// SignalToGone is when Karpenter removed the retired node (--karpenter).
+	SignalToGone      float64        `json:"signalToGoneSeconds,omitempty"`
 	FinalState        string         `json:"finalState"`
 	SignalToDrained   float64        `json:"signalToDrainedSeconds"`
 	ReplacementJoined float64        `json:"replacementJoinedSeconds"`
@@ -106,7 +116,7 @@ type WorkloadStat struct {
 
 // OK tells whether the hand-off went as promised.
 func (s Summary) OK() bool {
-	return s.Drained && !s.PDBBreached && s.PodsLeft == 0 && s.PodsMoved > 0
+	return s.Drained && !s.PDBBreached && s.PodsLeft == 0 && s.PodsMoved > 0 && (!s.Karpenter || s.SignalToGone > 0)
 }
 
 func (s Summary) print(w io.Writer) {
@@ -116,7 +126,14 @@ func (s Summary) print(w io.Writer) {
 		verdict = "NOT drained (state " + s.FinalState + ")"
 	}
 	fmt.Fprintf(w, "node %-28s %s, %.1fs after the recommendation\n", s.Node, verdict, s.SignalToDrained)
-	fmt.Fprintf(w, "replacement node joined      %.1fs after the recommendation\n", s.ReplacementJoined)
+	fmt.Fprintf(w, "replacement node Ready       %.1fs after the recommendation\n", s.ReplacementJoined)
+	if s.Karpenter {
+		gone := "NOT removed"
+		if s.SignalToGone > 0 {
+			gone = fmt.Sprintf("%.1fs after the recommendation", s.SignalToGone)
+		}
+		fmt.Fprintf(w, "retired node removed         %s\n", gone)
+	}
 	fmt.Fprintf(w, "pods moved                   %d (evictions: %d, left on the node: %d)\n", s.PodsMoved, s.Evictions, s.PodsLeft)
 	breach := "no"
 	if s.PDBBreached {

@@ -19,6 +19,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	policyv1 "k8s.io/api/policy/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
@@ -98,15 +99,20 @@ func (p *process) exited() bool {
 type workload struct {
 	name     string
 	replicas int32
-	cpu      string
-	pdb      *policyv1.PodDisruptionBudgetSpec
+	// cpu is each pod's request; karpenterCPU on Karpenter, where all the
+	// pods fit one node of the pool's instance type.
+	cpu, karpenterCPU string
+	pdb               *policyv1.PodDisruptionBudgetSpec
 }
 
 var workloads = []workload{
-	{name: "web", replicas: 6, cpu: "500m", pdb: &policyv1.PodDisruptionBudgetSpec{MaxUnavailable: ptr.To(intstr.FromInt32(1))}},
-	{name: "api", replicas: 4, cpu: "500m", pdb: &policyv1.PodDisruptionBudgetSpec{MinAvailable: ptr.To(intstr.FromInt32(3))}},
-	{name: "worker", replicas: 3, cpu: "250m"},
+	{name: "web", replicas: 6, cpu: "500m", karpenterCPU: "250m", pdb: &policyv1.PodDisruptionBudgetSpec{MaxUnavailable: ptr.To(intstr.FromInt32(1))}},
+	{name: "api", replicas: 4, cpu: "500m", karpenterCPU: "250m", pdb: &policyv1.PodDisruptionBudgetSpec{MinAvailable: ptr.To(intstr.FromInt32(3))}},
+	{name: "worker", replicas: 3, cpu: "250m", karpenterCPU: "100m"},
 }
+
+// karpenterPool is the NodePool of the --karpenter demo.
+const karpenterPool = "spot-k"
 
 func run(ctx context.Context, opts options, out io.Writer) (summary Summary, err error) {
 	n := &narrator{out: out, start: time.Now()}
@@ -228,6 +234,9 @@ func run(ctx context.Context, opts options, out io.Writer) (summary Summary, err
 		{Name: "spot-b-1", Pool: "spot-b", Spot: true, Taints: []corev1.Taint{spotTaint}},
 		{Name: "spot-b-2", Pool: "spot-b", Spot: true, Taints: []corev1.Taint{spotTaint}},
 	}
+	if opts.karpenter {
+		fleet = fleet[:2] // the Spot capacity is Karpenter's
+	}
 	for _, node := range fleet {
 		if _, err := kube.CoreV1().Nodes().Create(ctx, cluster.NodeObject(node, owner), metav1.CreateOptions{}); err != nil {
 			return summary, err
@@ -248,7 +257,27 @@ func run(ctx context.Context, opts options, out io.Writer) (summary Summary, err
 	}); err != nil {
 		return summary, err
 	}
-	n.say("fleet ready: 2 on-demand nodes, Spot pools spot-a (2 nodes) and spot-b (2 nodes), Spot nodes tainted %s=SPOT:NoSchedule", config.EKSCapacityTypeLabel)
+	if opts.karpenter {
+		n.say("starting Karpenter (its kwok provider) with NodePool %s: Spot, one instance type, new nodes Ready %s after launch", karpenterPool, opts.launchDelay)
+		remove, err := c.CreateKarpenterPool(ctx, karpenterPool, owner, opts.launchDelay)
+		if err != nil {
+			return summary, err
+		}
+		defer func() {
+			// The workloads first: their PDBs would hold Karpenter's drain.
+			_ = kube.CoreV1().Namespaces().Delete(context.Background(), appNamespace, metav1.DeleteOptions{})
+			_ = cluster.WaitFor(context.Background(), time.Minute, func(ctx context.Context) (bool, error) {
+				pods, err := kube.CoreV1().Pods(appNamespace).List(ctx, metav1.ListOptions{})
+				return err == nil && len(pods.Items) == 0, nil
+			})
+			if err := remove(); err != nil {
+				n.say("cleaning up: %v", err)
+			}
+		}()
+		n.say("fleet ready: 2 on-demand nodes; the Spot nodes are launched by Karpenter when pods need them")
+	} else {
+		n.say("fleet ready: 2 on-demand nodes, Spot pools spot-a (2 nodes) and spot-b (2 nodes), Spot nodes tainted %s=SPOT:NoSchedule", config.EKSCapacityTypeLabel)
+	}
 
 	// The workloads, in a namespace opted in to the spot profile.
 	if _, err := kube.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{
@@ -278,7 +307,7 @@ func run(ctx context.Context, opts options, out io.Writer) (summary Summary, err
 				return summary, err
 			}
 		}
-		if _, err := userClient.AppsV1().Deployments(appNamespace).Create(ctx, deployment(w), metav1.CreateOptions{}); err != nil {
+		if _, err := userClient.AppsV1().Deployments(appNamespace).Create(ctx, deployment(w, opts.karpenter), metav1.CreateOptions{}); err != nil {
 			return summary, err
 		}
 		for _, msg := range seen.Take() {
@@ -289,7 +318,10 @@ func run(ctx context.Context, opts options, out io.Writer) (summary Summary, err
 	for _, w := range workloads {
 		total += w.replicas
 	}
-	if err := waitFor(ctx, 90*time.Second, "every sample pod to be Ready", procs, func(ctx context.Context) (bool, error) {
+	if opts.karpenter {
+		n.say("the pods are Pending: Karpenter launches a node of %s for them", karpenterPool)
+	}
+	if err := waitFor(ctx, 90*time.Second+opts.launchDelay, "every sample pod to be Ready", procs, func(ctx context.Context) (bool, error) {
 		pods, err := kube.CoreV1().Pods(appNamespace).List(ctx, metav1.ListOptions{})
 		if err != nil {
 			return false, err
@@ -315,6 +347,14 @@ func run(ctx context.Context, opts options, out io.Writer) (summary Summary, err
 	target := "spot-a-1"
 	if perNode["spot-a-2"] > perNode[target] {
 		target = "spot-a-2"
+	}
+	if opts.karpenter {
+		target = ""
+		for name, count := range perNode {
+			if target == "" || count > perNode[target] {
+				target = name
+			}
+		}
 	}
 	summary.Node = target
 	summary.PlacementBefore = perNode
@@ -367,7 +407,10 @@ func run(ctx context.Context, opts options, out io.Writer) (summary Summary, err
 	}
 
 	w := &watcher{kube: kube, n: n, node: target, budgets: budgets, signalAt: signalAt,
-		seenEvents: map[string]bool{}, minReady: map[string]int32{}}
+		seenEvents: map[string]bool{}, minReady: map[string]int32{}, replacement: "spot-a-3"}
+	if opts.karpenter {
+		w.replacement, w.pool = "", karpenterPool
+	}
 	for _, wl := range workloads {
 		w.minReady[wl.name] = wl.replicas
 	}
@@ -378,8 +421,12 @@ func run(ctx context.Context, opts options, out io.Writer) (summary Summary, err
 		}
 	}
 	replacementAdded := false
-	err = waitFor(ctx, opts.timeout, "node "+target+" to be drained", procs, func(ctx context.Context) (bool, error) {
-		if !replacementAdded && time.Since(signalAt) >= opts.replacementDelay {
+	what := "node " + target + " to be drained"
+	if opts.karpenter {
+		what = "node " + target + " to be drained, retired and removed by Karpenter"
+	}
+	err = waitFor(ctx, opts.timeout, what, procs, func(ctx context.Context) (bool, error) {
+		if !opts.karpenter && !replacementAdded && time.Since(signalAt) >= opts.replacementDelay {
 			replacementAdded = true
 			n.say("a replacement node spot-a-3 is joining pool spot-a")
 			if _, err := kube.CoreV1().Nodes().Create(ctx, cluster.NodeObject(cluster.Node{Name: "spot-a-3", Pool: "spot-a", Spot: true,
@@ -387,11 +434,19 @@ func run(ctx context.Context, opts options, out io.Writer) (summary Summary, err
 				return false, err
 			}
 		}
-		return w.sample(ctx)
+		drained, err := w.sample(ctx)
+		if opts.karpenter {
+			return w.gone, err
+		}
+		return drained, err
 	})
 	summary.FinalState = w.state
-	summary.Drained = w.state == string(signals.StateDrained)
+	summary.Drained = w.drainedAfter > 0
 	summary.SignalToDrained = w.drainedAfter.Seconds()
+	summary.Karpenter = opts.karpenter
+	if w.gone {
+		summary.SignalToGone = w.goneAfter.Seconds()
+	}
 	summary.ReplacementJoined = w.replacementAfter.Seconds()
 	summary.PodsMoved = onNode
 	summary.Evictions = w.evictions
@@ -428,8 +483,17 @@ func run(ctx context.Context, opts options, out io.Writer) (summary Summary, err
 	return summary, nil
 }
 
-func deployment(w workload) *appsv1.Deployment {
+// deployment is workload w's Deployment; on Karpenter it runs on the
+// demo's NodePool (its node selector and taint), with smaller requests so
+// that all the pods fit one of its nodes.
+func deployment(w workload, karpenter bool) *appsv1.Deployment {
 	labels := map[string]string{"app": w.name}
+	var selector map[string]string
+	var tolerations []corev1.Toleration
+	if karpenter {
+		selector, tolerations = cluster.PoolScheduling(karpenterPool)
+		w.cpu = w.karpenterCPU
+	}
 	return &appsv1.Deployment{
 		ObjectMeta: metav1.ObjectMeta{Name: w.name},
 		Spec: appsv1.DeploymentSpec{
@@ -439,6 +503,7 @@ func deployment(w workload) *appsv1.Deployment {
 				// Like real applications, the pods take a moment to start.
 				ObjectMeta: metav1.ObjectMeta{Labels: labels, Annotations: map[string]string{cluster.PodReadyDelayAnnotation: "2s"}},
 				Spec: corev1.PodSpec{
+					NodeSelector: selector, Tolerations: tolerations,
 					Containers: []corev1.Container{{Name: w.name, Image: "registry.example/" + w.name + ":1",
 						Resources: corev1.ResourceRequirements{Requests: corev1.ResourceList{
 							corev1.ResourceCPU: resource.MustParse(w.cpu), corev1.ResourceMemory: resource.MustParse("256Mi")}}}},
@@ -526,7 +591,13 @@ type watcher struct {
 	budgets  map[string]int32
 	signalAt time.Time
 
+	// replacement is the node added by hand; pool, when set, is the
+	// Karpenter NodePool whose new node is the replacement.
+	replacement, pool string
+
 	state, lastStatus string
+	gone              bool
+	goneAfter         time.Duration
 	conditionSeen     bool
 	replacementReady  bool
 	replacementAfter  time.Duration
@@ -545,7 +616,14 @@ type watcher struct {
 func (w *watcher) sample(ctx context.Context) (bool, error) {
 	now := time.Now()
 	node, err := w.kube.CoreV1().Nodes().Get(ctx, w.node, metav1.GetOptions{})
-	if err != nil {
+	switch {
+	case apierrors.IsNotFound(err) && w.state == string(signals.StateRetired):
+		if !w.gone {
+			w.gone, w.goneAfter = true, now.Sub(w.signalAt)
+			w.n.say("Karpenter removed node %s: its NodeClaim was deleted, the instance is given back", w.node)
+		}
+		node = &corev1.Node{}
+	case err != nil:
 		return false, err
 	}
 	for _, cond := range node.Status.Conditions {
@@ -554,18 +632,24 @@ func (w *watcher) sample(ctx context.Context) (bool, error) {
 			w.n.say("agent: condition %s=True on %s (read from instance metadata)", signals.ConditionRebalance, w.node)
 		}
 	}
-	if state := node.Annotations[signals.AnnotationState]; state != w.state {
+	if state := node.Annotations[signals.AnnotationState]; !w.gone && state != w.state {
 		w.state = state
 		w.n.say("controller: %s is %s: %s", w.node, state, node.Annotations[signals.AnnotationStateReason])
-		if state == string(signals.StateDrained) {
+		if (state == string(signals.StateDrained) || state == string(signals.StateRetired)) && w.drainedAfter == 0 {
 			w.drainedAfter = now.Sub(w.signalAt)
 		}
 	}
 	if !w.replacementReady {
-		if r, err := w.kube.CoreV1().Nodes().Get(ctx, "spot-a-3", metav1.GetOptions{}); err == nil && nodeUsable(r) {
+		if name, err := w.replacementNode(ctx); err != nil {
+			return false, err
+		} else if name != "" {
 			w.replacementReady = true
 			w.replacementAfter = now.Sub(w.signalAt)
-			w.n.say("replacement node spot-a-3 is Ready")
+			if w.pool != "" {
+				w.n.say("Karpenter's new node %s is Ready", name)
+			} else {
+				w.n.say("replacement node %s is Ready", name)
+			}
 		}
 	}
 
@@ -640,4 +724,29 @@ func (w *watcher) sample(ctx context.Context) (bool, error) {
 		w.n.say("%s", status)
 	}
 	return w.state == string(signals.StateDrained), nil
+}
+
+// replacementNode is the replacement once it is Ready: the node added by
+// hand, or a node of the Karpenter pool other than the at-risk one.
+func (w *watcher) replacementNode(ctx context.Context) (string, error) {
+	if w.pool == "" {
+		r, err := w.kube.CoreV1().Nodes().Get(ctx, w.replacement, metav1.GetOptions{})
+		if apierrors.IsNotFound(err) {
+			return "", nil
+		}
+		if err != nil || !nodeUsable(r) {
+			return "", err
+		}
+		return r.Name, nil
+	}
+	nodes, err := w.kube.CoreV1().Nodes().List(ctx, metav1.ListOptions{LabelSelector: cluster.PoolTaint + "=" + w.pool})
+	if err != nil {
+		return "", err
+	}
+	for i := range nodes.Items {
+		if n := &nodes.Items[i]; n.Name != w.node && nodeUsable(n) {
+			return n.Name, nil
+		}
+	}
+	return "", nil
 }

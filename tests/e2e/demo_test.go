@@ -21,6 +21,8 @@ import (
 // demoSummary is the part of hack/demo's --summary the test checks.
 type demoSummary struct {
 	Node              string  `json:"node"`
+	Karpenter         bool    `json:"karpenter"`
+	SignalToGone      float64 `json:"signalToGoneSeconds"`
 	Drained           bool    `json:"drained"`
 	PodsMoved         int     `json:"podsMoved"`
 	PodsLeft          int     `json:"podsLeftOnNode"`
@@ -35,8 +37,9 @@ type demoSummary struct {
 	} `json:"workloads"`
 }
 
-// make demo, non-interactively: twice (a second run works), then once
-// interrupted halfway (Ctrl-C tears everything down).
+// make demo, non-interactively: twice (a second run works), once with
+// --karpenter (make demo-karpenter), then once interrupted halfway (Ctrl-C
+// tears everything down).
 func TestDemo(t *testing.T) {
 	root, err := cluster.RepoRoot()
 	if err != nil {
@@ -50,11 +53,34 @@ func TestDemo(t *testing.T) {
 		t.Fatalf("go build ./hack/demo: %v\n%s", err, out)
 	}
 
-	for run := 1; run <= 2; run++ {
+	static := []string{
+		"Warning: spot-rebalancer: deployment worker PDB missing",
+		"PODS (", "Plan can complete",
+		"SpotRebalanceRecommended=True",
+		"is awaiting-replacement",
+		"replacement node spot-a-3 is Ready",
+		"is drained",
+		"RESULT OK",
+	}
+	runs := []struct {
+		args []string
+		want []string
+	}{
+		{want: static},
+		{want: static}, // a second run works
+		{args: []string{"--karpenter"}, want: []string{
+			"Warning: spot-rebalancer: deployment worker PDB missing",
+			"RESERVATIONS (13", "SpotRebalanceRecommended=True",
+			"event Reserving", "is awaiting-replacement", "Karpenter's new node",
+			"is drained", "is retired", "Karpenter removed node", "RESULT OK",
+		}},
+	}
+	for i, r := range runs {
+		run := i + 1
 		summaryFile := filepath.Join(t.TempDir(), "summary.json")
 		ctx, cancel := context.WithTimeout(cluster.Context(t), 4*time.Minute)
 		logs := filepath.Join(t.TempDir(), "logs")
-		cmd := exec.CommandContext(ctx, demo, "--binary", bin, "--summary", summaryFile, "--logs", logs)
+		cmd := exec.CommandContext(ctx, demo, append([]string{"--binary", bin, "--summary", summaryFile, "--logs", logs}, r.args...)...)
 		cmd.Dir = root
 		var out bytes.Buffer
 		cmd.Stdout, cmd.Stderr = &out, &out
@@ -66,15 +92,7 @@ func TestDemo(t *testing.T) {
 		}
 		t.Logf("run %d took %s", run, time.Since(start).Round(time.Second))
 		text := out.String()
-		for _, want := range []string{
-			"Warning: spot-rebalancer: deployment worker PDB missing",
-			"PODS (", "Plan can complete",
-			"SpotRebalanceRecommended=True",
-			"is awaiting-replacement",
-			"replacement node spot-a-3 is Ready",
-			"is drained",
-			"RESULT OK",
-		} {
+		for _, want := range r.want {
 			if !strings.Contains(text, want) {
 				t.Errorf("run %d: the narration lacks %q\n%s", run, want, text)
 			}
@@ -87,7 +105,7 @@ func TestDemo(t *testing.T) {
 		if err := json.Unmarshal(data, &s); err != nil {
 			t.Fatalf("summary: %v\n%s", err, data)
 		}
-		if !s.Drained || s.PDBBreached || s.PodsMoved == 0 || s.PodsLeft != 0 {
+		if !s.Drained || s.PDBBreached || s.PodsMoved == 0 || s.PodsLeft != 0 || (s.Karpenter && s.SignalToGone <= 0) {
 			t.Errorf("run %d: summary %s", run, data)
 		}
 		for _, w := range s.Workloads {

@@ -1,7 +1,7 @@
 // Command handoff is `make bench-handoff`: the same Spot hand-off on the
-// local cluster, once per drainer, sampled all along.
+// local cluster, once per drainer, sampled all along, in two scenarios.
 //
-// The scenario: an at-risk Spot node carries three Deployments whose pods
+// The static scenario: an at-risk Spot node carries three Deployments whose pods
 // take a few seconds to start (web: 6 replicas, PDB maxUnavailable 1; api:
 // 4 replicas, PDB minAvailable 3; solo: 1 replica, no PDB), 500m CPU each;
 // another node has room for 2 of them; a rebalance recommendation arrives
@@ -9,6 +9,9 @@
 // spot-rebalancer in replacement mode node (surge on, the default),
 // spot-rebalancer in mode none with surge off (draining at once, in budget
 // waves), and kubectl drain (what AWS Node Termination Handler runs).
+//
+// The Karpenter scenario (karpenter.go): the same workloads on a node of a
+// Karpenter NodePool, the real Karpenter supplying the replacement.
 package main
 
 import (
@@ -41,9 +44,16 @@ import (
 
 	"github.com/spot-rebalancer/spot-rebalancer/config"
 	"github.com/spot-rebalancer/spot-rebalancer/rebalancer/executor"
+	"github.com/spot-rebalancer/spot-rebalancer/rebalancer/reserve"
 	"github.com/spot-rebalancer/spot-rebalancer/rebalancer/signals"
 	"github.com/spot-rebalancer/spot-rebalancer/tests/cluster"
 	"github.com/spot-rebalancer/spot-rebalancer/tests/cluster/inproc"
+)
+
+// Scenarios.
+const (
+	scenarioStatic    = "static"
+	scenarioKarpenter = "karpenter"
 )
 
 // Drainers.
@@ -75,6 +85,7 @@ type sample struct {
 
 // Result is one run's figures.
 type Result struct {
+	Scenario          string           `json:"scenario"`
 	Drainer           string           `json:"drainer"`
 	Workloads         []WorkloadResult `json:"workloads"`
 	PendingPodSeconds float64          `json:"pendingPodSeconds"`
@@ -82,7 +93,11 @@ type Result struct {
 	Rejections429     int              `json:"rejections429"`
 	Surges            int              `json:"surges"`
 	SignalToDrained   float64          `json:"signalToDrainedSeconds"`
-	Samples           []sample         `json:"samples"`
+	// Karpenter scenario only: reservations made, and when the at-risk
+	// node was gone (nil: never given back).
+	Reservations    int      `json:"reservations,omitempty"`
+	SignalToRetired *float64 `json:"signalToRetiredSeconds,omitempty"`
+	Samples         []sample `json:"samples"`
 }
 
 // WorkloadResult is one Deployment's lowest point.
@@ -96,7 +111,9 @@ type WorkloadResult struct {
 }
 
 type options struct {
+	scenario         string
 	replacementAfter time.Duration
+	launchDelay      time.Duration
 	startup          time.Duration
 	png, jsonOut     string
 	fromJSON         string
@@ -104,9 +121,11 @@ type options struct {
 
 func main() {
 	var o options
-	flag.DurationVar(&o.replacementAfter, "replacement-after", 20*time.Second, "when the replacement node joins, after the signal")
+	flag.StringVar(&o.scenario, "scenario", "all", "which scenario to run: static (a replacement node joins at a fixed time), karpenter (the real Karpenter supplies it), or all")
+	flag.DurationVar(&o.replacementAfter, "replacement-after", 20*time.Second, "static scenario: when the replacement node joins, after the signal")
+	flag.DurationVar(&o.launchDelay, "launch-delay", 30*time.Second, "karpenter scenario: how long a node Karpenter launches takes to become Ready")
 	flag.DurationVar(&o.startup, "startup", 3*time.Second, "how long each pod takes to become Ready")
-	flag.StringVar(&o.png, "png", "docs/img/handoff.png", "where to draw Ready replicas over time")
+	flag.StringVar(&o.png, "png", "docs/img/handoff.png", "where to draw Ready replicas over time (the karpenter scenario's plot gets -karpenter before the extension)")
 	flag.StringVar(&o.jsonOut, "json", "", "also write every run's figures and samples as JSON here")
 	flag.StringVar(&o.fromJSON, "from-json", "", "do not run: print the tables and draw the plot of an earlier --json")
 	flag.Parse()
@@ -130,7 +149,26 @@ func run(ctx context.Context, o options, out io.Writer) error {
 			return fmt.Errorf("%s: %w", o.fromJSON, err)
 		}
 		report(out, o, results)
-		return plotReady(o.png, results)
+		return plots(out, o, results)
+	}
+	type run struct {
+		scenario, drainer string
+	}
+	var runs []run
+	switch o.scenario {
+	case "all", scenarioStatic, scenarioKarpenter:
+	default:
+		return fmt.Errorf("--scenario %q: want static, karpenter or all", o.scenario)
+	}
+	if o.scenario != scenarioKarpenter {
+		for _, d := range []string{drainerNode, drainerNone, drainerKubectl} {
+			runs = append(runs, run{scenarioStatic, d})
+		}
+	}
+	if o.scenario != scenarioStatic {
+		for _, d := range []string{drainerDefaults, drainerKubectl} {
+			runs = append(runs, run{scenarioKarpenter, d})
+		}
 	}
 	fmt.Fprintln(out, "starting a local cluster")
 	c, err := cluster.Start("bench")
@@ -139,13 +177,17 @@ func run(ctx context.Context, o options, out io.Writer) error {
 	}
 	defer c.Stop()
 	var results []Result
-	for i, drainer := range []string{drainerNode, drainerNone, drainerKubectl} {
-		fmt.Fprintf(out, "run %d: %s\n", i+1, drainer)
-		r, err := scenario(ctx, c, o, i+1, drainer)
-		if err != nil {
-			return fmt.Errorf("run %s: %w", drainer, err)
+	for i, r := range runs {
+		fmt.Fprintf(out, "run %d: %s scenario, %s\n", i+1, r.scenario, r.drainer)
+		do := scenario
+		if r.scenario == scenarioKarpenter {
+			do = karpenterScenario
 		}
-		results = append(results, r)
+		res, err := do(ctx, c, o, i+1, r.drainer)
+		if err != nil {
+			return fmt.Errorf("run %d (%s scenario, %s): %w", i+1, r.scenario, r.drainer, err)
+		}
+		results = append(results, res)
 	}
 	report(out, o, results)
 	if o.jsonOut != "" {
@@ -161,39 +203,88 @@ func run(ctx context.Context, o options, out io.Writer) error {
 		if err := os.MkdirAll(filepath.Dir(o.png), 0o755); err != nil {
 			return err
 		}
-		if err := plotReady(o.png, results); err != nil {
+		return plots(out, o, results)
+	}
+	return nil
+}
+
+// plots draws one plot per scenario run.
+func plots(out io.Writer, o options, results []Result) error {
+	for _, sc := range []string{scenarioStatic, scenarioKarpenter} {
+		var of []Result
+		for _, r := range results {
+			if r.Scenario == sc || (r.Scenario == "" && sc == scenarioStatic) {
+				of = append(of, r)
+			}
+		}
+		if len(of) == 0 {
+			continue
+		}
+		path, title := o.png, fmt.Sprintf("replacement node at +%s", o.replacementAfter)
+		if sc == scenarioKarpenter {
+			ext := filepath.Ext(o.png)
+			path = strings.TrimSuffix(o.png, ext) + "-karpenter" + ext
+			title = fmt.Sprintf("Karpenter, nodes Ready %s after launch", o.launchDelay)
+		}
+		if err := plotReady(path, title, of); err != nil {
 			return err
 		}
-		fmt.Fprintf(out, "wrote %s\n", o.png)
+		fmt.Fprintf(out, "wrote %s\n", path)
 	}
 	return nil
 }
 
 func report(out io.Writer, o options, results []Result) {
-	fmt.Fprintf(out, "\nReplacement node after %s; pods take %s to start; 500m CPU each; room for 2 pods elsewhere.\n\n", o.replacementAfter, o.startup)
-	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "DRAINER\tWORKLOAD\tDESIRED\tPDB HEALTHY\tLOWEST READY\tS BELOW DESIRED\tS AT ZERO")
-	for _, r := range results {
-		for _, w := range r.Workloads {
-			pdb := "-"
-			if w.PDBHealthy > 0 {
-				pdb = fmt.Sprint(w.PDBHealthy)
+	for _, sc := range []string{scenarioStatic, scenarioKarpenter} {
+		var of []Result
+		for _, r := range results {
+			if r.Scenario == sc || (r.Scenario == "" && sc == scenarioStatic) {
+				of = append(of, r)
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%d\t%.1f\t%.1f\n", r.Drainer, w.Name, w.Desired, pdb, w.MinReady, w.SecondsBelow, w.SecondsAtZero)
 		}
+		if len(of) == 0 {
+			continue
+		}
+		if sc == scenarioStatic {
+			fmt.Fprintf(out, "\nStatic: replacement node after %s; pods take %s to start; 500m CPU each; room for 2 pods elsewhere.\n\n", o.replacementAfter, o.startup)
+		} else {
+			fmt.Fprintf(out, "\nKarpenter: new nodes Ready %s after launch; pods take %s to start; 300m CPU each; no room elsewhere.\n\n", o.launchDelay, o.startup)
+		}
+		tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "DRAINER\tWORKLOAD\tDESIRED\tPDB HEALTHY\tLOWEST READY\tS BELOW DESIRED\tS AT ZERO")
+		for _, r := range of {
+			for _, w := range r.Workloads {
+				pdb := "-"
+				if w.PDBHealthy > 0 {
+					pdb = fmt.Sprint(w.PDBHealthy)
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%d\t%.1f\t%.1f\n", r.Drainer, w.Name, w.Desired, pdb, w.MinReady, w.SecondsBelow, w.SecondsAtZero)
+			}
+		}
+		tw.Flush()
+		fmt.Fprintln(out)
+		tw = tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+		if sc == scenarioStatic {
+			fmt.Fprintln(tw, "DRAINER\tPOD-S PENDING\tEVICTIONS\t429s\tSURGES\tSIGNAL TO DRAINED")
+			for _, r := range of {
+				fmt.Fprintf(tw, "%s\t%.1f\t%d\t%d\t%d\t%.1fs\n", r.Drainer, r.PendingPodSeconds, r.Evictions, r.Rejections429, r.Surges, r.SignalToDrained)
+			}
+		} else {
+			fmt.Fprintln(tw, "DRAINER\tPOD-S PENDING\tEVICTIONS\t429s\tSURGES\tRESERVATIONS\tSIGNAL TO DRAINED\tSIGNAL TO RETIRED")
+			for _, r := range of {
+				retired := "never (stays cordoned)"
+				if r.SignalToRetired != nil {
+					retired = fmt.Sprintf("%.1fs", *r.SignalToRetired)
+				}
+				fmt.Fprintf(tw, "%s\t%.1f\t%d\t%d\t%d\t%d\t%.1fs\t%s\n", r.Drainer, r.PendingPodSeconds, r.Evictions, r.Rejections429, r.Surges, r.Reservations, r.SignalToDrained, retired)
+			}
+		}
+		tw.Flush()
 	}
-	tw.Flush()
-	fmt.Fprintln(out)
-	tw = tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "DRAINER\tPOD-S PENDING\tEVICTIONS\t429s\tSURGES\tSIGNAL TO DRAINED")
-	for _, r := range results {
-		fmt.Fprintf(tw, "%s\t%.1f\t%d\t%d\t%d\t%.1fs\n", r.Drainer, r.PendingPodSeconds, r.Evictions, r.Rejections429, r.Surges, r.SignalToDrained)
-	}
-	tw.Flush()
 }
 
 func scenario(ctx context.Context, c *cluster.Cluster, o options, i int, drainer string) (Result, error) {
-	res := Result{Drainer: drainer}
+	res := Result{Drainer: drainer, Scenario: scenarioStatic}
 	owner := fmt.Sprintf("bench-%d", i)
 	ns := fmt.Sprintf("handoff-%d", i)
 	kube := c.Client
@@ -220,21 +311,139 @@ func scenario(ctx context.Context, c *cluster.Cluster, o options, i int, drainer
 	if err := addNode(cluster.Node{Name: atRisk, Spot: true, Pool: pool, CPU: "8", Taints: []corev1.Taint{spotTaint}}); err != nil {
 		return res, err
 	}
-	if _, err := kube.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
+	at := placement{selector: map[string]string{cluster.OwnerLabel: owner}, cpu: "500m",
+		tolerations: []corev1.Toleration{{Key: config.EKSCapacityTypeLabel, Operator: corev1.TolerationOpExists}}}
+	pdbHealthy, err := settle(ctx, c, ns, at, o.startup, 2*time.Minute)
+	if err != nil {
 		return res, err
+	}
+	// Room for two pods elsewhere, added once the pods are in place.
+	if err := addNode(cluster.Node{Name: fmt.Sprintf("other-%d", i), Spot: true, Pool: fmt.Sprintf("other-%d", i), CPU: "1200m",
+		Taints: []corev1.Taint{spotTaint}}); err != nil {
+		return res, err
+	}
+
+	// The drainer.
+	runCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	d, err := begin(runCtx, c, i, ns, drainer, atRisk)
+	if err != nil {
+		return res, err
+	}
+	signalAt, metrics := d.signalAt, d.metrics
+
+	// Sample until the node is empty and every workload is whole again.
+	replacementAdded := false
+	var samples []sample
+	drainedAt := time.Duration(0)
+	err = cluster.WaitFor(ctx, 4*time.Minute, func(ctx context.Context) (bool, error) {
+		now := time.Since(signalAt)
+		if !replacementAdded && now >= o.replacementAfter {
+			replacementAdded = true
+			go func() {
+				_ = addNode(cluster.Node{Name: fmt.Sprintf("replacement-%d", i), Spot: true, Pool: pool, CPU: "8", Taints: []corev1.Taint{spotTaint}})
+			}()
+		}
+		pods, err := kube.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{})
+		if err != nil {
+			return false, nil
+		}
+		s := take(pods.Items, now, atRisk)
+		samples = append(samples, s)
+		if s.OnNode == 0 && drainedAt == 0 {
+			drainedAt = now
+		}
+		// Sampled every 100 ms; a little past the end for the plot.
+		return drainedAt > 0 && s.whole() && replacementAdded && now > drainedAt+2*time.Second, nil
+	})
+	if err != nil {
+		return res, fmt.Errorf("waiting for the node to drain and the workloads to recover: %w\n%s", err, d.output())
+	}
+	cancel()
+	d.wait()
+	res.SignalToDrained = drainedAt.Seconds()
+	res.figures(samples, pdbHealthy, metrics, d.output())
+	// Clean up for the next run.
+	for _, n := range []string{atRisk, fmt.Sprintf("other-%d", i), fmt.Sprintf("replacement-%d", i)} {
+		_ = kube.CoreV1().Nodes().Delete(context.Background(), n, metav1.DeleteOptions{})
+	}
+	_ = kube.CoreV1().Namespaces().Delete(context.Background(), ns, metav1.DeleteOptions{})
+	return res, nil
+}
+
+// drain is a drainer at work on one node.
+type drain struct {
+	signalAt time.Time
+	metrics  *executor.Metrics // the controller's; nil for kubectl
+	out      *lockedWriter     // kubectl's output
+	done     chan error
+}
+
+// begin starts drainer on node atRisk: the controller, then the signal;
+// or kubectl drain. It runs until ctx ends.
+func begin(ctx context.Context, c *cluster.Cluster, i int, ns, drainer, atRisk string) (*drain, error) {
+	d := &drain{out: &lockedWriter{w: &strings.Builder{}}}
+	switch drainer {
+	case drainerKubectl:
+		d.done = make(chan error, 1)
+		d.signalAt = time.Now()
+		cmd := exec.CommandContext(ctx, filepath.Join(c.BinDir, "kubectl"), "--kubeconfig", c.Kubeconfig, "drain", atRisk,
+			"--ignore-daemonsets", "--delete-emptydir-data", "--force", "--timeout=5m")
+		cmd.Stdout, cmd.Stderr = d.out, d.out
+		if err := cmd.Start(); err != nil {
+			return nil, err
+		}
+		go func() { d.done <- cmd.Wait() }()
+	default:
+		var err error
+		if d.metrics, err = startController(ctx, c, i, ns, drainer == drainerNone); err != nil {
+			return nil, err
+		}
+		d.signalAt = time.Now()
+		patch := fmt.Sprintf(`{"metadata":{"annotations":{%q:"true"}}}`, signals.AnnotationAtRisk)
+		if _, err := c.Client.CoreV1().Nodes().Patch(ctx, atRisk, "application/merge-patch+json", []byte(patch), metav1.PatchOptions{}); err != nil {
+			return nil, err
+		}
+	}
+	return d, nil
+}
+
+// wait waits for kubectl to end (its context is done).
+func (d *drain) wait() {
+	if d.done != nil {
+		<-d.done
+	}
+}
+
+func (d *drain) output() string {
+	if d.done == nil {
+		return ""
+	}
+	d.out.mu.Lock()
+	defer d.out.mu.Unlock()
+	return d.out.w.(*strings.Builder).String()
+}
+
+// settle creates namespace ns and the workloads in it, placed at, and
+// waits until every pod is Ready and every PDB counts them. It returns
+// each PDB's desiredHealthy.
+func settle(ctx context.Context, c *cluster.Cluster, ns string, at placement, startup, timeout time.Duration) (map[string]int32, error) {
+	kube := c.Client
+	if _, err := kube.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
+		return nil, err
 	}
 	if err := cluster.WaitFor(ctx, 30*time.Second, func(ctx context.Context) (bool, error) {
 		_, err := kube.CoreV1().ServiceAccounts(ns).Get(ctx, "default", metav1.GetOptions{})
 		return err == nil, nil
 	}); err != nil {
-		return res, err
+		return nil, err
 	}
 	for _, w := range workloads {
-		if err := deploy(ctx, c, ns, owner, w, o.startup); err != nil {
-			return res, err
+		if err := deploy(ctx, c, ns, at, w, startup); err != nil {
+			return nil, err
 		}
 	}
-	if err := cluster.WaitFor(ctx, 2*time.Minute, func(ctx context.Context) (bool, error) {
+	if err := cluster.WaitFor(ctx, timeout, func(ctx context.Context) (bool, error) {
 		for _, w := range workloads {
 			pods, err := c.ReadyPods(ctx, ns, "app="+w.name)
 			if err != nil || int32(len(pods)) != w.replicas {
@@ -243,7 +452,7 @@ func scenario(ctx context.Context, c *cluster.Cluster, o options, i int, drainer
 		}
 		return true, nil
 	}); err != nil {
-		return res, fmt.Errorf("waiting for the workloads: %w", err)
+		return nil, fmt.Errorf("waiting for the workloads: %w", err)
 	}
 	pdbHealthy := map[string]int32{}
 	for _, w := range workloads {
@@ -258,96 +467,16 @@ func scenario(ctx context.Context, c *cluster.Cluster, o options, i int, drainer
 			pdbHealthy[w.name] = pdb.Status.DesiredHealthy
 			return pdb.Status.ObservedGeneration == pdb.Generation && pdb.Status.CurrentHealthy == w.replicas, nil
 		}); err != nil {
-			return res, err
+			return nil, err
 		}
 	}
-	// Room for two pods elsewhere, added once the pods are in place.
-	if err := addNode(cluster.Node{Name: fmt.Sprintf("other-%d", i), Spot: true, Pool: fmt.Sprintf("other-%d", i), CPU: "1200m",
-		Taints: []corev1.Taint{spotTaint}}); err != nil {
-		return res, err
-	}
+	return pdbHealthy, nil
+}
 
-	// The drainer.
-	runCtx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	var metrics *executor.Metrics
-	var drainOut strings.Builder
-	drainDone := make(chan error, 1)
-	signalAt := time.Now()
-	switch drainer {
-	case drainerNode, drainerNone:
-		var err error
-		metrics, err = startController(runCtx, c, i, ns, drainer == drainerNone)
-		if err != nil {
-			return res, err
-		}
-		signalAt = time.Now()
-		patch := fmt.Sprintf(`{"metadata":{"annotations":{%q:"true"}}}`, signals.AnnotationAtRisk)
-		if _, err := kube.CoreV1().Nodes().Patch(ctx, atRisk, "application/merge-patch+json", []byte(patch), metav1.PatchOptions{}); err != nil {
-			return res, err
-		}
-	case drainerKubectl:
-		signalAt = time.Now()
-		cmd := exec.CommandContext(runCtx, filepath.Join(c.BinDir, "kubectl"), "--kubeconfig", c.Kubeconfig, "drain", atRisk,
-			"--ignore-daemonsets", "--delete-emptydir-data", "--force", "--timeout=5m")
-		cmd.Stdout, cmd.Stderr = &lockedWriter{w: &drainOut}, &lockedWriter{w: &drainOut}
-		if err := cmd.Start(); err != nil {
-			return res, err
-		}
-		go func() { drainDone <- cmd.Wait() }()
-	}
-
-	// Sample until the node is empty and every workload is whole again.
-	replacementAdded := false
-	var samples []sample
-	drainedAt := time.Duration(0)
-	err := cluster.WaitFor(ctx, 4*time.Minute, func(ctx context.Context) (bool, error) {
-		now := time.Since(signalAt)
-		if !replacementAdded && now >= o.replacementAfter {
-			replacementAdded = true
-			go func() {
-				_ = addNode(cluster.Node{Name: fmt.Sprintf("replacement-%d", i), Spot: true, Pool: pool, CPU: "8", Taints: []corev1.Taint{spotTaint}})
-			}()
-		}
-		pods, err := kube.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{})
-		if err != nil {
-			return false, nil
-		}
-		s := sample{At: now.Seconds(), Ready: map[string]int32{}}
-		for j := range pods.Items {
-			p := &pods.Items[j]
-			if p.DeletionTimestamp == nil && cluster.PodIsReady(p) {
-				s.Ready[p.Labels["app"]]++
-			}
-			if p.Spec.NodeName == "" && p.Status.Phase == corev1.PodPending {
-				s.Pending++
-			}
-			if p.Spec.NodeName == atRisk && p.DeletionTimestamp == nil {
-				s.OnNode++
-			}
-		}
-		samples = append(samples, s)
-		if s.OnNode == 0 && drainedAt == 0 {
-			drainedAt = now
-		}
-		whole := true
-		for _, w := range workloads {
-			if s.Ready[w.name] != w.replicas {
-				whole = false
-			}
-		}
-		// Sampled every 100 ms; a little past the end for the plot.
-		return drainedAt > 0 && whole && replacementAdded && now > drainedAt+2*time.Second, nil
-	})
-	if err != nil {
-		return res, fmt.Errorf("waiting for the node to drain and the workloads to recover: %w\n%s", err, drainOut.String())
-	}
-	cancel()
-	if drainer == drainerKubectl {
-		<-drainDone
-	}
+// figures fills in what the samples, the controller's metrics (nil for
+// kubectl) or kubectl's output say.
+func (res *Result) figures(samples []sample, pdbHealthy map[string]int32, metrics *executor.Metrics, drainOut string) {
 	res.Samples = samples
-	res.SignalToDrained = drainedAt.Seconds()
 	for k := 1; k < len(samples); k++ {
 		res.PendingPodSeconds += float64(samples[k-1].Pending) * (samples[k].At - samples[k-1].At)
 	}
@@ -372,24 +501,50 @@ func scenario(ctx context.Context, c *cluster.Cluster, o options, i int, drainer
 		res.Evictions = int(testutil.ToFloat64(metrics.Evictions.WithLabelValues("evicted")))
 		res.Rejections429 = int(testutil.ToFloat64(metrics.Evictions.WithLabelValues("blocked-by-pdb")))
 		res.Surges = int(testutil.ToFloat64(metrics.Surges.WithLabelValues("completed")))
-	} else {
-		sc := bufio.NewScanner(strings.NewReader(drainOut.String()))
-		for sc.Scan() {
-			line := sc.Text()
-			switch {
-			case strings.Contains(line, "evicted"):
-				res.Evictions++
-			case strings.Contains(line, "disruption budget"):
-				res.Rejections429++
-			}
+		res.Reservations = int(testutil.ToFloat64(metrics.Reservations.WithLabelValues("created")))
+		return
+	}
+	sc := bufio.NewScanner(strings.NewReader(drainOut))
+	for sc.Scan() {
+		line := sc.Text()
+		switch {
+		case strings.Contains(line, "evicted"):
+			res.Evictions++
+		case strings.Contains(line, "disruption budget"):
+			res.Rejections429++
 		}
 	}
-	// Clean up for the next run.
-	for _, n := range []string{atRisk, fmt.Sprintf("other-%d", i), fmt.Sprintf("replacement-%d", i)} {
-		_ = kube.CoreV1().Nodes().Delete(context.Background(), n, metav1.DeleteOptions{})
+}
+
+// take samples the scenario's pods at one moment.
+func take(pods []corev1.Pod, at time.Duration, atRisk string) sample {
+	s := sample{At: at.Seconds(), Ready: map[string]int32{}}
+	for j := range pods {
+		p := &pods[j]
+		if reserve.Is(p) {
+			continue // placeholders, not the workloads' pods
+		}
+		if p.DeletionTimestamp == nil && cluster.PodIsReady(p) {
+			s.Ready[p.Labels["app"]]++
+		}
+		if p.Spec.NodeName == "" && p.Status.Phase == corev1.PodPending {
+			s.Pending++
+		}
+		if p.Spec.NodeName == atRisk && p.DeletionTimestamp == nil {
+			s.OnNode++
+		}
 	}
-	_ = kube.CoreV1().Namespaces().Delete(context.Background(), ns, metav1.DeleteOptions{})
-	return res, nil
+	return s
+}
+
+// whole tells whether every workload has all its replicas Ready.
+func (s sample) whole() bool {
+	for _, w := range workloads {
+		if s.Ready[w.name] != w.replicas {
+			return false
+		}
+	}
+	return true
 }
 
 type lockedWriter struct {
@@ -403,7 +558,14 @@ func (l *lockedWriter) Write(p []byte) (int, error) {
 	return l.w.Write(p)
 }
 
-func deploy(ctx context.Context, c *cluster.Cluster, ns, owner string, w workload, startup time.Duration) error {
+// placement is where a scenario's pods go and how much CPU each asks for.
+type placement struct {
+	selector    map[string]string
+	tolerations []corev1.Toleration
+	cpu         string
+}
+
+func deploy(ctx context.Context, c *cluster.Cluster, ns string, at placement, w workload, startup time.Duration) error {
 	labels := map[string]string{"app": w.name}
 	_, err := c.Client.AppsV1().Deployments(ns).Create(ctx, &appsv1.Deployment{
 		ObjectMeta: metav1.ObjectMeta{Name: w.name},
@@ -412,11 +574,11 @@ func deploy(ctx context.Context, c *cluster.Cluster, ns, owner string, w workloa
 			Template: corev1.PodTemplateSpec{
 				ObjectMeta: metav1.ObjectMeta{Labels: labels, Annotations: map[string]string{cluster.PodReadyDelayAnnotation: startup.String()}},
 				Spec: corev1.PodSpec{
-					NodeSelector:                  map[string]string{cluster.OwnerLabel: owner},
-					Tolerations:                   []corev1.Toleration{{Key: config.EKSCapacityTypeLabel, Operator: corev1.TolerationOpExists}},
+					NodeSelector:                  at.selector,
+					Tolerations:                   at.tolerations,
 					TerminationGracePeriodSeconds: ptr.To[int64](0),
 					Containers: []corev1.Container{{Name: w.name, Image: "registry.example/" + w.name + ":1",
-						Resources: corev1.ResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("500m")}}}},
+						Resources: corev1.ResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse(at.cpu)}}}},
 				},
 			},
 		},

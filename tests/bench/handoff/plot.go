@@ -10,9 +10,9 @@ import (
 
 // plotReady draws the Ready pods of all workloads over time, one line per
 // drainer, with the desired count dashed.
-func plotReady(path string, results []Result) error {
+func plotReady(path, title string, results []Result) error {
 	p := plot.New()
-	p.Title.Text = "Ready pods during a Spot hand-off (desired 11; replacement node at +20 s; above 11: a surge)"
+	p.Title.Text = "Ready pods during a Spot hand-off (desired 11; " + title + "; above 11: a surge)"
 	p.X.Label.Text = "seconds since the rebalance recommendation"
 	p.Y.Label.Text = "Ready pods (web + api + solo)"
 	colors := []color.Color{color.RGBA{R: 0x1b, G: 0x9e, B: 0x77, A: 0xff}, color.RGBA{R: 0xd9, G: 0x5f, B: 0x02, A: 0xff}, color.RGBA{R: 0x75, G: 0x70, B: 0xb3, A: 0xff}}
