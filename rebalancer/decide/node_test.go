@@ -174,6 +174,16 @@ func TestNode(t *testing.T) {
 			},
 			want: outcome{Complete: []string{"web-h-1"}, RequeueIn: time.Second},
 		},
+		"a granted pod deleted a moment ago (the cache still shows it) is not deleted again": {
+			cluster: func() *cluster {
+				c := newCluster().rebalance(signalled).state(signals.StateDraining, signals.ReasonReplacementReady).
+					deploy("web", 4, 3).pdb("web", 0, 4, 3).replacement("new", now)
+				c.pdbs[0].Status.DisruptedPods = map[string]metav1.Time{"web-h-1": metav1.NewTime(now.Add(-20 * time.Second))}
+				return c
+			},
+			edit: func(in *Input, _ *cluster) { in.Evicted.Insert("web-1") },
+			want: outcome{RequeueIn: time.Second},
+		},
 		"a workload without a PDB whose last evicted pod still starts elsewhere waits: the implicit budget holds over time": {
 			cluster: func() *cluster {
 				c := newCluster().rebalance(signalled).state(signals.StateDraining, signals.ReasonReplacementReady).

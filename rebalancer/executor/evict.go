@@ -46,8 +46,10 @@ func Evict(ctx context.Context, client kubernetes.Interface, pod *corev1.Pod) (O
 
 // Complete deletes a pod whose eviction its PDB already granted (the
 // Eviction API recorded it in status.disruptedPods) but whose delete never
-// came: what the Eviction API would have done, with the pod's own grace
-// period. The UID precondition keeps it to that pod.
+// came: the delete the Eviction API would have made, with the pod's own
+// grace period, without the DisruptionTarget condition it sets first
+// (which is why the planner never grants a Job's pod). The UID
+// precondition keeps it to that pod.
 func Complete(ctx context.Context, client kubernetes.Interface, pod *corev1.Pod) (Outcome, error) {
 	return classify(client.CoreV1().Pods(pod.Namespace).Delete(ctx, pod.Name, metav1.DeleteOptions{
 		Preconditions: &metav1.Preconditions{UID: &pod.UID},

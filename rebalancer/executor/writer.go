@@ -102,6 +102,8 @@ func (w *Writer) Apply(ctx context.Context, node *corev1.Node, sig signals.Signa
 			w.Recorder.Eventf(e.Pod, corev1.EventTypeNormal, "Evicted", "evicted from at-risk node %s (wave 1 of the current plan, destination %s)", node.Name, e.Destination)
 		case outcome == BlockedByPDB:
 			res.Throttled = true
+		case outcome == Failed && e.Granted:
+			errs = append(errs, fmt.Errorf("deleting pod %s, whose eviction its PDB granted: %w", klog.KObj(e.Pod), err))
 		case outcome == Failed:
 			errs = append(errs, fmt.Errorf("evicting pod %s: %w", klog.KObj(e.Pod), err))
 		}

@@ -292,23 +292,39 @@ func (p *planning) classify(pod *corev1.Pod) PodPlan {
 
 // DisruptedPodTimeout is how long the API server's disruption controller
 // keeps a pod in a PDB's status.disruptedPods once an eviction of it was
-// granted, waiting for its delete (the controller's DeletionTimeout).
+// granted, waiting for its delete (the controller's DeletionTimeout); then
+// it counts the pod as healthy again and gives its disruption back.
 const DisruptedPodTimeout = 2 * time.Minute
+
+// GrantTrust is how long after a grant the planner still treats it as
+// one: a minute short of DisruptedPodTimeout, so that clock skew and the
+// time until the delete lands never let it delete a pod whose disruption
+// the disruption controller has just given back (and someone else taken).
+const GrantTrust = time.Minute
+
+// grantSkew is how far in the future a grant's time may be (the API
+// server's clock against ours).
+const grantSkew = 10 * time.Second
 
 // Granted tells whether the PDB already counts pod as disrupted: an
 // eviction of it was granted (its name is in status.disruptedPods, written
 // by the Eviction API) but its delete never came, as when the evicting
 // client is killed mid-request. Until the entry expires the PDB allows no
 // eviction in its place, so the pod is deleted instead, without spending
-// the budget twice. Only entries of this pod (not of an earlier pod of the
-// same name), no older than the timeout and not from the future (a minute
-// of clock skew allowed) count.
+// the budget twice. Only entries of this pod (stamped after it was
+// created, not of an earlier pod of the same name), at most GrantTrust old
+// and at most grantSkew in the future count, and never for a Job's pod
+// (the Eviction API marks a pod DisruptionTarget before deleting it, which
+// a Job's podFailurePolicy may rely on; a plain delete does not).
 func Granted(pdb *policyv1.PodDisruptionBudget, pod *corev1.Pod, now time.Time) bool {
 	at, ok := pdb.Status.DisruptedPods[pod.Name]
-	if !ok || at.Time.Before(pod.CreationTimestamp.Time) {
+	if !ok || !at.Time.After(pod.CreationTimestamp.Time) {
 		return false
 	}
-	return at.Time.After(now.Add(-DisruptedPodTimeout)) && !at.Time.After(now.Add(time.Minute))
+	if owner := metav1.GetControllerOfNoCopy(pod); owner == nil || owner.Kind == "Job" {
+		return false
+	}
+	return at.Time.After(now.Add(-GrantTrust)) && !at.Time.After(now.Add(grantSkew))
 }
 
 func skip(pp PodPlan, reason string) PodPlan {
@@ -354,7 +370,8 @@ func (p *planning) assignWaves(targets []target, plan *Plan, moving []*corev1.Po
 	order := slices.Clone(moving)
 	slices.SortStableFunc(order, func(a, b *corev1.Pod) int {
 		pa, pb := pods[a.UID], pods[b.UID]
-		return cmp.Or(boolCmp(pa.Critical, pb.Critical), cmp.Compare(pa.Priority, pb.Priority),
+		// Granted pods first: their PDBs already count them as gone.
+		return cmp.Or(boolCmp(!pa.Granted, !pb.Granted), boolCmp(pa.Critical, pb.Critical), cmp.Compare(pa.Priority, pb.Priority),
 			strings.Compare(a.Namespace, b.Namespace), strings.Compare(a.Name, b.Name))
 	})
 	budgets := map[string]*budget{}

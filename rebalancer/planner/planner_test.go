@@ -121,10 +121,23 @@ func TestWavesAndBlockers(t *testing.T) {
 			pdbs: []*policyv1.PodDisruptionBudget{disrupted(pdb("web", "web", 0, 4, 3), "web-h-1", now.Add(-30*time.Second))},
 			want: map[string]string{"web-h-1": "wave 1", "web-h-0": "wave 2", "web-h-2": "wave 3"},
 		},
-		"a PDB's expired disrupted-pod entry grants nothing": {
+		"a PDB's disrupted-pod entry near its expiry grants nothing": {
 			pods: []*corev1.Pod{rsPod("web", 0, "risky"), rsPod("web", 1, "risky")},
-			pdbs: []*policyv1.PodDisruptionBudget{disrupted(pdb("web", "web", 0, 4, 3), "web-h-1", now.Add(-3*time.Minute))},
+			pdbs: []*policyv1.PodDisruptionBudget{disrupted(pdb("web", "web", 0, 4, 3), "web-h-1", now.Add(-90*time.Second))},
 			want: map[string]string{"web-h-0": "wave 2", "web-h-1": "wave 3"},
+		},
+		"a granted pod that may not be evicted stays blocked": {
+			pods: []*corev1.Pod{rsPod("web", 0, "risky"), rsPod("web", 1, "risky", func(p *corev1.Pod) {
+				p.Annotations = map[string]string{signals.AnnotationDoNotEvict: "true"}
+			})},
+			pdbs: []*policyv1.PodDisruptionBudget{disrupted(pdb("web", "web", 0, 4, 3), "web-h-1", now.Add(-10*time.Second))},
+			want: map[string]string{"web-h-0": "wave 2", "web-h-1": "blocked"}, blocked: true,
+		},
+		"granted pods count against maxParallelEvictions": {
+			pods:   []*corev1.Pod{rsPod("web", 0, "risky"), rsPod("api", 0, "risky")},
+			pdbs:   []*policyv1.PodDisruptionBudget{disrupted(pdb("web", "web", 0, 4, 3), "web-h-0", now.Add(-10*time.Second)), pdb("api", "api", 1, 4, 3)},
+			config: func(c *config.Rebalancer) { c.MaxParallelEvictions = 1 },
+			want:   map[string]string{"web-h-0": "wave 1", "api-h-0": "wave 2"},
 		},
 		"a PDB that allows 0 even when healthy is a blocker": {
 			pods: []*corev1.Pod{rsPod("web", 0, "risky")},
@@ -239,8 +252,11 @@ func TestWavesAndBlockers(t *testing.T) {
 	}
 }
 
+// disrupted names pod in p's status.disruptedPods, granted at, and counts
+// it out of the healthy pods as the disruption controller does.
 func disrupted(p *policyv1.PodDisruptionBudget, pod string, at time.Time) *policyv1.PodDisruptionBudget {
 	p.Status.DisruptedPods = map[string]metav1.Time{pod: metav1.NewTime(at)}
+	p.Status.CurrentHealthy--
 	return p
 }
 
@@ -249,20 +265,28 @@ func TestGranted(t *testing.T) {
 	tests := map[string]struct {
 		at   *time.Time
 		name string
+		pod  func(*corev1.Pod)
 		want bool
 	}{
-		"granted a moment ago":                {at: new(now.Add(-10 * time.Second)), want: true},
-		"granted just inside the two minutes": {at: new(now.Add(-DisruptedPodTimeout + time.Second)), want: true},
-		"granted two minutes ago: expired":    {at: new(now.Add(-DisruptedPodTimeout)), want: false},
-		"a little clock skew is allowed":      {at: new(now.Add(30 * time.Second)), want: true},
-		"far in the future: not trusted":      {at: new(now.Add(2 * time.Minute)), want: false},
-		"granted before the pod was created":  {at: new(created.Add(-time.Second)), want: false},
-		"another pod's entry":                 {at: new(now), name: "web-h-9", want: false},
-		"no entry":                            {},
+		"granted a moment ago":                              {at: new(now.Add(-10 * time.Second)), want: true},
+		"granted just inside the trusted minute":            {at: new(now.Add(-GrantTrust + time.Second)), want: true},
+		"granted a minute ago: too close to its expiry":     {at: new(now.Add(-GrantTrust)), want: false},
+		"granted 90 s ago: not trusted, though not expired": {at: new(now.Add(-90 * time.Second)), want: false},
+		"a little clock skew is allowed":                    {at: new(now.Add(5 * time.Second)), want: true},
+		"30 s in the future: not trusted":                   {at: new(now.Add(30 * time.Second)), want: false},
+		"granted before the pod was created":                {at: new(created.Add(-time.Second)), want: false},
+		"granted in the second the pod was created":         {at: new(created), want: false},
+		"another pod's entry":                               {at: new(now), name: "web-h-9", want: false},
+		"no entry":                                          {},
+		"a Job's pod (the Eviction API would mark it DisruptionTarget)": {at: new(now), want: false,
+			pod: func(p *corev1.Pod) { p.OwnerReferences[0].Kind = "Job" }},
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
 			pod := rsPod("web", 0, "risky", func(p *corev1.Pod) { p.CreationTimestamp = metav1.NewTime(created) })
+			if tc.pod != nil {
+				tc.pod(pod)
+			}
 			b := pdb("web", "web", 0, 4, 3)
 			if tc.at != nil {
 				entry := pod.Name

@@ -20,6 +20,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/client-go/util/retry"
 	"k8s.io/utils/ptr"
 
 	"github.com/spot-rebalancer/spot-rebalancer/config"
@@ -540,14 +541,26 @@ func TestGrantedEvictionWithoutDeleteIsCompleted(t *testing.T) {
 		t.Fatal(err)
 	}
 	granted := pods[0].Name
-	pdb, err := c.Client.PolicyV1().PodDisruptionBudgets(ns).Get(ctx, "web", metav1.GetOptions{})
+	// Times here have whole seconds, and a grant in the second the pod was
+	// created may be an earlier pod's of the same name: the grant comes a
+	// second later at least.
+	c.WaitFor(t, 5*time.Second, "the clock to pass the pod's creation second", func(context.Context) (bool, error) {
+		return metav1.Now().Rfc3339Copy().After(pods[0].CreationTimestamp.Time), nil
+	})
+	// What the Eviction API writes before it deletes the pod (the
+	// disruption controller may write the status at the same time).
+	at := metav1.Now().Rfc3339Copy()
+	err = retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		pdb, err := c.Client.PolicyV1().PodDisruptionBudgets(ns).Get(ctx, "web", metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		pdb.Status.DisruptedPods = map[string]metav1.Time{granted: at}
+		pdb.Status.DisruptionsAllowed = 0
+		_, err = c.Client.PolicyV1().PodDisruptionBudgets(ns).UpdateStatus(ctx, pdb, metav1.UpdateOptions{})
+		return err
+	})
 	if err != nil {
-		t.Fatal(err)
-	}
-	at := metav1.Now()
-	pdb.Status.DisruptedPods = map[string]metav1.Time{granted: at}
-	pdb.Status.DisruptionsAllowed = 0
-	if _, err := c.Client.PolicyV1().PodDisruptionBudgets(ns).UpdateStatus(ctx, pdb, metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	c.WaitFor(t, 30*time.Second, "the PDB to count the granted pod as disrupted", func(ctx context.Context) (bool, error) {
@@ -560,6 +573,9 @@ func TestGrantedEvictionWithoutDeleteIsCompleted(t *testing.T) {
 	startRebalancer(t, c, func(r *config.Rebalancer) { r.Replacement.Mode = config.ReplacementCapacity })
 	annotate(t, c, risky.Name, signals.AnnotationAtRisk, ptr.To("true"))
 	expires := at.Add(planner.DisruptedPodTimeout)
+	if left := time.Until(at.Add(planner.GrantTrust)); left < 20*time.Second {
+		t.Fatalf("the set-up took too long: the grant is trusted for only %s more", left)
+	}
 	c.WaitFor(t, time.Until(expires), "the node to be drained before the PDB's entry expires", func(ctx context.Context) (bool, error) {
 		_, state, err := nodeState(ctx, c, risky.Name)
 		return state == signals.StateDrained, err
