@@ -15,6 +15,7 @@ import (
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/spot-rebalancer/spot-rebalancer/config"
 	"github.com/spot-rebalancer/spot-rebalancer/rebalancer/planner"
 )
 
@@ -156,7 +157,29 @@ func summary(plan *planner.Plan) string {
 	if plan.Complete {
 		return fmt.Sprintf("Plan can complete: %d node(s), %s.", len(plan.Nodes), moves)
 	}
-	return fmt.Sprintf("Plan is blocked: %d pod(s) cannot move; %s.", blocked, moves)
+	verdict := fmt.Sprintf("Plan is blocked: %d pod(s) cannot move; %s.", blocked, moves)
+	if n := needCapacity(plan); n > 0 {
+		verdict += fmt.Sprintf(" %d pod(s) fit nowhere now: reservations ask an autoscaler for their room, and a waiting node drains once it is there.", n)
+	}
+	return verdict
+}
+
+// needCapacity counts the reservations that ask for new capacity: for
+// pods the simulation places nowhere now.
+func needCapacity(plan *planner.Plan) int {
+	n := 0
+	for i := range plan.Nodes {
+		r := plan.Nodes[i].Replacement
+		if r.Provision != config.ProvisionReservations {
+			continue
+		}
+		for _, res := range r.Reservations {
+			if res.Fits == "" {
+				n++
+			}
+		}
+	}
+	return n
 }
 
 // selector writes the suggested selector as kubectl's -l takes it.

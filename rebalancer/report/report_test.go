@@ -81,6 +81,29 @@ func TestTableShowsBlockersFirstAndSummarises(t *testing.T) {
 	}
 }
 
+// A plan blocked only for now, because some pods fit nowhere until the
+// reservations bring new capacity, says so.
+func TestBlockedVerdictNamesThePodsReservationsAskFor(t *testing.T) {
+	plan := samplePlan()
+	plan.Nodes[0].Replacement.Provision = config.ProvisionReservations
+	plan.Nodes[0].Replacement.Reservations = []planner.Reservation{{Pod: "shop/big"}, {Pod: "shop/web-1", Fits: "od-1"}}
+	var buf bytes.Buffer
+	if err := Write(&buf, plan, FormatTable); err != nil {
+		t.Fatal(err)
+	}
+	if want := "1 pod(s) fit nowhere now: reservations ask an autoscaler for their room"; !strings.Contains(buf.String(), want) {
+		t.Errorf("table lacks %q:\n%s", want, buf.String())
+	}
+	plan.Nodes[0].Replacement.Provision = config.ProvisionNone
+	buf.Reset()
+	if err := Write(&buf, plan, FormatTable); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(buf.String(), "reservations ask") {
+		t.Errorf("without reservations the verdict must not promise them:\n%s", buf.String())
+	}
+}
+
 func TestUnknownFormat(t *testing.T) {
 	if err := Write(&bytes.Buffer{}, samplePlan(), "yaml"); err == nil {
 		t.Error("want an error for an unknown format")
