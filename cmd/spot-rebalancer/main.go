@@ -8,9 +8,15 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+
+	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
+
+	"github.com/spot-rebalancer/spot-rebalancer/internal/version"
 )
 
 func main() {
+	// Every component serves its metrics from controller-runtime's registry.
+	ctrlmetrics.Registry.MustRegister(version.BuildInfo())
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	err := newRootCommand().ExecuteContext(ctx)
 	stop()

@@ -8,9 +8,10 @@ type Metrics struct {
 	Evictions   *prometheus.CounterVec
 	Nodes       *prometheus.GaugeVec
 	// WaitForReplacement is the time from the signal to draining;
-	// SignalToDrained the time from the signal to drained.
-	WaitForReplacement prometheus.Histogram
-	SignalToDrained    prometheus.Histogram
+	// SignalToDrained the time from the signal to drained; both by the
+	// signal's kind (rebalance-recommendation, interruption-notice).
+	WaitForReplacement *prometheus.HistogramVec
+	SignalToDrained    *prometheus.HistogramVec
 	// Surges counts surge hand-offs by result (started, completed,
 	// abandoned).
 	Surges *prometheus.CounterVec
@@ -24,31 +25,31 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	buckets := []float64{1, 5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600}
 	m := &Metrics{
 		Transitions: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "spot_rebalancer_rebalancer_state_transitions_total",
+			Name: "spot_rebalancer_state_transitions_total",
 			Help: "Node state changes, by the state entered (at-risk, awaiting-replacement, draining, drained, blocked, cleared).",
 		}, []string{"state"}),
 		Evictions: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "spot_rebalancer_rebalancer_evictions_total",
+			Name: "spot_rebalancer_evictions_total",
 			Help: "Eviction and deadline deletion attempts, by result (evicted, gone, blocked-by-pdb, deleted, failed).",
 		}, []string{"result"}),
 		Nodes: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "spot_rebalancer_rebalancer_nodes",
+			Name: "spot_rebalancer_nodes",
 			Help: "Nodes by the rebalancer state recorded on them.",
 		}, []string{"state"}),
-		WaitForReplacement: prometheus.NewHistogram(prometheus.HistogramOpts{
-			Name: "spot_rebalancer_rebalancer_replacement_wait_seconds", Buckets: buckets,
-			Help: "Time from a node's signal until it starts draining (waiting for replacement capacity).",
-		}),
-		SignalToDrained: prometheus.NewHistogram(prometheus.HistogramOpts{
-			Name: "spot_rebalancer_rebalancer_signal_to_drained_seconds", Buckets: buckets,
-			Help: "Time from a node's signal until it is drained.",
-		}),
+		WaitForReplacement: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "spot_rebalancer_replacement_wait_seconds", Buckets: buckets,
+			Help: "Time from a node's signal until it starts draining (waiting for replacement capacity), by the signal's kind.",
+		}, []string{"signal"}),
+		SignalToDrained: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "spot_rebalancer_signal_to_drained_seconds", Buckets: buckets,
+			Help: "Time from a node's signal until it is drained, by the signal's kind.",
+		}, []string{"signal"}),
 		Surges: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "spot_rebalancer_rebalancer_surges_total",
+			Name: "spot_rebalancer_surges_total",
 			Help: "Surge hand-offs of Deployments, by result (started, completed, abandoned).",
 		}, []string{"result"}),
 		Reservations: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "spot_rebalancer_rebalancer_reservations_total",
+			Name: "spot_rebalancer_reservations_total",
 			Help: "Reservation pods asking for replacement capacity, by result (created, deleted, failed).",
 		}, []string{"result"}),
 	}

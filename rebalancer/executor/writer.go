@@ -196,9 +196,9 @@ func (w *Writer) transition(ctx context.Context, node *corev1.Node, sig signals.
 	w.Metrics.Transitions.WithLabelValues(string(t.State)).Inc()
 	switch t.State {
 	case signals.StateDraining:
-		w.Metrics.WaitForReplacement.Observe(w.Clock.Since(sig.Since).Seconds())
+		w.Metrics.WaitForReplacement.WithLabelValues(string(sig.Kind)).Observe(w.Clock.Since(sig.Since).Seconds())
 	case signals.StateDrained:
-		w.Metrics.SignalToDrained.Observe(w.Clock.Since(sig.Since).Seconds())
+		w.Metrics.SignalToDrained.WithLabelValues(string(sig.Kind)).Observe(w.Clock.Since(sig.Since).Seconds())
 	}
 	eventType := corev1.EventTypeNormal
 	if t.State == signals.StateBlocked {

@@ -77,6 +77,12 @@ func TestMetricsAreServedOnlyToThoseAllowed(t *testing.T) {
 		code, body, err := get("/metrics", reader)
 		return err == nil && code == http.StatusOK && strings.Contains(body, "controller_runtime_"), nil
 	})
+	// What every component serves besides controller-runtime's own.
+	oldPrefix := "spot_rebalancer_" + "rebalancer_" // the names before 0.2
+	if _, body, err := get("/metrics", reader); err != nil || !strings.Contains(body, `spot_rebalancer_build_info{commit=`) ||
+		strings.Contains(body, oldPrefix) {
+		t.Errorf("/metrics lacks spot_rebalancer_build_info or still has names starting %s (%v):\n%s", oldPrefix, err, body)
+	}
 	for _, tc := range []struct {
 		who, path, token string
 		want             int

@@ -416,8 +416,8 @@ current-context: soak
 	fmt.Fprintf(out, "nodes at risk             %d in 2 pools, replacements joining every %s, maxConcurrentNodes %d\n", len(atRisk), o.replacementEvery, o.maxConcurrent)
 	fmt.Fprintf(out, "pods                      %d of %d Deployments, every one with a PDB\n", total, o.deployments)
 	fmt.Fprintf(out, "signal to all drained     %.0fs\n", elapsed.Seconds())
-	fmt.Fprintf(out, "evictions / surges        %s / %s (abandoned %s)\n", metrics[`spot_rebalancer_rebalancer_evictions_total{result="evicted"}`],
-		metrics[`spot_rebalancer_rebalancer_surges_total{result="completed"}`], metrics[`spot_rebalancer_rebalancer_surges_total{result="abandoned"}`])
+	fmt.Fprintf(out, "evictions / surges        %s / %s (abandoned %s)\n", metrics[`spot_rebalancer_evictions_total{result="evicted"}`],
+		metrics[`spot_rebalancer_surges_total{result="completed"}`], metrics[`spot_rebalancer_surges_total{result="abandoned"}`])
 	fmt.Fprintf(out, "budget breaches           %d in %d samples (lowest headroom %d)\n", breaches, samples, lowestHeadroom)
 	fmt.Fprintf(out, "nodes draining per pool   at most %d (maxConcurrentNodes %d; %d samples over)\n", peakDraining, o.maxConcurrent, overConcurrent)
 	fmt.Fprintf(out, "controller RSS            peak %d MiB, at the end %d MiB\n", peakRSS/1024, lastRSS/1024)
