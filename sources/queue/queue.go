@@ -48,6 +48,11 @@ type Nodes interface {
 
 var _ Nodes = sources.NodeIndex{}
 
+// StoppingStates are the EC2 instance states of a state-change event the
+// consumer treats as an interruption (deploy/aws/queue.yaml's rule
+// forwards exactly these).
+var StoppingStates = []string{"stopping", "stopped", "shutting-down", "terminated"}
+
 // EventBridge detail types the consumer acts on.
 const (
 	DetailInterruption = "EC2 Spot Instance Interruption Warning"
@@ -235,12 +240,10 @@ func (c *Consumer) handle(ctx context.Context, m types.Message) (string, error) 
 		interruption = true
 	case DetailRebalance:
 	case DetailStateChange:
-		switch d.State {
-		case "stopping", "stopped", "shutting-down", "terminated":
-			interruption = true
-		default:
+		if !slices.Contains(StoppingStates, d.State) {
 			return ResultIgnored, nil
 		}
+		interruption = true
 	default:
 		return ResultIgnored, fmt.Errorf("detail type %q is not a Spot signal", ev.DetailType)
 	}
