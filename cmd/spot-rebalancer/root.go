@@ -13,6 +13,7 @@ import (
 
 	"github.com/spot-rebalancer/spot-rebalancer/config"
 	"github.com/spot-rebalancer/spot-rebalancer/internal/kubeconfig"
+	"github.com/spot-rebalancer/spot-rebalancer/internal/version"
 )
 
 // Exit codes, as the README documents them.
@@ -51,6 +52,7 @@ type globalOptions struct {
 	kubeconfig  string
 	configFile  string
 	printConfig bool
+	version     bool
 	qps         float32
 	burst       int
 }
@@ -87,7 +89,18 @@ Exit codes: 0 success, 1 runtime failure, 2 bad usage or invalid configuration.`
 		},
 	}
 	cmd.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
+	// --version on every command, as kubectl plugins and operators expect.
+	cmd.PersistentPreRunE = func(cmd *cobra.Command, _ []string) error {
+		if opts.version {
+			if _, err := fmt.Fprintln(cmd.OutOrStdout(), version.Get()); err != nil {
+				return err
+			}
+			return errPrinted
+		}
+		return nil
+	}
 	pf := cmd.PersistentFlags()
+	pf.BoolVar(&opts.version, "version", false, "print the version of this binary and exit (the version command has -o json)")
 	pf.StringVar(&opts.kubeconfig, "kubeconfig", "",
 		"path to a kubeconfig; default: in-cluster service account, then $KUBECONFIG, then ~/.kube/config")
 	pf.StringVar(&opts.configFile, "config", "", "configuration file (YAML, kind Config); default: built-in defaults")
@@ -134,7 +147,8 @@ func (o *globalOptions) configSource() string {
 	return o.configFile + " (with flags)"
 }
 
-// errPrinted stops a command after --print-config; it is not a failure.
+// errPrinted stops a command after --print-config or --version; it is not
+// a failure.
 var errPrinted = printedError{}
 
 type printedError struct{}

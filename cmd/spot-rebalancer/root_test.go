@@ -43,6 +43,15 @@ func TestCommandLine(t *testing.T) {
 		wantOut  []string
 		wantErr  []string
 	}{
+		"--version on the root": {
+			args: []string{"--version"}, wantOut: []string{"spot-rebalancer dev (commit"},
+		},
+		"--version on plan answers without a cluster": {
+			args: []string{"plan", "--version"}, wantOut: []string{"spot-rebalancer dev (commit"},
+		},
+		"--version on controller starts nothing": {
+			args: []string{"controller", "--version", "--kubeconfig", "/nonexistent"}, wantOut: []string{"spot-rebalancer dev (commit"},
+		},
 		"--print-config prints the defaults": {
 			args:    []string{"--print-config"},
 			wantOut: []string{"apiVersion: spot-rebalancer.io/v1alpha1", "mode: node", "onTimeout: drain-if-fits"},
