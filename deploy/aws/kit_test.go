@@ -6,6 +6,7 @@ import (
 	"os"
 	"reflect"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -67,8 +68,15 @@ func TestControllerPolicyGrantsExactlyTheCallsTheCodeMakes(t *testing.T) {
 			t.Errorf("statement %s: effect %q", s.Sid, s.Effect)
 		}
 		granted = append(granted, s.Action...)
-		if slices.Contains(s.Action, "sqs:ReceiveMessage") && s.Resource == "*" {
-			t.Errorf("statement %s reads every queue: scope it to the queue's ARN", s.Sid)
+		for _, a := range s.Action {
+			switch {
+			case strings.HasPrefix(a, "sqs:") && s.Resource != "arn:aws:sqs:REGION:ACCOUNT_ID:spot-rebalancer":
+				t.Errorf("statement %s grants %s on %q: only on the queue's ARN", s.Sid, a, s.Resource)
+			case a == "autoscaling:SetDesiredCapacity" || a == "autoscaling:TerminateInstanceInAutoScalingGroup":
+				if !strings.HasPrefix(s.Resource, "arn:aws:autoscaling:") || s.Condition["StringEquals"]["aws:ResourceTag/spot-rebalancer"] != "enabled" {
+					t.Errorf("statement %s grants %s on %q with %v: only on groups tagged spot-rebalancer=enabled", s.Sid, a, s.Resource, s.Condition)
+				}
+			}
 		}
 	}
 	slices.Sort(granted)
@@ -85,14 +93,9 @@ type template struct {
 }
 
 type rule struct {
-	EventPattern struct {
-		Source     []string `json:"source"`
-		DetailType []string `json:"detail-type"`
-		Detail     struct {
-			State []string `json:"state"`
-		} `json:"detail"`
-	}
-	Targets []struct {
+	State        string
+	EventPattern map[string]any
+	Targets      []struct {
 		Id  string
 		Arn map[string][]string
 	}
@@ -133,13 +136,27 @@ func TestQueueRulesForwardExactlyWhatTheConsumerReads(t *testing.T) {
 		if err := json.Unmarshal(r.Properties, &props); err != nil {
 			t.Fatalf("rule %s: %v", name, err)
 		}
-		p := props.EventPattern
-		if !slices.Equal(p.Source, []string{"aws.ec2"}) {
-			t.Errorf("rule %s: source %v, want [aws.ec2]", name, p.Source)
+		if props.State != "" && props.State != "ENABLED" {
+			t.Errorf("rule %s: state %s", name, props.State)
 		}
-		detailTypes = append(detailTypes, p.DetailType...)
-		if slices.Contains(p.DetailType, queue.DetailStateChange) && !slices.Equal(p.Detail.State, queue.StoppingStates) {
-			t.Errorf("rule %s forwards states %v; the consumer acts on %v", name, p.Detail.State, queue.StoppingStates)
+		// One detail type per rule, from aws.ec2, filtered on nothing
+		// else but a state change's states.
+		types, _ := props.EventPattern["detail-type"].([]any)
+		if len(types) != 1 {
+			t.Fatalf("rule %s: detail types %v, want one", name, props.EventPattern["detail-type"])
+		}
+		detailType, _ := types[0].(string)
+		detailTypes = append(detailTypes, detailType)
+		want := map[string]any{"source": []any{"aws.ec2"}, "detail-type": []any{detailType}}
+		if detailType == queue.DetailStateChange {
+			var states []any
+			for _, st := range queue.StoppingStates {
+				states = append(states, st)
+			}
+			want["detail"] = map[string]any{"state": states}
+		}
+		if diff := cmp.Diff(want, props.EventPattern); diff != "" {
+			t.Errorf("rule %s: the event pattern differs from what the consumer acts on (-want +rule):\n%s", name, diff)
 		}
 		if len(props.Targets) != 1 || !slices.Equal(props.Targets[0].Arn["Fn::GetAtt"], []string{"Queue", "Arn"}) {
 			t.Errorf("rule %s: targets %+v, want the queue only", name, props.Targets)
@@ -160,8 +177,15 @@ func TestQueueRulesForwardExactlyWhatTheConsumerReads(t *testing.T) {
 	if err := json.Unmarshal(qp.Properties, &props); err != nil {
 		t.Fatalf("QueuePolicy: %v", err)
 	}
+	if len(props.Queues) != 1 || props.Queues[0]["Ref"] != "Queue" {
+		t.Errorf("QueuePolicy applies to %v, want the stack's Queue", props.Queues)
+	}
 	var allowed []string
+	tlsOnly := false
 	for _, s := range props.PolicyDocument.Statement {
+		if s.Effect == "Deny" && s.Principal == "*" && s.Action == "sqs:*" && s.Condition["Bool"]["aws:SecureTransport"] == "false" {
+			tlsOnly = true
+		}
 		if s.Effect != "Allow" {
 			continue
 		}
@@ -178,6 +202,9 @@ func TestQueueRulesForwardExactlyWhatTheConsumerReads(t *testing.T) {
 				allowed = append(allowed, ref[0].(string))
 			}
 		}
+	}
+	if !tlsOnly {
+		t.Error("the queue policy does not deny requests without TLS")
 	}
 	slices.Sort(rules)
 	slices.Sort(allowed)
