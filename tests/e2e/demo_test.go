@@ -72,7 +72,8 @@ func TestDemo(t *testing.T) {
 			"Warning: spot-rebalancer: deployment worker PDB missing",
 			"RESERVATIONS (13", "SpotRebalanceRecommended=True",
 			"event Reserving", "is awaiting-replacement", "Karpenter's new node",
-			"is drained", "is retired", "Karpenter removed node", "RESULT OK",
+			// drained may last less than a sample: retired comes after it.
+			"is retired", "Karpenter removed node", "RESULT OK",
 		}},
 	}
 	for i, r := range runs {
