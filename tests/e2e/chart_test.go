@@ -9,11 +9,14 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
@@ -21,6 +24,7 @@ import (
 
 	"github.com/spot-rebalancer/spot-rebalancer/config"
 	"github.com/spot-rebalancer/spot-rebalancer/rebalancer/reserve"
+	"github.com/spot-rebalancer/spot-rebalancer/rebalancer/signals"
 	"github.com/spot-rebalancer/spot-rebalancer/tests/cluster"
 )
 
@@ -382,5 +386,89 @@ func TestHelmChart(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// The chart's scheduling defaults: the controller stays off every node a
+// Spot label marks (signals.SpotLabels, what the controller itself reads),
+// the agent runs on each of them, and the components' own PDBs exist only
+// with more than one replica (with one they would block every drain).
+func TestChartSchedulingDefaults(t *testing.T) {
+	c := cluster.Get(t)
+	root, err := cluster.RepoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	chart := filepath.Join(root, "deploy", "chart", "spot-rebalancer")
+	render := func(sets ...string) (controller *appsv1.Deployment, agent *appsv1.DaemonSet, pdbs []string) {
+		args := []string{"template", "spot-rebalancer", chart, "--namespace", "spot-rebalancer"}
+		for _, s := range sets {
+			args = append(args, "--set", s)
+		}
+		decoder := utilyaml.NewYAMLReader(bufio.NewReader(strings.NewReader(mustTool(t, c, nil, "helm", args...))))
+		for {
+			doc, err := decoder.Read()
+			if err != nil {
+				return controller, agent, pdbs
+			}
+			var meta metav1.TypeMeta
+			if err := yaml.Unmarshal(doc, &meta); err != nil {
+				t.Fatal(err)
+			}
+			switch meta.Kind {
+			case "Deployment":
+				var d appsv1.Deployment
+				if err := yaml.Unmarshal(doc, &d); err != nil {
+					t.Fatal(err)
+				}
+				if strings.HasSuffix(d.Name, "-controller") {
+					controller = &d
+				}
+			case "DaemonSet":
+				agent = &appsv1.DaemonSet{}
+				if err := yaml.Unmarshal(doc, agent); err != nil {
+					t.Fatal(err)
+				}
+			case "PodDisruptionBudget":
+				var p policyv1.PodDisruptionBudget
+				if err := yaml.Unmarshal(doc, &p); err != nil {
+					t.Fatal(err)
+				}
+				pdbs = append(pdbs, p.Name)
+			}
+		}
+	}
+	controller, agent, pdbs := render()
+	if controller == nil || agent == nil {
+		t.Fatal("the rendering lacks the controller Deployment or the agent DaemonSet")
+	}
+	na := controller.Spec.Template.Spec.Affinity.NodeAffinity
+	if na == nil || na.RequiredDuringSchedulingIgnoredDuringExecution == nil || len(na.RequiredDuringSchedulingIgnoredDuringExecution.NodeSelectorTerms) != 1 {
+		t.Fatalf("the controller has no single required node affinity term: %+v", na)
+	}
+	avoid := na.RequiredDuringSchedulingIgnoredDuringExecution.NodeSelectorTerms[0].MatchExpressions
+	for label, spot := range signals.SpotLabels {
+		if !slices.ContainsFunc(avoid, func(r corev1.NodeSelectorRequirement) bool {
+			return r.Key == label && r.Operator == corev1.NodeSelectorOpNotIn && slices.Contains(r.Values, spot)
+		}) {
+			t.Errorf("the controller may land on nodes labelled %s=%s: %v", label, spot, avoid)
+		}
+		terms := agent.Spec.Template.Spec.Affinity.NodeAffinity.RequiredDuringSchedulingIgnoredDuringExecution.NodeSelectorTerms
+		if !slices.ContainsFunc(terms, func(term corev1.NodeSelectorTerm) bool {
+			return len(term.MatchExpressions) == 1 && term.MatchExpressions[0].Key == label &&
+				term.MatchExpressions[0].Operator == corev1.NodeSelectorOpIn && slices.Contains(term.MatchExpressions[0].Values, spot)
+		}) {
+			t.Errorf("the agent does not run on nodes labelled %s=%s: %v", label, spot, terms)
+		}
+	}
+	slices.Sort(pdbs)
+	if want := []string{"spot-rebalancer-controller", "spot-rebalancer-webhook"}; !slices.Equal(pdbs, want) {
+		t.Errorf("PDBs with 2 replicas each: %v, want %v", pdbs, want)
+	}
+	if _, _, pdbs := render("webhook.replicas=1", "controller.replicas=1"); len(pdbs) != 0 {
+		t.Errorf("PDBs with one replica each: %v, want none", pdbs)
+	}
+	if controller, _, _ := render("controller.avoidSpot=false"); controller.Spec.Template.Spec.Affinity.NodeAffinity != nil {
+		t.Errorf("controller.avoidSpot=false still sets a node affinity: %+v", controller.Spec.Template.Spec.Affinity.NodeAffinity)
 	}
 }
