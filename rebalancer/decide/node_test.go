@@ -322,6 +322,16 @@ func TestNode(t *testing.T) {
 			edit: func(in *Input, c *cluster) { in.Surges = []Surge{surging(c, signals.SurgeScalingDown, 4, 4)} },
 			want: outcome{Surges: []string{"web:complete"}, RequeueIn: time.Second},
 		},
+		"a surge whose node's signal went away mid-drain goes on (the drain finishes, nothing is undone)": {
+			cluster: func() *cluster {
+				c := newCluster().state(signals.StateDraining, signals.ReasonReplacementReady).deploy("web", 4, 0)
+				c.config.Surge.Enabled = ptr.To(true)
+				return c
+			},
+			edit: func(in *Input, c *cluster) { in.Surges = []Surge{surging(c, signals.SurgeScalingUp, 6, 3)} },
+			// The next step of the protocol, not a scale-back.
+			want: outcome{Surges: []string{"web:record-waiting"}, RequeueIn: time.Second},
+		},
 		"an NTH interruption seen for the first time has that time recorded": {
 			cluster: func() *cluster {
 				c := newCluster().deploy("web", 2, 1)
