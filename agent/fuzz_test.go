@@ -6,6 +6,9 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/feature/ec2/imds"
 )
 
 // FuzzPoll serves arbitrary bodies on both Spot paths through the real
@@ -29,13 +32,19 @@ func FuzzPoll(f *testing.F) {
 		}
 	}
 	endpoint := fakeIMDS(f, map[string]func(http.ResponseWriter){PathInstanceAction: serve(&action), PathRebalance: serve(&rebalance)})
+	// NewMetadataClient's settings, but not the SDK's one-second header
+	// timeout, which is for a local service on an idle host: a machine
+	// running fuzz workers on every core is not one (a slow answer once in
+	// thousands failed the target).
+	client := imds.New(imds.Options{Endpoint: endpoint, ClientEnableState: imds.ClientEnabled, Retryer: aws.NopRetryer{},
+		HTTPClient: &http.Client{Timeout: 30 * time.Second}})
 	f.Fuzz(func(t *testing.T, actionBody, rebalanceBody string) {
 		action.Store(&actionBody)
 		rebalance.Store(&rebalanceBody)
 		now := time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC)
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		obs, _, err := Poll(ctx, NewMetadataClient(endpoint), now)
+		obs, _, err := Poll(ctx, client, now)
 		if err != nil {
 			t.Fatalf("Poll failed on a reachable metadata service: %v", err)
 		}
