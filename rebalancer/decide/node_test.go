@@ -28,6 +28,14 @@ func surging(c *cluster, phase string, replicas int32, ready int) Surge {
 
 func TestNode(t *testing.T) {
 	signalled := now.Add(-time.Minute)
+	// A drain whose PDB granted the eviction of web-h-1 20 s ago (it is in
+	// status.disruptedPods), and whose delete never came.
+	granted := func() *cluster {
+		c := newCluster().rebalance(signalled).state(signals.StateDraining, signals.ReasonReplacementReady).
+			deploy("web", 4, 3).pdb("web", 0, 4, 3).replacement("new", now)
+		c.pdbs[0].Status.DisruptedPods = map[string]metav1.Time{"web-h-1": metav1.NewTime(now.Add(-20 * time.Second))}
+		return c
+	}
 	tests := map[string]struct {
 		cluster func() *cluster
 		// edit changes what was gathered.
@@ -166,23 +174,13 @@ func TestNode(t *testing.T) {
 			want: outcome{RequeueIn: 800 * time.Millisecond},
 		},
 		"a pod whose eviction its PDB granted before a restart, with no delete after it, is deleted; the rest waits for the PDB": {
-			cluster: func() *cluster {
-				c := newCluster().rebalance(signalled).state(signals.StateDraining, signals.ReasonReplacementReady).
-					deploy("web", 4, 3).pdb("web", 0, 4, 3).replacement("new", now)
-				c.pdbs[0].Status.DisruptedPods = map[string]metav1.Time{"web-h-1": metav1.NewTime(now.Add(-20 * time.Second))}
-				return c
-			},
-			want: outcome{Complete: []string{"web-h-1"}, RequeueIn: time.Second},
+			cluster: granted,
+			want:    outcome{Complete: []string{"web-h-1"}, RequeueIn: time.Second},
 		},
 		"a granted pod deleted a moment ago (the cache still shows it) is not deleted again": {
-			cluster: func() *cluster {
-				c := newCluster().rebalance(signalled).state(signals.StateDraining, signals.ReasonReplacementReady).
-					deploy("web", 4, 3).pdb("web", 0, 4, 3).replacement("new", now)
-				c.pdbs[0].Status.DisruptedPods = map[string]metav1.Time{"web-h-1": metav1.NewTime(now.Add(-20 * time.Second))}
-				return c
-			},
-			edit: func(in *Input, _ *cluster) { in.Evicted.Insert("web-1") },
-			want: outcome{RequeueIn: time.Second},
+			cluster: granted,
+			edit:    func(in *Input, _ *cluster) { in.Evicted.Insert("web-1") },
+			want:    outcome{RequeueIn: time.Second},
 		},
 		"a workload without a PDB whose last evicted pod still starts elsewhere waits: the implicit budget holds over time": {
 			cluster: func() *cluster {

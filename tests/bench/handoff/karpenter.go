@@ -67,31 +67,20 @@ func karpenterScenario(ctx context.Context, c *cluster.Cluster, o options, i int
 	if err != nil {
 		return res, err
 	}
-	var samples []sample
-	var drainedAt, goneAt time.Duration
-	err = cluster.WaitFor(ctx, 5*time.Minute, func(ctx context.Context) (bool, error) {
-		now := time.Since(d.signalAt)
-		pods, err := c.Client.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{})
-		if err != nil {
-			return false, nil
-		}
-		s := take(pods.Items, now, atRisk)
-		samples = append(samples, s)
-		if s.OnNode == 0 && drainedAt == 0 {
-			drainedAt = now
-		}
+	// The run is over once the node is gone; kubectl drain gives nothing
+	// back: the node stays cordoned until the instance is reclaimed (or
+	// consolidation removes it).
+	var goneAt time.Duration
+	samples, drainedAt, err := d.sample(ctx, c, ns, atRisk, 5*time.Minute, func(ctx context.Context, now time.Duration) bool {
 		if goneAt == 0 {
 			if _, err := c.Client.CoreV1().Nodes().Get(ctx, atRisk, metav1.GetOptions{}); apierrors.IsNotFound(err) {
 				goneAt = now
 			}
 		}
-		// kubectl drain gives nothing back: the node stays cordoned until
-		// the instance is reclaimed (or consolidation removes it).
-		given := goneAt > 0 || drainer == drainerKubectl
-		return drainedAt > 0 && s.whole() && given && now > drainedAt+2*time.Second, nil
+		return goneAt > 0 || drainer == drainerKubectl
 	})
 	if err != nil {
-		return res, fmt.Errorf("waiting for the node to drain and the workloads to recover: %w\n%s", err, d.output())
+		return res, err
 	}
 	cancel()
 	d.wait()

@@ -16,6 +16,7 @@ package main
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"encoding/json"
 	"flag"
@@ -208,15 +209,22 @@ func run(ctx context.Context, o options, out io.Writer) error {
 	return nil
 }
 
+// ofScenario are the results of scenario sc (an older --json has no
+// scenario: static).
+func ofScenario(results []Result, sc string) []Result {
+	var of []Result
+	for _, r := range results {
+		if cmp.Or(r.Scenario, scenarioStatic) == sc {
+			of = append(of, r)
+		}
+	}
+	return of
+}
+
 // plots draws one plot per scenario run.
 func plots(out io.Writer, o options, results []Result) error {
 	for _, sc := range []string{scenarioStatic, scenarioKarpenter} {
-		var of []Result
-		for _, r := range results {
-			if r.Scenario == sc || (r.Scenario == "" && sc == scenarioStatic) {
-				of = append(of, r)
-			}
-		}
+		of := ofScenario(results, sc)
 		if len(of) == 0 {
 			continue
 		}
@@ -236,12 +244,7 @@ func plots(out io.Writer, o options, results []Result) error {
 
 func report(out io.Writer, o options, results []Result) {
 	for _, sc := range []string{scenarioStatic, scenarioKarpenter} {
-		var of []Result
-		for _, r := range results {
-			if r.Scenario == sc || (r.Scenario == "" && sc == scenarioStatic) {
-				of = append(of, r)
-			}
-		}
+		of := ofScenario(results, sc)
 		if len(of) == 0 {
 			continue
 		}
@@ -330,39 +333,24 @@ func scenario(ctx context.Context, c *cluster.Cluster, o options, i int, drainer
 	if err != nil {
 		return res, err
 	}
-	signalAt, metrics := d.signalAt, d.metrics
-
-	// Sample until the node is empty and every workload is whole again.
+	// The replacement node joins at its time; until then the run is not over.
 	replacementAdded := false
-	var samples []sample
-	drainedAt := time.Duration(0)
-	err = cluster.WaitFor(ctx, 4*time.Minute, func(ctx context.Context) (bool, error) {
-		now := time.Since(signalAt)
+	samples, drainedAt, err := d.sample(ctx, c, ns, atRisk, 4*time.Minute, func(_ context.Context, now time.Duration) bool {
 		if !replacementAdded && now >= o.replacementAfter {
 			replacementAdded = true
 			go func() {
 				_ = addNode(cluster.Node{Name: fmt.Sprintf("replacement-%d", i), Spot: true, Pool: pool, CPU: "8", Taints: []corev1.Taint{spotTaint}})
 			}()
 		}
-		pods, err := kube.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{})
-		if err != nil {
-			return false, nil
-		}
-		s := take(pods.Items, now, atRisk)
-		samples = append(samples, s)
-		if s.OnNode == 0 && drainedAt == 0 {
-			drainedAt = now
-		}
-		// Sampled every 100 ms; a little past the end for the plot.
-		return drainedAt > 0 && s.whole() && replacementAdded && now > drainedAt+2*time.Second, nil
+		return replacementAdded
 	})
 	if err != nil {
-		return res, fmt.Errorf("waiting for the node to drain and the workloads to recover: %w\n%s", err, d.output())
+		return res, err
 	}
 	cancel()
 	d.wait()
 	res.SignalToDrained = drainedAt.Seconds()
-	res.figures(samples, pdbHealthy, metrics, d.output())
+	res.figures(samples, pdbHealthy, d.metrics, d.output())
 	// Clean up for the next run.
 	for _, n := range []string{atRisk, fmt.Sprintf("other-%d", i), fmt.Sprintf("replacement-%d", i)} {
 		_ = kube.CoreV1().Nodes().Delete(context.Background(), n, metav1.DeleteOptions{})
@@ -406,6 +394,34 @@ func begin(ctx context.Context, c *cluster.Cluster, i int, ns, drainer, atRisk s
 		}
 	}
 	return d, nil
+}
+
+// sample reads the scenario's pods every 100 ms from the signal on, until
+// the at-risk node is empty, every workload whole, over holds, and two
+// seconds more have passed (for the plot). over sees the time since the
+// signal. It returns the samples and when the node was first empty.
+func (d *drain) sample(ctx context.Context, c *cluster.Cluster, ns, atRisk string, timeout time.Duration,
+	over func(ctx context.Context, now time.Duration) bool) ([]sample, time.Duration, error) {
+	var samples []sample
+	var drainedAt time.Duration
+	err := cluster.WaitFor(ctx, timeout, func(ctx context.Context) (bool, error) {
+		now := time.Since(d.signalAt)
+		done := over(ctx, now)
+		pods, err := c.Client.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{})
+		if err != nil {
+			return false, nil
+		}
+		s := take(pods.Items, now, atRisk)
+		samples = append(samples, s)
+		if s.OnNode == 0 && drainedAt == 0 {
+			drainedAt = now
+		}
+		return drainedAt > 0 && s.whole() && done && now > drainedAt+2*time.Second, nil
+	})
+	if err != nil {
+		return nil, 0, fmt.Errorf("waiting for the node to drain and the workloads to recover: %w\n%s", err, d.output())
+	}
+	return samples, drainedAt, nil
 }
 
 // wait waits for kubectl to end (its context is done).
