@@ -44,11 +44,19 @@ image: ## Build the container image $(IMAGE) (needs Docker)
 	docker build --build-arg VERSION=$(VERSION) --build-arg COMMIT=$(COMMIT) -t $(IMAGE) .
 
 .PHONY: test
-test: lint tools test-unit e2e ## Run every test: lint, unit, and end-to-end on a local cluster
+test: lint tools test-unit test-alerts e2e ## Run every test: lint, unit, alert rules, and end-to-end on a local cluster
 
 .PHONY: test-unit
 test-unit: ## Run the tests that need no cluster
 	go test -race -count=1 $(UNIT_PKGS)
+
+ALERTS = deploy/chart/spot-rebalancer/files/alerts.yaml
+
+.PHONY: test-alerts
+test-alerts: ## Check the alerting rules and run their unit tests with the real promtool
+	./hack/tools.sh promtool
+	bin/promtool check rules $(ALERTS)
+	bin/promtool test rules deploy/monitoring/alerts_test.yaml
 
 .PHONY: e2e
 e2e: tools ## Run the end-to-end tests on a local cluster

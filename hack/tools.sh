@@ -44,3 +44,4 @@ build kwokctl tests/tools/kwok sigs.k8s.io/kwok/cmd/kwokctl sigs.k8s.io/kwok
 build ec2-metadata-mock tests/tools/aemm github.com/aws/amazon-ec2-metadata-mock/cmd/ec2-metadata-mock github.com/aws/amazon-ec2-metadata-mock
 build helm tests/tools/helm helm.sh/helm/v3/cmd/helm helm.sh/helm/v3
 build karpenter tests/tools/karpenter sigs.k8s.io/karpenter/kwok sigs.k8s.io/karpenter
+build promtool tests/tools/prometheus github.com/prometheus/prometheus/cmd/promtool github.com/prometheus/prometheus

@@ -87,6 +87,9 @@ func Run(ctx context.Context, opts Options) error {
 	// GetWebhookServer adds the server to the manager's runnables.
 	mgr.GetWebhookServer().Register(Path, &admission.Webhook{Handler: handler, RecoverPanic: new(true)})
 
+	if err := ctrlmetrics.Registry.Register(certs.ExpiryMetric(source)); err != nil {
+		return err
+	}
 	if err := mgr.Add(manager.RunnableFunc(source.Start)); err != nil {
 		return err
 	}

@@ -149,6 +149,9 @@ old one before any certificate it signs is served.`,
 			if err := rebalancer.SetupWithManager(mgr); err != nil {
 				return err
 			}
+			if err := ctrlmetrics.Registry.Register(&controller.NodeCollector{Reader: mgr.GetClient(), Clock: clock.RealClock{}}); err != nil {
+				return err
+			}
 			if err := addAWSSources(cmd.Context(), mgr, cfg, kube); err != nil {
 				return err
 			}

@@ -203,7 +203,6 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (result ct
 	if err != nil {
 		return ctrl.Result{}, fmt.Errorf("reading the cache: %w", err)
 	}
-	r.countNodes(snap)
 	plan, err := planner.New(snap, planner.Options{Config: r.Config, Among: drainingBeside(snap, node.Name)})
 	if err != nil {
 		return ctrl.Result{}, err
@@ -386,19 +385,6 @@ func orphanPoll(running bool) time.Duration {
 		return time.Second
 	}
 	return 0
-}
-
-// countNodes sets the nodes-by-state gauge from the snapshot.
-func (r *Reconciler) countNodes(snap *snapshot.Snapshot) {
-	counts := map[signals.State]int{}
-	for _, n := range snap.Nodes {
-		if s := signals.StateOf(n.Annotations); s != "" {
-			counts[s]++
-		}
-	}
-	for _, s := range signals.States {
-		r.Metrics.Nodes.WithLabelValues(string(s)).Set(float64(counts[s]))
-	}
 }
 
 // drainingBeside is this node with the nodes whose pods are moving now:

@@ -1,12 +1,15 @@
 package executor
 
-import "github.com/prometheus/client_golang/prometheus"
+import (
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/spot-rebalancer/spot-rebalancer/rebalancer/signals"
+)
 
 // Metrics are the rebalancer's Prometheus metrics.
 type Metrics struct {
 	Transitions *prometheus.CounterVec
 	Evictions   *prometheus.CounterVec
-	Nodes       *prometheus.GaugeVec
 	// WaitForReplacement is the time from the signal to draining;
 	// SignalToDrained the time from the signal to drained; both by the
 	// signal's kind (rebalance-recommendation, interruption-notice).
@@ -32,10 +35,6 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "spot_rebalancer_evictions_total",
 			Help: "Eviction and deadline deletion attempts, by result (evicted, gone, blocked-by-pdb, deleted, failed).",
 		}, []string{"result"}),
-		Nodes: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "spot_rebalancer_nodes",
-			Help: "Nodes by the rebalancer state recorded on them.",
-		}, []string{"state"}),
 		WaitForReplacement: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name: "spot_rebalancer_replacement_wait_seconds", Buckets: buckets,
 			Help: "Time from a node's signal until it starts draining (waiting for replacement capacity), by the signal's kind.",
@@ -53,6 +52,22 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Reservation pods asking for replacement capacity, by result (created, deleted, failed).",
 		}, []string{"result"}),
 	}
-	reg.MustRegister(m.Transitions, m.Evictions, m.Nodes, m.WaitForReplacement, m.SignalToDrained, m.Surges, m.Reservations)
+	reg.MustRegister(m.Transitions, m.Evictions, m.WaitForReplacement, m.SignalToDrained, m.Surges, m.Reservations)
+	// Every known label value starts at 0, so that rate() and increase()
+	// see the first event (the alerts on deadline deletions and abandoned
+	// surges) and the dashboards have their series from the start.
+	for _, o := range []Outcome{Evicted, Gone, BlockedByPDB, Deleted, Failed} {
+		m.Evictions.WithLabelValues(string(o))
+	}
+	for _, r := range []string{"started", "completed", "abandoned"} {
+		m.Surges.WithLabelValues(r)
+	}
+	for _, r := range []string{"created", "deleted", "failed"} {
+		m.Reservations.WithLabelValues(r)
+	}
+	for _, k := range []signals.Kind{signals.RebalanceRecommendation, signals.InterruptionNotice} {
+		m.WaitForReplacement.WithLabelValues(string(k))
+		m.SignalToDrained.WithLabelValues(string(k))
+	}
 	return m
 }

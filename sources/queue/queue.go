@@ -146,6 +146,11 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}, []string{"reason"}),
 	}
 	reg.MustRegister(m.Messages, m.Rejected)
+	// Every result starts at 0, so that rate() and increase() see the
+	// first one (alerts on write-failed, dashboards).
+	for _, r := range []string{ResultWritten, ResultKnown, ResultUnknown, ResultIgnored, ResultMalformed, ResultFailed, ResultRejected} {
+		m.Messages.WithLabelValues(r)
+	}
 	return m
 }
 

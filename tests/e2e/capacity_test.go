@@ -350,7 +350,7 @@ func TestASGRaisedOnceAndTheDrainedInstanceTerminated(t *testing.T) {
 	stop()
 	again, _ := startStoppableRebalancer(t, c, withASG, inproc.WithASG(api))
 	c.WaitFor(t, 30*time.Second, "the new rebalancer to look at the waiting node again", func(ctx context.Context) (bool, error) {
-		return testutil.ToFloat64(again.Nodes.WithLabelValues(string(signals.StateAwaitingReplacement))) >= 1, nil
+		return again.Settled()
 	})
 	// The group launches its instance: a node of the pool.
 	fake.AddInstance(pool, "i-0new")

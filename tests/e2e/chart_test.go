@@ -17,12 +17,14 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	policyv1 "k8s.io/api/policy/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"sigs.k8s.io/yaml"
 
 	"github.com/spot-rebalancer/spot-rebalancer/config"
+	"github.com/spot-rebalancer/spot-rebalancer/deploy/monitoring"
 	"github.com/spot-rebalancer/spot-rebalancer/rebalancer/reserve"
 	"github.com/spot-rebalancer/spot-rebalancer/rebalancer/signals"
 	"github.com/spot-rebalancer/spot-rebalancer/tests/cluster"
@@ -76,7 +78,7 @@ func renderedConfig(t *testing.T, manifests string) *config.Config {
 			t.Fatalf("no ConfigMap in the rendering: %v", err)
 		}
 		var cm corev1.ConfigMap
-		if err := yaml.Unmarshal(doc, &cm); err != nil || cm.Kind != "ConfigMap" {
+		if err := yaml.Unmarshal(doc, &cm); err != nil || cm.Kind != "ConfigMap" || cm.Data["config.yaml"] == "" {
 			continue
 		}
 		cfg, err := config.Decode([]byte(cm.Data["config.yaml"]))
@@ -84,6 +86,115 @@ func renderedConfig(t *testing.T, manifests string) *config.Config {
 			t.Fatalf("the chart's config file does not load: %v\n%s", err, cm.Data["config.yaml"])
 		}
 		return cfg
+	}
+}
+
+// renderedDocs splits a rendering into its objects, by kind.
+func renderedDocs(t *testing.T, manifests string) map[string][][]byte {
+	t.Helper()
+	out := map[string][][]byte{}
+	decoder := utilyaml.NewYAMLReader(bufio.NewReader(strings.NewReader(manifests)))
+	for {
+		doc, err := decoder.Read()
+		if err != nil {
+			return out
+		}
+		var meta metav1.TypeMeta
+		if err := yaml.Unmarshal(doc, &meta); err != nil {
+			t.Fatal(err)
+		}
+		if meta.Kind != "" {
+			out[meta.Kind] = append(out[meta.Kind], doc)
+		}
+	}
+}
+
+// checkMonitoring checks a rendering with every monitoring value on: a
+// metrics Service per component, the agent's endpoint and its right to
+// check callers, the ServiceMonitor, the PrometheusRule with the rule file's
+// alerts (less the disabled one, plus the extra label), the dashboard.
+func checkMonitoring(t *testing.T, m string) {
+	docs := renderedDocs(t, m)
+	var services []string
+	for _, doc := range docs["Service"] {
+		var svc corev1.Service
+		if err := yaml.Unmarshal(doc, &svc); err != nil {
+			t.Fatal(err)
+		}
+		if svc.Labels["spot-rebalancer.io/metrics"] == "true" {
+			services = append(services, svc.Name)
+		}
+	}
+	slices.Sort(services)
+	if want := []string{"spot-rebalancer-agent-metrics", "spot-rebalancer-controller-metrics", "spot-rebalancer-webhook-metrics"}; !slices.Equal(services, want) {
+		t.Errorf("metrics Services %v, want %v", services, want)
+	}
+	for _, want := range []string{"--metrics-bind-address=:9880", "bearerTokenFile:", "scheme: https"} {
+		if !strings.Contains(m, want) {
+			t.Errorf("the rendering lacks %q", want)
+		}
+	}
+	checksCallers := false
+	for _, doc := range docs["ClusterRoleBinding"] {
+		var b rbacv1.ClusterRoleBinding
+		if err := yaml.Unmarshal(doc, &b); err != nil {
+			t.Fatal(err)
+		}
+		checksCallers = checksCallers || b.RoleRef.Name == "spot-rebalancer-metrics-auth" && slices.ContainsFunc(b.Subjects, func(s rbacv1.Subject) bool {
+			return s.Kind == rbacv1.ServiceAccountKind && s.Name == "spot-rebalancer-agent"
+		})
+	}
+	if !checksCallers {
+		t.Error("the agent serves /metrics but may not review its callers' tokens")
+	}
+	if len(docs["ServiceMonitor"]) != 1 || len(docs["PrometheusRule"]) != 1 {
+		t.Fatalf("%d ServiceMonitors and %d PrometheusRules, want one each", len(docs["ServiceMonitor"]), len(docs["PrometheusRule"]))
+	}
+	root, err := cluster.RepoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, err := os.ReadFile(filepath.Join(root, "deploy", "chart", "spot-rebalancer", "files", "alerts.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	file, err := monitoring.ParseRules(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rule struct {
+		Spec monitoring.RuleFile `json:"spec"`
+	}
+	if err := yaml.Unmarshal(docs["PrometheusRule"][0], &rule); err != nil {
+		t.Fatal(err)
+	}
+	var want, got []string
+	for _, r := range file.Rules() {
+		if r.Alert != "SpotRebalancerSurgeAbandoned" {
+			want = append(want, r.Alert)
+		}
+	}
+	for _, r := range rule.Spec.Rules() {
+		got = append(got, r.Alert)
+		if r.Labels["team"] != "platform" || r.Labels["severity"] == "" {
+			t.Errorf("%s: labels %v, want its severity and team=platform", r.Alert, r.Labels)
+		}
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("PrometheusRule alerts %v, want %v", got, want)
+	}
+	var dashboard corev1.ConfigMap
+	for _, doc := range docs["ConfigMap"] {
+		var cm corev1.ConfigMap
+		if err := yaml.Unmarshal(doc, &cm); err != nil {
+			t.Fatal(err)
+		}
+		if cm.Labels["grafana_dashboard"] == "1" {
+			dashboard = cm
+		}
+	}
+	if d, err := monitoring.ParseDashboard([]byte(dashboard.Data["spot-rebalancer.json"])); err != nil || len(d.Panels) == 0 {
+		t.Errorf("the dashboard ConfigMap holds no dashboard (%v)", err)
 	}
 }
 
@@ -120,10 +231,12 @@ func TestHelmChart(t *testing.T) {
 		}
 	})
 
-	// cert-manager's kinds, for the one case that renders them.
+	// cert-manager's kinds and the Prometheus Operator's, for the cases
+	// that render them.
 	mustTool(t, c, nil, "kubectl", "apply", "-f", filepath.Join("testdata", "cert-manager-crds.yaml"))
-	c.WaitFor(t, 30*time.Second, "cert-manager's stand-in CRDs to be served", func(ctx context.Context) (bool, error) {
-		_, code := tool(t, c, nil, "kubectl", "get", "certificates.cert-manager.io", "-n", ns)
+	mustTool(t, c, nil, "kubectl", "apply", "--server-side", "-f", filepath.Join("testdata", "prometheus-operator-crds.yaml"))
+	c.WaitFor(t, 30*time.Second, "cert-manager's stand-in CRDs and the Prometheus Operator's to be served", func(ctx context.Context) (bool, error) {
+		_, code := tool(t, c, nil, "kubectl", "get", "certificates.cert-manager.io,servicemonitors.monitoring.coreos.com,prometheusrules.monitoring.coreos.com", "-n", ns)
 		return code == 0, nil
 	})
 
@@ -182,6 +295,9 @@ func TestHelmChart(t *testing.T) {
 					}
 				}
 			}},
+		{name: "monitoring", set: []string{"metrics.serviceMonitor.enabled=true", "metrics.prometheusRule.enabled=true", "metrics.dashboard.enabled=true",
+			"agent.metrics.enabled=true", "metrics.prometheusRule.disabled={SpotRebalancerSurgeAbandoned}", "metrics.prometheusRule.additionalLabels.team=platform"},
+			check: func(t *testing.T, _ *config.Config, m string) { checkMonitoring(t, m) }},
 		{name: "replacement and surge", set: []string{"rebalancer.replacement.mode=capacity", "rebalancer.surge.enabled=false", "config.rebalancer.implicitBudget.maxUnavailable=1"},
 			check: func(t *testing.T, cfg *config.Config, _ string) {
 				if cfg.Rebalancer.Replacement.Mode != config.ReplacementCapacity || *cfg.Rebalancer.Surge.Enabled || cfg.Rebalancer.ImplicitBudget.MaxUnavailable.IntValue() != 1 {

@@ -39,13 +39,13 @@ var spotTaint = corev1.Taint{Key: cluster.CapacityTypeLabel, Value: "SPOT", Effe
 // startRebalancer runs the rebalance controller until the test ends.
 func startRebalancer(t *testing.T, c *cluster.Cluster, mutate func(*config.Rebalancer)) *executor.Metrics {
 	t.Helper()
-	m, _ := startStoppableRebalancer(t, c, mutate)
-	return m
+	r, _ := startStoppableRebalancer(t, c, mutate)
+	return r.Metrics
 }
 
 // startStoppableRebalancer also returns a function that stops it, as a
 // killed process stops: at once, mid-step.
-func startStoppableRebalancer(t *testing.T, c *cluster.Cluster, mutate func(*config.Rebalancer), opts ...inproc.Option) (*executor.Metrics, func()) {
+func startStoppableRebalancer(t *testing.T, c *cluster.Cluster, mutate func(*config.Rebalancer), opts ...inproc.Option) (*inproc.Rebalancer, func()) {
 	t.Helper()
 	cfg := config.Default().Rebalancer
 	// These stories are about eviction waves; the surge tests turn surges
@@ -65,7 +65,7 @@ func startStoppableRebalancer(t *testing.T, c *cluster.Cluster, mutate func(*con
 		}
 	}
 	t.Cleanup(stop)
-	return r.Metrics, stop
+	return r, stop
 }
 
 // deployWeb creates a Deployment pinned to the test's nodes, tolerating

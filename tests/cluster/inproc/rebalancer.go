@@ -20,6 +20,7 @@ import (
 	"k8s.io/utils/clock"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
+	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"github.com/spot-rebalancer/spot-rebalancer/config"
@@ -35,6 +36,7 @@ type Rebalancer struct {
 	// Metrics are the reconciler's own, on a private registry.
 	Metrics *executor.Metrics
 
+	name   string
 	cancel context.CancelFunc
 	done   chan error
 	once   sync.Once
@@ -61,7 +63,7 @@ func Start(ctx context.Context, c *cluster.Cluster, cfg config.Rebalancer, name,
 		return nil, err
 	}
 	broadcaster := record.NewBroadcaster()
-	r := &Rebalancer{Metrics: executor.NewMetrics(prometheus.NewRegistry()), done: make(chan error, 1)}
+	r := &Rebalancer{Metrics: executor.NewMetrics(prometheus.NewRegistry()), name: name, done: make(chan error, 1)}
 	rec := &controller.Reconciler{
 		Client: mgr.GetClient(), Kube: c.Client, Config: &cfg, Clock: clock.RealClock{},
 		Recorder: broadcaster.NewRecorder(mgr.GetScheme(), corev1.EventSource{Component: "spot-rebalancer"}),
@@ -99,6 +101,37 @@ func EnsurePriorityClass(ctx context.Context, c *cluster.Cluster) error {
 		return fmt.Errorf("creating PriorityClass %s: %w", reserve.PriorityClass, err)
 	}
 	return nil
+}
+
+// Settled reports whether the rebalancer has reconciled and has nothing
+// queued or in progress: every node of its first list has been looked at.
+// It reads controller-runtime's metrics for this rebalancer's controller.
+func (r *Rebalancer) Settled() (bool, error) {
+	families, err := ctrlmetrics.Registry.Gather()
+	if err != nil {
+		return false, err
+	}
+	value := func(family, label string) (float64, bool) {
+		total, found := 0.0, false
+		for _, f := range families {
+			if f.GetName() != family {
+				continue
+			}
+			for _, m := range f.GetMetric() {
+				for _, l := range m.GetLabel() {
+					if l.GetName() == label && l.GetValue() == r.name {
+						total += m.GetCounter().GetValue() + m.GetGauge().GetValue()
+						found = true
+					}
+				}
+			}
+		}
+		return total, found
+	}
+	reconciles, _ := value("controller_runtime_reconcile_total", "controller")
+	depth, ok1 := value("workqueue_depth", "name")
+	active, ok2 := value("controller_runtime_active_workers", "controller")
+	return reconciles > 0 && ok1 && ok2 && depth == 0 && active == 0, nil
 }
 
 // Stop stops the rebalancer and waits for it; it returns the manager's
