@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/utils/clock"
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
@@ -45,6 +46,13 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}, []string{"condition"}),
 	}
 	reg.MustRegister(m.Polls, m.Written)
+	// Every result and condition starts at 0 (rate() sees the first one).
+	for _, r := range []string{"ok", "malformed", "unreachable"} {
+		m.Polls.WithLabelValues(r)
+	}
+	for _, c := range []corev1.NodeConditionType{signals.ConditionInterruption, signals.ConditionRebalance} {
+		m.Written.WithLabelValues(string(c))
+	}
 	return m
 }
 

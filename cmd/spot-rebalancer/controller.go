@@ -170,9 +170,6 @@ old one before any certificate it signs is served.`,
 	return cmd
 }
 
-// addAWSSources adds the queue and EC2 sources the configuration enables.
-// Credentials come from the default AWS chain (IRSA, Pod Identity,
-// environment).
 // awsConfig is the AWS SDK's configuration: its default credential chain
 // (IRSA, Pod Identity, instance role), aws.region, and aws.endpoint when
 // set (tests).
@@ -187,6 +184,9 @@ func awsConfig(ctx context.Context, cfg *config.Config) (aws.Config, error) {
 	return awsCfg, nil
 }
 
+// addAWSSources adds the queue and EC2 sources the configuration enables.
+// Credentials come from the default AWS chain (IRSA, Pod Identity,
+// environment).
 func addAWSSources(ctx context.Context, mgr manager.Manager, cfg *config.Config, kube kubernetes.Interface) error {
 	useEC2 := cfg.AWS.EC2.DescribeInstances || cfg.AWS.EC2.PollSpotRequests
 	if cfg.AWS.Queue.URL == "" && !useEC2 {

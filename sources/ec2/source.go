@@ -50,6 +50,12 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Help: "EC2 lookups by kind (instances, spot-requests) and result (ok, error).",
 	}, []string{"kind", "result"})}
 	reg.MustRegister(m.Calls)
+	// Every kind and result starts at 0 (rate() sees the first call).
+	for _, kind := range []string{"instances", "spot-requests"} {
+		for _, result := range []string{"ok", "error"} {
+			m.Calls.WithLabelValues(kind, result)
+		}
+	}
 	return m
 }
 

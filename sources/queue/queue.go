@@ -151,6 +151,9 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	for _, r := range []string{ResultWritten, ResultKnown, ResultUnknown, ResultIgnored, ResultMalformed, ResultFailed, ResultRejected} {
 		m.Messages.WithLabelValues(r)
 	}
+	for _, r := range []Rejection{RejectedSource, RejectedAccount, RejectedRegion, RejectedNotSpot, RejectedTime} {
+		m.Rejected.WithLabelValues(string(r))
+	}
 	return m
 }
 
