@@ -198,6 +198,154 @@ func checkMonitoring(t *testing.T, m string) {
 	}
 }
 
+// podValues sets every per-component pod value of the chart.
+const podValues = `
+controller:
+  priorityClassName: system-cluster-critical
+  podLabels: {team: platform, app.kubernetes.io/component: not-this}
+  topologySpreadConstraints:
+    - {maxSkew: 1, topologyKey: topology.kubernetes.io/zone, whenUnsatisfiable: ScheduleAnyway}
+  extraEnv: [{name: HTTPS_PROXY, value: "http://proxy:3128"}]
+  podSecurityContext: {fsGroup: 65532}
+  securityContext: {runAsUser: 1001}
+  serviceAccount: {create: false, name: my-controller}
+webhook:
+  priorityClassName: system-cluster-critical
+  podLabels: {team: platform}
+  topologySpreadConstraints:
+    - {maxSkew: 1, topologyKey: topology.kubernetes.io/zone, whenUnsatisfiable: DoNotSchedule}
+  extraEnv: [{name: GOMAXPROCS, value: "2"}]
+  serviceAccount: {annotations: {example.com/owner: platform}}
+  namespaceSelector: {matchLabels: {env: prod}}
+  objectSelector: {matchExpressions: [{key: example.com/skip, operator: DoesNotExist}]}
+agent:
+  podLabels: {team: platform}
+  podAnnotations: {example.com/scrape: "no"}
+  nodeSelector: {example.com/pool: spot}
+  extraEnv: [{name: AWS_EC2_METADATA_SERVICE_ENDPOINT_MODE, value: IPv6}]
+  serviceAccount: {name: my-agent}
+`
+
+// checkPodValues checks that each of podValues reached its pods, and that
+// the chart's own selector labels and restricted defaults hold beside them.
+func checkPodValues(t *testing.T, m string) {
+	docs := renderedDocs(t, m)
+	pods := map[string]corev1.PodTemplateSpec{}
+	for _, doc := range docs["Deployment"] {
+		var d appsv1.Deployment
+		if err := yaml.Unmarshal(doc, &d); err != nil {
+			t.Fatal(err)
+		}
+		pods[d.Spec.Template.Labels["app.kubernetes.io/component"]] = d.Spec.Template
+	}
+	for _, doc := range docs["DaemonSet"] {
+		var d appsv1.DaemonSet
+		if err := yaml.Unmarshal(doc, &d); err != nil {
+			t.Fatal(err)
+		}
+		pods["agent"] = d.Spec.Template
+	}
+	for _, c := range []string{"controller", "webhook", "agent"} {
+		p, ok := pods[c]
+		if !ok {
+			t.Fatalf("no %s pods rendered (a podLabels value took the component label?)", c)
+		}
+		if p.Labels["team"] != "platform" {
+			t.Errorf("%s: pod labels %v, want team=platform", c, p.Labels)
+		}
+		sc := p.Spec.Containers[0].SecurityContext
+		if sc == nil || sc.ReadOnlyRootFilesystem == nil || !*sc.ReadOnlyRootFilesystem || sc.AllowPrivilegeEscalation == nil || *sc.AllowPrivilegeEscalation ||
+			p.Spec.SecurityContext == nil || p.Spec.SecurityContext.RunAsNonRoot == nil || !*p.Spec.SecurityContext.RunAsNonRoot {
+			t.Errorf("%s: an override lost the restricted defaults: pod %+v, container %+v", c, p.Spec.SecurityContext, sc)
+		}
+		if len(p.Spec.Containers[0].Env) == 0 {
+			t.Errorf("%s: no extraEnv", c)
+		}
+	}
+	ctl, hook, agent := pods["controller"].Spec, pods["webhook"].Spec, pods["agent"].Spec
+	for _, check := range []struct {
+		what string
+		ok   bool
+	}{
+		{"controller priority class", ctl.PriorityClassName == "system-cluster-critical"},
+		{"controller topology spread", len(ctl.TopologySpreadConstraints) == 1 && ctl.TopologySpreadConstraints[0].TopologyKey == "topology.kubernetes.io/zone"},
+		{"controller HTTPS_PROXY", slices.ContainsFunc(ctl.Containers[0].Env, func(e corev1.EnvVar) bool { return e.Name == "HTTPS_PROXY" })},
+		{"controller fsGroup", ctl.SecurityContext.FSGroup != nil && *ctl.SecurityContext.FSGroup == 65532},
+		{"controller runAsUser override", ctl.Containers[0].SecurityContext.RunAsUser != nil && *ctl.Containers[0].SecurityContext.RunAsUser == 1001},
+		{"controller's own ServiceAccount", ctl.ServiceAccountName == "my-controller"},
+		{"webhook priority class", hook.PriorityClassName == "system-cluster-critical"},
+		{"webhook topology spread", len(hook.TopologySpreadConstraints) == 1},
+		{"webhook default ServiceAccount", hook.ServiceAccountName == "spot-rebalancer-webhook"},
+		{"agent node selector", agent.NodeSelector["example.com/pool"] == "spot"},
+		{"agent annotations", pods["agent"].Annotations["example.com/scrape"] == "no"},
+		{"agent NODE_NAME kept beside extraEnv", len(agent.Containers[0].Env) == 2 && agent.Containers[0].Env[0].Name == "NODE_NAME"},
+		{"agent ServiceAccount", agent.ServiceAccountName == "my-agent"},
+		{"agent runs as 65532 still", agent.Containers[0].SecurityContext.RunAsUser != nil && *agent.Containers[0].SecurityContext.RunAsUser == 65532},
+	} {
+		if !check.ok {
+			t.Errorf("%s: not rendered", check.what)
+		}
+	}
+	// ServiceAccounts: the controller's is brought by the user; the others
+	// are made, the webhook's with its annotations; every binding and
+	// policy names the one in use.
+	var accounts []string
+	for _, doc := range docs["ServiceAccount"] {
+		var sa corev1.ServiceAccount
+		if err := yaml.Unmarshal(doc, &sa); err != nil {
+			t.Fatal(err)
+		}
+		accounts = append(accounts, sa.Name)
+		if sa.Name == "spot-rebalancer-webhook" && sa.Annotations["example.com/owner"] != "platform" {
+			t.Errorf("webhook ServiceAccount annotations %v", sa.Annotations)
+		}
+	}
+	slices.Sort(accounts)
+	if want := []string{"my-agent", "spot-rebalancer-migrate", "spot-rebalancer-webhook"}; !slices.Equal(accounts, want) {
+		t.Errorf("ServiceAccounts %v, want %v", accounts, want)
+	}
+	if strings.Count(m, `system:serviceaccount:`) == 0 || strings.Contains(m, `-controller"`) && !strings.Contains(m, `:my-controller"`) {
+		t.Error("the write policies do not name the controller's ServiceAccount in use")
+	}
+	for _, kind := range []string{"ClusterRoleBinding", "RoleBinding"} {
+		for _, doc := range docs[kind] {
+			var b rbacv1.RoleBinding // a ClusterRoleBinding decodes the same
+			if err := yaml.Unmarshal(doc, &b); err != nil {
+				t.Fatal(err)
+			}
+			for _, s := range b.Subjects {
+				if s.Kind == rbacv1.ServiceAccountKind && (s.Name == "spot-rebalancer-controller" || s.Name == "spot-rebalancer-agent") {
+					t.Errorf("%s %s names %s, not the ServiceAccount in use", kind, b.Name, s.Name)
+				}
+			}
+		}
+	}
+	// The webhook configuration: the user's selectors beside the chart's.
+	var hooks struct {
+		Webhooks []struct {
+			Name              string                `json:"name"`
+			NamespaceSelector *metav1.LabelSelector `json:"namespaceSelector"`
+			ObjectSelector    *metav1.LabelSelector `json:"objectSelector"`
+		} `json:"webhooks"`
+	}
+	if err := yaml.Unmarshal(docs["MutatingWebhookConfiguration"][0], &hooks); err != nil {
+		t.Fatal(err)
+	}
+	for _, h := range hooks.Webhooks {
+		ns := h.NamespaceSelector
+		if ns == nil || ns.MatchLabels["env"] != "prod" || ns.MatchExpressions[0].Key != corev1.LabelMetadataName || h.ObjectSelector == nil {
+			t.Errorf("%s: namespaceSelector %+v, objectSelector %+v", h.Name, ns, h.ObjectSelector)
+			continue
+		}
+		optIn := slices.ContainsFunc(ns.MatchExpressions, func(r metav1.LabelSelectorRequirement) bool {
+			return r.Key == "spot-rebalancer.io/profile" && r.Operator == metav1.LabelSelectorOpExists
+		})
+		if optIn != (h.Name == "workloads.spot-rebalancer.io") {
+			t.Errorf("%s: limited to namespaces with a profile: %v; want only the workloads hook", h.Name, optIn)
+		}
+	}
+}
+
 // The Helm chart: lint, render with every option, apply each rendering
 // with a server-side dry run, install it for real, and check each
 // component's RBAC: what it needs, and nothing it has no business with.
@@ -241,9 +389,11 @@ func TestHelmChart(t *testing.T) {
 	})
 
 	cases := []struct {
-		name  string
-		set   []string
-		check func(t *testing.T, cfg *config.Config, manifests string)
+		name string
+		set  []string
+		// values, if any, is a values file given with --values.
+		values string
+		check  func(t *testing.T, cfg *config.Config, manifests string)
 	}{
 		{name: "defaults", check: func(t *testing.T, cfg *config.Config, m string) {
 			if cfg.Certs.Mode != config.CertModeSelfManaged || cfg.Webhook.Namespace != ns || cfg.Rebalancer.DryRun {
@@ -298,6 +448,7 @@ func TestHelmChart(t *testing.T) {
 		{name: "monitoring", set: []string{"metrics.serviceMonitor.enabled=true", "metrics.prometheusRule.enabled=true", "metrics.dashboard.enabled=true",
 			"agent.metrics.enabled=true", "metrics.prometheusRule.disabled={SpotRebalancerSurgeAbandoned}", "metrics.prometheusRule.additionalLabels.team=platform"},
 			check: func(t *testing.T, _ *config.Config, m string) { checkMonitoring(t, m) }},
+		{name: "every component's pod values", values: podValues, check: func(t *testing.T, _ *config.Config, m string) { checkPodValues(t, m) }},
 		{name: "replacement and surge", set: []string{"rebalancer.replacement.mode=capacity", "rebalancer.surge.enabled=false", "config.rebalancer.implicitBudget.maxUnavailable=1"},
 			check: func(t *testing.T, cfg *config.Config, _ string) {
 				if cfg.Rebalancer.Replacement.Mode != config.ReplacementCapacity || *cfg.Rebalancer.Surge.Enabled || cfg.Rebalancer.ImplicitBudget.MaxUnavailable.IntValue() != 1 {
@@ -308,6 +459,13 @@ func TestHelmChart(t *testing.T) {
 	for _, tc := range cases {
 		t.Run("render and apply: "+tc.name, func(t *testing.T) {
 			args := []string{"template", "spot-rebalancer", chart, "--namespace", ns}
+			if tc.values != "" {
+				path := filepath.Join(t.TempDir(), "values.yaml")
+				if err := os.WriteFile(path, []byte(tc.values), 0o600); err != nil {
+					t.Fatal(err)
+				}
+				args = append(args, "--values", path)
+			}
 			for _, s := range tc.set {
 				args = append(args, "--set", s)
 			}
@@ -339,10 +497,25 @@ func TestHelmChart(t *testing.T) {
 	})
 
 	t.Run("bad values fail with the field's name", func(t *testing.T) {
+		// values.schema.json refuses them before any template runs, naming
+		// the value's path; the templates' own checks stay for what a schema
+		// cannot say.
 		for set, want := range map[string]string{
-			"certs.mode=vault":           `certs.mode "vault"`,
-			"controller.kubeAPIQPS=0":    "controller.kubeAPIQPS 0",
-			"controller.kubeAPIBurst=-1": "controller.kubeAPIBurst -1",
+			"certs.mode=vault":                         `at '/certs/mode': value must be one of`,
+			"controller.kubeAPIQPS=0":                  `at '/controller/kubeAPIQPS'`,
+			"controller.kubeAPIBurst=-1":               `at '/controller/kubeAPIBurst'`,
+			"logLevel=verbose":                         `at '/logLevel': value must be one of 'debug', 'info', 'error'`,
+			"rebalancer.replacement.mode=eventually":   `at '/rebalancer/replacement/mode'`,
+			"rebalancer.surge.timeout=5 minutes":       `at '/rebalancer/surge/timeout'`,
+			"controller.replicas=0":                    `at '/controller/replicas'`,
+			"webhook.port=70000":                       `at '/webhook/port'`,
+			"controller.typo=1":                        `additional properties 'typo' not allowed`,
+			"aws.queue.accounts={12345}":               `at '/aws/queue/accounts/0'`,
+			"metrics.serviceMonitor.enabled=yes":       `at '/metrics/serviceMonitor/enabled': got string, want boolean`,
+			"controller.extraEnv[0].value=x":           `at '/controller/extraEnv/0': missing property 'name'`,
+			"metrics.prometheusRule.disabled={NoSuch}": `at '/metrics/prometheusRule/disabled/0'`,
+			"certs.mode=external":                      "certs.external.secretName is required",
+			"metrics.service.enabled=false,metrics.serviceMonitor.enabled=true": "metrics.serviceMonitor.enabled needs metrics.service.enabled",
 		} {
 			out, code := tool(t, c, nil, "helm", "template", "spot-rebalancer", chart, "--set", set)
 			if code == 0 || !strings.Contains(out, want) {

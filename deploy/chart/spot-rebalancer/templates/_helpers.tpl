@@ -26,7 +26,7 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 
 {{/* selectorLabels takes (list $ "component"). */}}
 {{- define "spot-rebalancer.selectorLabels" -}}
-{{- $ := index . 0 }}
+{{- $ := index . 0 -}}
 app.kubernetes.io/name: {{ include "spot-rebalancer.name" $ }}
 app.kubernetes.io/instance: {{ $.Release.Name }}
 app.kubernetes.io/component: {{ index . 1 }}
@@ -101,17 +101,43 @@ app.kubernetes.io/component: {{ index . 1 }}
 {{- toYaml (mergeOverwrite $base (deepCopy .Values.config)) }}
 {{- end }}
 
-{{/* Pod security shared by every container. */}}
+{{/* The ServiceAccount of a component: takes (list $ "component"). */}}
+{{- define "spot-rebalancer.serviceAccountName" -}}
+{{- $ := index . 0 }}
+{{- $component := index . 1 }}
+{{- default (printf "%s-%s" (include "spot-rebalancer.fullname" $) $component) (index $.Values $component "serviceAccount" "name") }}
+{{- end }}
+
+{{/* A component's container security context: the restricted defaults,
+with the component's securityContext value over them. Takes (list $
+"component"). */}}
 {{- define "spot-rebalancer.containerSecurityContext" -}}
-allowPrivilegeEscalation: false
-readOnlyRootFilesystem: true
-runAsNonRoot: true
-runAsUser: 65532
-runAsGroup: 65532
-capabilities:
-  drop: [ALL]
-seccompProfile:
-  type: RuntimeDefault
+{{- $ := index . 0 }}
+{{- $defaults := dict
+  "allowPrivilegeEscalation" false
+  "readOnlyRootFilesystem" true
+  "runAsNonRoot" true
+  "runAsUser" 65532
+  "runAsGroup" 65532
+  "capabilities" (dict "drop" (list "ALL"))
+  "seccompProfile" (dict "type" "RuntimeDefault") }}
+{{- toYaml (mergeOverwrite $defaults (deepCopy (dig (index . 1) "securityContext" dict $.Values.AsMap))) }}
+{{- end }}
+
+{{/* A component's pod security context: the restricted defaults with its
+podSecurityContext value over them. Takes (list $ "component"). */}}
+{{- define "spot-rebalancer.podSecurityContext" -}}
+{{- $ := index . 0 }}
+{{- $defaults := dict "runAsNonRoot" true "seccompProfile" (dict "type" "RuntimeDefault") }}
+{{- toYaml (mergeOverwrite $defaults (deepCopy (dig (index . 1) "podSecurityContext" dict $.Values.AsMap))) }}
+{{- end }}
+
+{{/* A component's pod labels: its podLabels value, under the selector
+labels (which win). Takes (list $ "component"). */}}
+{{- define "spot-rebalancer.podLabels" -}}
+{{- $ := index . 0 }}
+{{- $selector := include "spot-rebalancer.selectorLabels" . | fromYaml }}
+{{- toYaml (merge $selector (deepCopy (dig (index . 1) "podLabels" dict $.Values.AsMap))) }}
 {{- end }}
 
 {{/* Anti-affinity spreading one component's replicas across nodes. */}}
