@@ -65,6 +65,34 @@ func TestDecodeAndValidate(t *testing.T) {
 				}
 			},
 		},
+		"a wrong type is named by its path in the file, in the file's words": {
+			file:    header + "rebalancer:\n  maxConcurrentNodes: two\n",
+			wantErr: []string{"rebalancer.maxConcurrentNodes", "want a whole number, got a string"},
+		},
+		"a duration that does not parse is named by its path": {
+			file:    header + "rebalancer:\n  surge:\n    timeout: 5 minutes\n",
+			wantErr: []string{"rebalancer.surge.timeout", `"5 minutes"`, "such as 30s"},
+		},
+		"a list where an object goes": {
+			file:    header + "rebalancer:\n  replacement: [1]\n",
+			wantErr: []string{"rebalancer.replacement", "want an object (key: value), got a list"},
+		},
+		"a path through a map keeps the map's key": {
+			file:    header + "webhook:\n  profiles:\n    spot:\n      tolerations: {a: 1}\n",
+			wantErr: []string{"webhook.profiles[spot].tolerations", "want a list, got an object"},
+		},
+		"an element of a list inside a map is named by its index": {
+			file:    header + "webhook:\n  profiles:\n    spot:\n      tolerations: [{key: a, tolerationSeconds: soon}]\n",
+			wantErr: []string{"webhook.profiles[spot].tolerations[0].tolerationSeconds", "want a whole number, got a string"},
+		},
+		"a number out of its field's range": {
+			file:    header + "rebalancer:\n  maxConcurrentNodes: 9999999999\n",
+			wantErr: []string{"rebalancer.maxConcurrentNodes", "out of range"},
+		},
+		"a budget takes a number or a percentage, not a list": {
+			file:    header + "rebalancer:\n  implicitBudget:\n    maxUnavailable: [1]\n",
+			wantErr: []string{"rebalancer.implicitBudget.maxUnavailable", "a whole number or a percentage"},
+		},
 		"a queue URL that names no account needs the accounts listed": {
 			file:    header + "aws:\n  queue:\n    url: https://vpce-0123.sqs.us-east-1.vpce.amazonaws.com/spot-events\n",
 			wantErr: []string{"aws.queue.accounts", "names no account"},

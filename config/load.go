@@ -1,9 +1,11 @@
 package config
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
+	"reflect"
 
 	kjson "sigs.k8s.io/json"
 	"sigs.k8s.io/yaml"
@@ -63,6 +65,13 @@ func Decode(data []byte) (*Config, error) {
 	js, err := yaml.YAMLToJSONStrict(data)
 	if err != nil {
 		return nil, fmt.Errorf("parsing YAML: %w", err)
+	}
+	var generic any
+	if err := json.Unmarshal(js, &generic); err != nil {
+		return nil, fmt.Errorf("parsing YAML: %w", err)
+	}
+	if errs := typeCheck(generic, reflect.TypeFor[Config](), nil); len(errs) > 0 {
+		return nil, errs.ToAggregate()
 	}
 	c := &Config{}
 	strict, err := kjson.UnmarshalStrict(js, c)
