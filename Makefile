@@ -20,6 +20,10 @@ help: ## Show this help
 build: ## Build bin/spot-rebalancer
 	CGO_ENABLED=0 go build -trimpath -ldflags '$(LDFLAGS)' -o bin/spot-rebalancer ./cmd/spot-rebalancer
 
+.PHONY: plugin
+plugin: ## Build the kubectl plugin bin/kubectl-spot_rebalancer (`kubectl spot-rebalancer plan`)
+	CGO_ENABLED=0 go build -trimpath -ldflags '$(LDFLAGS)' -o bin/kubectl-spot_rebalancer ./cmd/spot-rebalancer
+
 .PHONY: tools
 tools: ## Build the local test cluster's binaries, Karpenter included, into bin/ (once; about 25 min cold)
 	./hack/tools.sh

@@ -22,7 +22,6 @@ import (
 
 func newAgentCommand(global *globalOptions) *cobra.Command {
 	var (
-		logs        logOptions
 		nodeName    string
 		endpoint    string
 		metricsAddr string
@@ -46,7 +45,7 @@ unreachable metadata service is retried with backoff, never fatal.`,
   spot-rebalancer agent --node-name kind-worker --imds-endpoint http://127.0.0.1:1338`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, log, restConfig, err := global.start(cmd, &logs, func(c *config.Config) {
+			cfg, log, restConfig, err := global.start(cmd, func(c *config.Config) {
 				if cmd.Flags().Changed("imds-endpoint") {
 					c.Agent.IMDSEndpoint = endpoint
 				}
@@ -80,7 +79,6 @@ unreachable metadata service is retried with backoff, never fatal.`,
 	cmd.Flags().StringVar(&endpoint, "imds-endpoint", "", "instance metadata endpoint (overrides agent.imdsEndpoint; default: the SDK's)")
 	cmd.Flags().StringVar(&metricsAddr, "metrics-bind-address", "0", "address of the Prometheus /metrics endpoint; 0 (the default, as the agent runs on the host network) disables it")
 	cmd.Flags().BoolVar(&secure, "metrics-secure", true, metricsSecureHelp)
-	logs.addFlags(cmd)
 	return cmd
 }
 

@@ -35,7 +35,6 @@ const leaderElectionID = "spot-rebalancer-controller"
 
 func newControllerCommand(global *globalOptions) *cobra.Command {
 	var (
-		logs        logOptions
 		leaderElect bool
 		dryRun      bool
 		leaseNS     string
@@ -83,7 +82,7 @@ old one before any certificate it signs is served.`,
   spot-rebalancer controller --log-format text`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, log, restConfig, err := global.start(cmd, &logs, func(c *config.Config) {
+			cfg, log, restConfig, err := global.start(cmd, func(c *config.Config) {
 				if cmd.Flags().Changed("dry-run") {
 					c.Rebalancer.DryRun = dryRun
 				}
@@ -166,7 +165,6 @@ old one before any certificate it signs is served.`,
 	cmd.Flags().StringVar(&healthAddr, "health-probe-bind-address", ":8081", "address of /healthz and /readyz")
 	cmd.Flags().BoolVar(&profiling, "profiling", false, "serve Go's pprof profiles under /debug/pprof/ on the metrics address, behind the same check")
 	cmd.Flags().BoolVar(&secure, "metrics-secure", true, metricsSecureHelp)
-	logs.addFlags(cmd)
 	return cmd
 }
 

@@ -4,22 +4,22 @@ import (
 	"fmt"
 
 	"github.com/go-logr/logr"
-	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 	"go.uber.org/zap/zapcore"
 	"k8s.io/klog/v2"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 )
 
-// logOptions are the logging flags of the long-running commands.
+// logOptions are the logging flags of every command.
 type logOptions struct {
 	level  string
 	format string
 }
 
-func (o *logOptions) addFlags(cmd *cobra.Command) {
-	cmd.Flags().StringVar(&o.level, "log-level", "info", "log level: debug, info or error")
-	cmd.Flags().StringVar(&o.format, "log-format", "json", "log format: json (for machines) or text (for people)")
+func (o *logOptions) addFlags(fs *pflag.FlagSet) {
+	fs.StringVar(&o.level, "log-level", "info", "log level: debug, info or error")
+	fs.StringVar(&o.format, "log-format", "json", "log format: json (for machines) or text (for people)")
 }
 
 // setup installs a structured logger for the process, controller-runtime

@@ -1,5 +1,6 @@
 // Command spot-rebalancer is the admission webhook, the rebalancer, the node
-// agent and the dry-run planner in one binary.
+// agent and the dry-run planner in one binary. Named kubectl-spot_rebalancer
+// it is a kubectl plugin offering the planner.
 package main
 
 import (
@@ -7,6 +8,8 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"path/filepath"
+	"strings"
 	"syscall"
 
 	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
@@ -18,7 +21,11 @@ func main() {
 	// Every component serves its metrics from controller-runtime's registry.
 	ctrlmetrics.Registry.MustRegister(version.BuildInfo())
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err := newRootCommand().ExecuteContext(ctx)
+	root := newRootCommand()
+	if strings.TrimSuffix(filepath.Base(os.Args[0]), ".exe") == PluginName {
+		root = newPluginCommand()
+	}
+	err := root.ExecuteContext(ctx)
 	stop()
 	code := exitCode(err)
 	if err != nil && code != exitOK {

@@ -8,11 +8,11 @@ import (
 	"github.com/go-logr/logr"
 	"github.com/spf13/cobra"
 
+	"k8s.io/cli-runtime/pkg/genericclioptions"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/util/flowcontrol"
 
 	"github.com/spot-rebalancer/spot-rebalancer/config"
-	"github.com/spot-rebalancer/spot-rebalancer/internal/kubeconfig"
 	"github.com/spot-rebalancer/spot-rebalancer/internal/version"
 )
 
@@ -49,7 +49,12 @@ type exitCoder interface{ ExitCode() int }
 
 // globalOptions are the flags every command takes.
 type globalOptions struct {
-	kubeconfig  string
+	// kube are kubectl's connection flags (--kubeconfig, --context,
+	// --cluster, --user, --request-timeout, --as, --as-group), resolved as
+	// kubectl resolves them: --kubeconfig, then $KUBECONFIG, then
+	// ~/.kube/config, then the in-cluster service account.
+	kube        *genericclioptions.ConfigFlags
+	logs        logOptions
 	configFile  string
 	printConfig bool
 	version     bool
@@ -57,8 +62,16 @@ type globalOptions struct {
 	burst       int
 }
 
+// newKubeFlags are the connection flags of kubectl this binary takes.
+func newKubeFlags() *genericclioptions.ConfigFlags {
+	return &genericclioptions.ConfigFlags{
+		KubeConfig: new(""), Context: new(""), ClusterName: new(""), AuthInfoName: new(""),
+		Timeout: new("0"), Impersonate: new(""), ImpersonateGroup: new([]string{}),
+	}
+}
+
 func newRootCommand() *cobra.Command {
-	opts := &globalOptions{}
+	opts := &globalOptions{kube: newKubeFlags()}
 	cmd := &cobra.Command{
 		Use:   "spot-rebalancer",
 		Short: "Spot-aware admission webhook and scheduler-aware rebalancer for Kubernetes",
@@ -101,8 +114,8 @@ Exit codes: 0 success, 1 runtime failure, 2 bad usage or invalid configuration.`
 	}
 	pf := cmd.PersistentFlags()
 	pf.BoolVar(&opts.version, "version", false, "print the version of this binary and exit (the version command has -o json)")
-	pf.StringVar(&opts.kubeconfig, "kubeconfig", "",
-		"path to a kubeconfig; default: in-cluster service account, then $KUBECONFIG, then ~/.kube/config")
+	opts.kube.AddFlags(pf)
+	opts.logs.addFlags(pf)
 	pf.StringVar(&opts.configFile, "config", "", "configuration file (YAML, kind Config); default: built-in defaults")
 	pf.Float32Var(&opts.qps, "kube-api-qps", 50, "queries per second to the API server, sustained, for all of the process's clients together (client-side rate limit)")
 	pf.IntVar(&opts.burst, "kube-api-burst", 100, "queries to the API server allowed in a burst above --kube-api-qps")
@@ -110,6 +123,31 @@ Exit codes: 0 success, 1 runtime failure, 2 bad usage or invalid configuration.`
 
 	cmd.AddCommand(newVersionCommand(), newWebhookCommand(opts), newControllerCommand(opts), newPlanCommand(opts), newAgentCommand(opts), newMigrateCommand(opts))
 	return cmd
+}
+
+// PluginName is the name the binary takes as a kubectl plugin: kubectl
+// runs kubectl-spot_rebalancer for "kubectl spot-rebalancer".
+const PluginName = "kubectl-spot_rebalancer"
+
+// newPluginCommand is the command tree of the kubectl plugin: the same
+// binary, named PluginName, offers what a person at kubectl runs (plan and
+// version), not the cluster's components.
+func newPluginCommand() *cobra.Command {
+	root := newRootCommand()
+	root.Use = PluginName
+	root.Annotations = map[string]string{cobra.CommandDisplayNameAnnotation: "kubectl spot-rebalancer"}
+	root.Short = "Dry-run rebalance plans for Spot nodes, as a kubectl plugin"
+	root.Example = `  # What would a rebalance of a node do?
+  kubectl spot-rebalancer plan ip-10-0-1-5.ec2.internal
+
+  # The same in another context, for a script
+  kubectl spot-rebalancer plan ip-10-0-1-5.ec2.internal --context prod -o yaml`
+	for _, c := range root.Commands() {
+		if c.Name() != "plan" && c.Name() != "version" {
+			root.RemoveCommand(c)
+		}
+	}
+	return root
 }
 
 // noArgs rejects positional arguments as bad usage.
@@ -159,12 +197,12 @@ func (printedError) ExitCode() int { return exitOK }
 // start is what every long-running command does first: load the
 // configuration with its flag overrides, install the logger, and find the
 // API server.
-func (o *globalOptions) start(cmd *cobra.Command, logs *logOptions, override func(*config.Config)) (*config.Config, logr.Logger, *rest.Config, error) {
+func (o *globalOptions) start(cmd *cobra.Command, override func(*config.Config)) (*config.Config, logr.Logger, *rest.Config, error) {
 	cfg, err := o.loadConfig(cmd, override)
 	if err != nil {
 		return nil, logr.Logger{}, nil, err
 	}
-	log, err := logs.setup()
+	log, err := o.logs.setup()
 	if err != nil {
 		return nil, logr.Logger{}, nil, err
 	}
@@ -180,9 +218,9 @@ func (o *globalOptions) restConfig() (*rest.Config, error) {
 	if o.qps <= 0 || o.burst <= 0 {
 		return nil, usageError{fmt.Errorf("--kube-api-qps and --kube-api-burst must be positive (got %g and %d)", o.qps, o.burst)}
 	}
-	cfg, _, err := kubeconfig.Default.Resolve(o.kubeconfig)
+	cfg, err := o.kube.ToRESTConfig()
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("finding the API server: %w", err)
 	}
 	// One token bucket for every client the process builds from this
 	// config (client-go otherwise gives each API group's client its own,

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/spf13/cobra"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/util/flowcontrol"
 
@@ -15,7 +16,11 @@ import (
 
 func run(t *testing.T, args ...string) (stdout string, code int, err error) {
 	t.Helper()
-	cmd := newRootCommand()
+	return runCommand(t, newRootCommand(), args...)
+}
+
+func runCommand(t *testing.T, cmd *cobra.Command, args ...string) (stdout string, code int, err error) {
+	t.Helper()
 	var out bytes.Buffer
 	cmd.SetOut(&out)
 	cmd.SetErr(&out)
@@ -35,6 +40,8 @@ func TestCommandLine(t *testing.T) {
 	}
 	good := write("good.yaml", "apiVersion: spot-rebalancer.io/v1alpha1\nkind: Config\nrebalancer:\n  replacement:\n    mode: capacity\n")
 	unknown := write("unknown.yaml", "apiVersion: spot-rebalancer.io/v1alpha1\nkind: Config\nwebhook:\n  prot: 1\n")
+	kubeconfigFile := write("kubeconfig", "apiVersion: v1\nkind: Config\nclusters: [{name: c, cluster: {server: \"https://127.0.0.1:1\"}}]\n"+
+		"users: [{name: u, user: {token: t}}]\ncontexts: [{name: c, context: {cluster: c, user: u}}]\ncurrent-context: c\n")
 	badValue := write("bad.yaml", "apiVersion: spot-rebalancer.io/v1alpha1\nkind: Config\nrebalancer:\n  replacement:\n    onTimeout: never\n")
 
 	tests := map[string]struct {
@@ -51,6 +58,21 @@ func TestCommandLine(t *testing.T) {
 		},
 		"--version on controller starts nothing": {
 			args: []string{"controller", "--version", "--kubeconfig", "/nonexistent"}, wantOut: []string{"spot-rebalancer dev (commit"},
+		},
+		"plan: names and a selector exclude each other": {
+			args: []string{"plan", "spot-a-1", "-l", "pool=a"}, wantCode: 2, wantErr: []string{"not both"},
+		},
+		"plan: --all-at-risk with a name": {
+			args: []string{"plan", "--all-at-risk", "spot-a-1"}, wantCode: 2, wantErr: []string{"--all-at-risk"},
+		},
+		"plan: an output format kubectl does not know": {
+			args: []string{"plan", "-o", "xml"}, wantCode: 2, wantErr: []string{"table, wide, json, yaml"},
+		},
+		"plan: a selector that does not parse": {
+			args: []string{"plan", "-l", "a in (b"}, wantCode: 2, wantErr: []string{"--selector"},
+		},
+		"plan: a context the kubeconfig lacks": {
+			args: []string{"plan", "spot-a-1", "--context", "nowhere", "--kubeconfig", kubeconfigFile}, wantCode: 1, wantErr: []string{"nowhere"},
 		},
 		"--print-config prints the defaults": {
 			args:    []string{"--print-config"},
@@ -154,7 +176,8 @@ current-context: c
 `), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	o := &globalOptions{kubeconfig: kubeconfig, qps: 7, burst: 9}
+	o := &globalOptions{kube: newKubeFlags(), qps: 7, burst: 9}
+	*o.kube.KubeConfig = kubeconfig
 	cfg, err := o.restConfig()
 	if err != nil {
 		t.Fatal(err)
@@ -182,5 +205,27 @@ current-context: c
 	}
 	if got := lease.CoordinationV1().RESTClient().GetRateLimiter(); got == cfg.RateLimiter || got == nil || got.QPS() != 7 {
 		t.Errorf("leader election's rate limiter = %v, want its own of 7 QPS", got)
+	}
+}
+
+// As a kubectl plugin the binary offers plan and version, names itself as
+// kubectl shows it, and takes kubectl's connection flags.
+func TestPluginCommand(t *testing.T) {
+	out, code, err := runCommand(t, newPluginCommand(), "--help")
+	if code != 0 {
+		t.Fatalf("--help: exit %d: %v", code, err)
+	}
+	for _, want := range []string{"kubectl spot-rebalancer [command]", "plan", "version", "--context", "--cluster", "--user", "--request-timeout", "--kubeconfig", "--log-level"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("the plugin's help lacks %q:\n%s", want, out)
+		}
+	}
+	for _, gone := range []string{"controller", "webhook", "agent", "migrate"} {
+		if strings.Contains(out, "  "+gone+" ") {
+			t.Errorf("the plugin offers %s:\n%s", gone, out)
+		}
+	}
+	if out, _, _ := runCommand(t, newPluginCommand(), "plan", "--version"); !strings.Contains(out, "spot-rebalancer dev") {
+		t.Errorf("plan --version: %q", out)
 	}
 }

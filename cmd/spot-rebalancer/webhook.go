@@ -12,7 +12,6 @@ import (
 
 func newWebhookCommand(global *globalOptions) *cobra.Command {
 	var (
-		logs        logOptions
 		port        int32
 		metricsAddr string
 		healthAddr  string
@@ -44,7 +43,7 @@ MutatingWebhookConfiguration.`,
   spot-rebalancer webhook --print-config`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, log, restConfig, err := global.start(cmd, &logs, func(c *config.Config) {
+			cfg, log, restConfig, err := global.start(cmd, func(c *config.Config) {
 				if cmd.Flags().Changed("port") {
 					c.Webhook.Port = port
 				}
@@ -67,6 +66,5 @@ MutatingWebhookConfiguration.`,
 	cmd.Flags().StringVar(&healthAddr, "health-probe-bind-address", ":8081", "address of /healthz and /readyz")
 	cmd.Flags().BoolVar(&profiling, "profiling", false, "serve Go's pprof profiles under /debug/pprof/ on the metrics address, behind the same check")
 	cmd.Flags().BoolVar(&secure, "metrics-secure", true, metricsSecureHelp)
-	logs.addFlags(cmd)
 	return cmd
 }

@@ -14,48 +14,63 @@ import (
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/yaml"
 
 	"github.com/spot-rebalancer/spot-rebalancer/config"
 	"github.com/spot-rebalancer/spot-rebalancer/rebalancer/planner"
 )
 
-// Formats.
+// Formats, as kubectl's -o names them.
 const (
 	FormatTable = "table"
-	FormatJSON  = "json"
+	// FormatWide is the table with each pod's workload, priority and flags.
+	FormatWide = "wide"
+	FormatJSON = "json"
+	FormatYAML = "yaml"
 )
 
-// Write renders the plan in the given format.
+// Formats are every format Write takes.
+var Formats = []string{FormatTable, FormatWide, FormatJSON, FormatYAML}
+
+// Write renders the plan in the given format. JSON and YAML carry the same
+// fields.
 func Write(w io.Writer, plan *planner.Plan, format string) error {
 	switch format {
 	case FormatJSON:
 		enc := json.NewEncoder(w)
 		enc.SetIndent("", "  ")
 		return enc.Encode(plan)
-	case FormatTable:
-		return writeTable(w, plan)
+	case FormatYAML:
+		out, err := yaml.Marshal(plan)
+		if err != nil {
+			return err
+		}
+		_, err = w.Write(out)
+		return err
+	case FormatTable, FormatWide:
+		return writeTable(w, plan, format == FormatWide)
 	default:
-		return fmt.Errorf("unknown format %q: use table or json", format)
+		return fmt.Errorf("unknown format %q: use %s", format, strings.Join(Formats, ", "))
 	}
 }
 
-func writeTable(w io.Writer, plan *planner.Plan) error {
+func writeTable(w io.Writer, plan *planner.Plan, wide bool) error {
 	if len(plan.Nodes) == 0 {
-		_, err := fmt.Fprintln(w, "No node is at risk. Name nodes with --nodes to see what a rebalance would do.")
+		_, err := fmt.Fprintln(w, "No node is at risk. Name nodes (or select them with -l) to see what a rebalance would do.")
 		return err
 	}
 	for i, n := range plan.Nodes {
 		if i > 0 {
 			fmt.Fprintln(w)
 		}
-		writeNode(w, &n)
+		writeNode(w, &n, wide)
 	}
 	fmt.Fprintln(w)
 	_, err := fmt.Fprintln(w, summary(plan))
 	return err
 }
 
-func writeNode(w io.Writer, n *planner.NodePlan) {
+func writeNode(w io.Writer, n *planner.NodePlan, wide bool) {
 	fmt.Fprintf(w, "NODE %s\n", n.Name)
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintf(tw, "  signal:\t%s (from %s)\n", n.Signal, n.SignalSource)
@@ -98,7 +113,11 @@ func writeNode(w io.Writer, n *planner.NodePlan) {
 
 	fmt.Fprintf(w, "\n  PODS (%d)\n", len(n.Pods))
 	tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "  NAMESPACE\tNAME\tACTION\tWAVE\tDESTINATION\tPDB (ALLOWED)\tREASON")
+	header := "  NAMESPACE\tNAME\tACTION\tWAVE\tDESTINATION\tPDB (ALLOWED)\tREASON"
+	if wide {
+		header += "\tWORKLOAD\tPRIORITY\tFLAGS"
+	}
+	fmt.Fprintln(tw, header)
 	for _, p := range sortedPods(n.Pods) {
 		wave := "-"
 		if p.Wave > 0 {
@@ -108,8 +127,19 @@ func writeNode(w io.Writer, n *planner.NodePlan) {
 		for _, r := range p.PDBs {
 			pdbs = append(pdbs, fmt.Sprintf("%s (%d)", r.Name, r.DisruptionsAllowed))
 		}
-		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\t%s\t%s\n", p.Namespace, p.Name, p.Action, wave, orDash(p.Destination),
+		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\t%s\t%s", p.Namespace, p.Name, p.Action, wave, orDash(p.Destination),
 			orDash(strings.Join(pdbs, ", ")), strings.Join(p.Reasons, "; "))
+		if wide {
+			var flags []string
+			if p.Critical {
+				flags = append(flags, "critical")
+			}
+			if p.Granted {
+				flags = append(flags, "granted")
+			}
+			fmt.Fprintf(tw, "\t%s\t%d\t%s", orDash(p.Workload), p.Priority, orDash(strings.Join(flags, ",")))
+		}
+		fmt.Fprintln(tw)
 	}
 	tw.Flush()
 

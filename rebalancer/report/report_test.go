@@ -6,6 +6,9 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/google/go-cmp/cmp"
+	"sigs.k8s.io/yaml"
+
 	"github.com/spot-rebalancer/spot-rebalancer/config"
 	"github.com/spot-rebalancer/spot-rebalancer/rebalancer/planner"
 	"github.com/spot-rebalancer/spot-rebalancer/rebalancer/signals"
@@ -105,7 +108,53 @@ func TestBlockedVerdictNamesThePodsReservationsAskFor(t *testing.T) {
 }
 
 func TestUnknownFormat(t *testing.T) {
-	if err := Write(&bytes.Buffer{}, samplePlan(), "yaml"); err == nil {
-		t.Error("want an error for an unknown format")
+	if err := Write(&bytes.Buffer{}, samplePlan(), "xml"); err == nil || !strings.Contains(err.Error(), "table, wide, json, yaml") {
+		t.Errorf("err = %v, want one listing the formats", err)
+	}
+}
+
+// YAML carries what JSON carries, under the same names.
+func TestYAMLIsTheJSON(t *testing.T) {
+	var js, ys bytes.Buffer
+	if err := Write(&js, samplePlan(), FormatJSON); err != nil {
+		t.Fatal(err)
+	}
+	if err := Write(&ys, samplePlan(), FormatYAML); err != nil {
+		t.Fatal(err)
+	}
+	fromYAML, err := yaml.YAMLToJSON(ys.Bytes())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var a, b any
+	if err := json.Unmarshal(js.Bytes(), &a); err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(fromYAML, &b); err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(a, b); diff != "" {
+		t.Errorf("YAML differs from JSON (-json +yaml):\n%s", diff)
+	}
+}
+
+// Wide adds each pod's workload, priority and flags to the pod table.
+func TestWideAddsColumns(t *testing.T) {
+	plan := samplePlan()
+	plan.Nodes[0].Pods[0].Workload, plan.Nodes[0].Pods[0].Granted, plan.Nodes[0].Pods[0].Priority = "Deployment/web", true, 7
+	var table, wide bytes.Buffer
+	if err := Write(&table, plan, FormatTable); err != nil {
+		t.Fatal(err)
+	}
+	if err := Write(&wide, plan, FormatWide); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"PRIORITY", "FLAGS", "Deployment/web", "granted"} {
+		if !strings.Contains(wide.String(), want) {
+			t.Errorf("wide lacks %q:\n%s", want, wide.String())
+		}
+		if strings.Contains(table.String(), want) {
+			t.Errorf("table has %q, which only wide shows:\n%s", want, table.String())
+		}
 	}
 }
