@@ -41,11 +41,24 @@ manifests: ## Render deploy/spot-rebalancer.yaml from the Helm chart (a test fai
 	./hack/tools.sh helm
 	./hack/manifests.sh
 
-IMAGE ?= spot-rebalancer/spot-rebalancer:$(VERSION)
+# The image's name and tag, as the release publishes it and the chart's
+# default names it: the tag is the chart's appVersion (the version without
+# its v).
+REGISTRY ?= ghcr.io/spot-rebalancer
+IMAGE ?= $(REGISTRY)/spot-rebalancer:$(patsubst v%,%,$(VERSION))
 
 .PHONY: image
-image: ## Build the container image $(IMAGE) (needs Docker)
+image: ## Build the multi-arch image $(IMAGE) as an OCI layout in dist/image, no Docker needed
+	go run ./hack/release --image-only --version $(patsubst v%,%,$(VERSION)) --registry $(REGISTRY)
+
+.PHONY: docker-image
+docker-image: ## Build the image for this machine's platform with Docker (Dockerfile), named $(IMAGE)
 	docker build --build-arg VERSION=$(VERSION) --build-arg COMMIT=$(COMMIT) -t $(IMAGE) .
+
+.PHONY: release-dry-run
+release-dry-run: ## Rehearse a release: image, chart, plan binaries, pushed to a registry on 127.0.0.1 and checked
+	./hack/tools.sh helm
+	go run ./hack/release --dry-run
 
 .PHONY: test
 test: lint tools test-unit test-alerts e2e ## Run every test: lint, unit, alert rules, and end-to-end on a local cluster

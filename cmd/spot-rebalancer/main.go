@@ -12,6 +12,9 @@ import (
 	"strings"
 	"syscall"
 
+	// Mozilla's CA roots, used only where the system has none: the image has
+	// no base to bring them, and the AWS SDK must verify TLS.
+	_ "golang.org/x/crypto/x509roots/fallback"
 	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	"github.com/spot-rebalancer/spot-rebalancer/internal/version"
