@@ -137,6 +137,11 @@ func newPluginCommand() *cobra.Command {
 	root.Use = PluginName
 	root.Annotations = map[string]string{cobra.CommandDisplayNameAnnotation: "kubectl spot-rebalancer"}
 	root.Short = "Dry-run rebalance plans for Spot nodes, as a kubectl plugin"
+	root.Long = `kubectl spot-rebalancer prints what spot-rebalancer would do for at-risk Spot
+nodes (plan), computed by the planner its controller runs, from one read of the
+cluster; it changes nothing. It connects as kubectl does.
+
+Exit codes: 0 success, 1 runtime failure, 2 bad usage, 3 (plan) the plan is blocked.`
 	root.Example = `  # What would a rebalance of a node do?
   kubectl spot-rebalancer plan ip-10-0-1-5.ec2.internal
 

@@ -150,6 +150,28 @@ func checkMonitoring(t *testing.T, m string) {
 	if len(docs["ServiceMonitor"]) != 1 || len(docs["PrometheusRule"]) != 1 {
 		t.Fatalf("%d ServiceMonitors and %d PrometheusRules, want one each", len(docs["ServiceMonitor"]), len(docs["PrometheusRule"]))
 	}
+	var monitor struct {
+		Metadata metav1.ObjectMeta `json:"metadata"`
+		Spec     struct {
+			Endpoints []struct {
+				Port, Interval, ScrapeTimeout, Scheme string
+				Relabelings                           []map[string]any `json:"relabelings"`
+			} `json:"endpoints"`
+		} `json:"spec"`
+	}
+	if err := yaml.Unmarshal(docs["ServiceMonitor"][0], &monitor); err != nil {
+		t.Fatal(err)
+	}
+	if e := monitor.Spec.Endpoints; monitor.Metadata.Labels["release"] != "kps" || len(e) != 1 || e[0].Port != "metrics" || e[0].Interval != "15s" ||
+		e[0].ScrapeTimeout != "10s" || len(e[0].Relabelings) != 1 || e[0].Relabelings[0]["targetLabel"] != "cluster" {
+		t.Errorf("ServiceMonitor labels %v, endpoints %+v", monitor.Metadata.Labels, e)
+	}
+	var ruleMeta struct {
+		Metadata metav1.ObjectMeta `json:"metadata"`
+	}
+	if err := yaml.Unmarshal(docs["PrometheusRule"][0], &ruleMeta); err != nil || ruleMeta.Metadata.Labels["release"] != "kps" {
+		t.Errorf("PrometheusRule labels %v (%v), want release=kps", ruleMeta.Metadata.Labels, err)
+	}
 	root, err := cluster.RepoRoot()
 	if err != nil {
 		t.Fatal(err)
@@ -192,6 +214,9 @@ func checkMonitoring(t *testing.T, m string) {
 		if cm.Labels["grafana_dashboard"] == "1" {
 			dashboard = cm
 		}
+	}
+	if dashboard.Annotations["grafana_folder"] != "Spot" {
+		t.Errorf("dashboard ConfigMap annotations %v, want grafana_folder=Spot", dashboard.Annotations)
 	}
 	if d, err := monitoring.ParseDashboard([]byte(dashboard.Data["spot-rebalancer.json"])); err != nil || len(d.Panels) == 0 {
 		t.Errorf("the dashboard ConfigMap holds no dashboard (%v)", err)
@@ -446,7 +471,10 @@ func TestHelmChart(t *testing.T) {
 				}
 			}},
 		{name: "monitoring", set: []string{"metrics.serviceMonitor.enabled=true", "metrics.prometheusRule.enabled=true", "metrics.dashboard.enabled=true",
-			"agent.metrics.enabled=true", "metrics.prometheusRule.disabled={SpotRebalancerSurgeAbandoned}", "metrics.prometheusRule.additionalLabels.team=platform"},
+			"agent.metrics.enabled=true", "metrics.prometheusRule.disabled={SpotRebalancerSurgeAbandoned}", "metrics.prometheusRule.additionalLabels.team=platform",
+			"metrics.serviceMonitor.interval=15s", "metrics.serviceMonitor.scrapeTimeout=10s", "metrics.serviceMonitor.labels.release=kps",
+			"metrics.serviceMonitor.relabelings[0].targetLabel=cluster", "metrics.serviceMonitor.relabelings[0].replacement=prod",
+			"metrics.prometheusRule.labels.release=kps", "metrics.dashboard.annotations.grafana_folder=Spot"},
 			check: func(t *testing.T, _ *config.Config, m string) { checkMonitoring(t, m) }},
 		{name: "every component's pod values", values: podValues, check: func(t *testing.T, _ *config.Config, m string) { checkPodValues(t, m) }},
 		{name: "replacement and surge", set: []string{"rebalancer.replacement.mode=capacity", "rebalancer.surge.enabled=false", "config.rebalancer.implicitBudget.maxUnavailable=1"},
