@@ -7,6 +7,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -21,9 +22,9 @@ import (
 // plugin is the binary's name as a kubectl plugin.
 const plugin = "kubectl-spot_rebalancer"
 
-// writeArchives writes one archive per platform, holding the binary as the
-// kubectl plugin with spot-rebalancer linked to it, the license and a
-// checksum file; it returns the archives by platform.
+// writeArchives writes one archive per platform, holding the binary named
+// as the kubectl plugin (regular files only: krew refuses links) and the
+// license, and a checksum file; it returns the archives by platform.
 func writeArchives(o *options, binaries map[platform]string) (map[platform]string, error) {
 	license, err := os.ReadFile(filepath.Join(o.Root, "LICENSE"))
 	if err != nil {
@@ -47,12 +48,8 @@ func writeArchives(o *options, binaries map[platform]string) (map[platform]strin
 			name string
 			mode int64
 			data []byte
-			link string
-		}{{name: plugin, mode: 0o755, data: data}, {name: "spot-rebalancer", mode: 0o777, link: plugin}, {name: "LICENSE", mode: 0o644, data: license}} {
+		}{{name: plugin, mode: 0o755, data: data}, {name: "LICENSE", mode: 0o644, data: license}} {
 			h := &tar.Header{Name: e.name, Mode: e.mode, Size: int64(len(e.data)), ModTime: o.Created, Typeflag: tar.TypeReg, Format: tar.FormatPAX}
-			if e.link != "" {
-				h.Typeflag, h.Linkname, h.Size = tar.TypeSymlink, e.link, 0
-			}
 			if err := tw.WriteHeader(h); err != nil {
 				return nil, err
 			}
@@ -189,12 +186,30 @@ func checkArchives(ctx context.Context, o *options, archives map[platform]string
 		}
 	}
 
+	// What krew unpacks: regular files only.
+	for _, p := range planPlatforms {
+		names, err := entries(archives[p])
+		if err != nil {
+			fail("%v", err)
+		}
+		if !slices.Contains(names, plugin) {
+			fail("%s holds %v, not %s", filepath.Base(archives[p]), names, plugin)
+		}
+	}
 	dir := filepath.Join(o.Dist, "check", "archive")
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return append(errs, err)
 	}
 	if out, err := exec.CommandContext(ctx, "tar", "-xzf", archives[host()], "-C", dir).CombinedOutput(); err != nil {
 		return append(errs, fmt.Errorf("archives: unpacking %s: %v\n%s", archives[host()], err, out))
+	}
+	// The same binary runs as the full command under another name.
+	data, err = os.ReadFile(filepath.Join(dir, plugin))
+	if err != nil {
+		return append(errs, err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "spot-rebalancer"), data, 0o755); err != nil {
+		return append(errs, err)
 	}
 	want := fmt.Sprintf("spot-rebalancer v%s (commit %s", o.Version, o.Commit)
 	for _, args := range [][]string{{"spot-rebalancer", "--version"}, {plugin, "plan", "--version"}} {
@@ -208,4 +223,33 @@ func checkArchives(ctx context.Context, o *options, archives map[platform]string
 		fail("%s --help does not show the plugin's commands:\n%s", plugin, out)
 	}
 	return errs
+}
+
+// entries lists an archive's entries, refusing any that is not a regular
+// file or a directory (krew's unpacker refuses them too).
+func entries(archive string) ([]string, error) {
+	f, err := os.Open(archive)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	gz, err := gzip.NewReader(f)
+	if err != nil {
+		return nil, err
+	}
+	tr := tar.NewReader(gz)
+	var names []string
+	for {
+		h, err := tr.Next()
+		if errors.Is(err, io.EOF) {
+			return names, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+		if h.Typeflag != tar.TypeReg && h.Typeflag != tar.TypeDir {
+			return nil, fmt.Errorf("%s: entry %s is of type %q: krew unpacks regular files and directories only", filepath.Base(archive), h.Name, h.Typeflag)
+		}
+		names = append(names, h.Name)
+	}
 }

@@ -16,11 +16,12 @@ func helm(ctx context.Context, o *options, args ...string) (string, error) {
 	cmd := exec.CommandContext(ctx, o.Helm, args...)
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
-	// Its own registry configuration, so a dry run leaves none behind.
-	cmd.Env = append(os.Environ(), "HELM_REGISTRY_CONFIG="+filepath.Join(o.Dist, "helm", "registry.json"),
-		"HELM_CACHE_HOME="+filepath.Join(o.Dist, "helm", "cache"), "HELM_CONFIG_HOME="+filepath.Join(o.Dist, "helm", "config"))
-	if !strings.HasPrefix(o.Registry, "127.0.0.1") {
-		cmd.Env = os.Environ() // the workflow's `helm registry login`
+	// A dry run keeps helm's registry configuration and cache in dist, so
+	// it leaves nothing behind; a release uses the workflow's `helm
+	// registry login`.
+	if o.DryRun {
+		cmd.Env = append(os.Environ(), "HELM_REGISTRY_CONFIG="+filepath.Join(o.Dist, "helm", "registry.json"),
+			"HELM_CACHE_HOME="+filepath.Join(o.Dist, "helm", "cache"), "HELM_CONFIG_HOME="+filepath.Join(o.Dist, "helm", "config"))
 	}
 	err := cmd.Run()
 	if err != nil {

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"debug/buildinfo"
+	"debug/elf"
 	"errors"
 	"fmt"
 	"io"
@@ -195,12 +196,15 @@ func checkImage(ctx context.Context, o *options, image string) []error {
 		if v := cf.Config.Labels["org.opencontainers.image.version"]; v != o.Version {
 			errs = append(errs, fail("%s: label org.opencontainers.image.version %q, want %q", p, v, o.Version))
 		}
-		if p != host() {
-			continue
-		}
 		bin, err := extract(img, strings.TrimPrefix(entrypoint, "/"), filepath.Join(o.Dist, "check"))
 		if err != nil {
 			errs = append(errs, fail("%s: %v", p, err))
+			continue
+		}
+		if err := isELFFor(bin, p); err != nil {
+			errs = append(errs, fail("%s: %v", p, err))
+		}
+		if p != host() {
 			continue
 		}
 		out, err := exec.CommandContext(ctx, bin, "--version").Output()
@@ -255,4 +259,26 @@ func extract(img v1.Image, path, dir string) (string, error) {
 		}
 		return filepath.Clean(f.Name()), nil
 	}
+}
+
+// machines are the ELF machine types of the image's architectures.
+var machines = map[string]elf.Machine{"amd64": elf.EM_X86_64, "arm64": elf.EM_AARCH64}
+
+// isELFFor checks that a binary is a static Linux executable of the
+// platform's architecture.
+func isELFFor(path string, p platform) error {
+	f, err := elf.Open(path)
+	if err != nil {
+		return fmt.Errorf("%s is not an ELF binary: %w", entrypoint, err)
+	}
+	defer f.Close()
+	if want, ok := machines[p.Arch]; !ok || f.Machine != want {
+		return fmt.Errorf("%s is built for %s, not %s", entrypoint, f.Machine, p.Arch)
+	}
+	for _, prog := range f.Progs {
+		if prog.Type == elf.PT_INTERP {
+			return fmt.Errorf("%s is dynamically linked: the image has no loader", entrypoint)
+		}
+	}
+	return nil
 }

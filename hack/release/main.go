@@ -50,7 +50,9 @@ type options struct {
 	// oci://<Registry>/charts/spot-rebalancer.
 	Registry string
 	// PlainHTTP talks to the registry without TLS (the dry run's).
-	PlainHTTP        bool
+	PlainHTTP bool
+	// DryRun: the registry is the program's own.
+	DryRun           bool
 	Root, Dist, Helm string
 	// GitHub is the repository whose releases hold the archives (krew).
 	GitHub string
@@ -116,7 +118,7 @@ func run(ctx context.Context, o *options, dryRun, imageOnly bool) error {
 		srv := &http.Server{Handler: registry.New(registry.Logger(log.New(ioDiscard{}, "", 0))), ReadHeaderTimeout: 10 * time.Second}
 		go func() { _ = srv.Serve(l) }()
 		defer srv.Close()
-		o.Registry, o.PlainHTTP = l.Addr().String()+"/spot-rebalancer", true
+		o.Registry, o.PlainHTTP, o.DryRun = l.Addr().String()+"/spot-rebalancer", true, true
 		log.Printf("dry run: registry on %s", l.Addr())
 	}
 	if imageOnly {
