@@ -19,9 +19,10 @@ func TestExpiryMetricFollowsTheServedCertificate(t *testing.T) {
 	srv, _ := NewServing(ca, names, now, 3*time.Hour)
 	client := fake.NewClientset()
 	src := NewSecretSource(client, "ns", "tls", []string{"spot-rebalancer"}, names, clocktesting.NewFakePassiveClock(now))
-	gauge := ExpiryMetric(src)
-	if got := testutil.ToFloat64(gauge); got != 0 {
-		t.Fatalf("with no certificate the gauge reads %v, want 0", got)
+	metrics := Metrics(src)
+	expiry, notBefore := metrics[0], metrics[1]
+	if got := testutil.ToFloat64(expiry) + testutil.ToFloat64(notBefore); got != 0 {
+		t.Fatalf("with no certificate the gauges read %v, want 0", got)
 	}
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan error, 1)
@@ -34,12 +35,15 @@ func TestExpiryMetricFollowsTheServedCertificate(t *testing.T) {
 	}
 	want := float64(srv.Cert.NotAfter.Unix())
 	eventually(t, "the gauge to read the loaded certificate's expiry", func() error {
-		if got := testutil.ToFloat64(gauge); got != want {
+		if got := testutil.ToFloat64(expiry); got != want {
 			return errors.New("not yet")
 		}
 		return nil
 	})
 	if want != float64(now.Add(3*time.Hour).Unix()) {
 		t.Errorf("expiry %v is not the issue time plus the validity", want)
+	}
+	if got, want := testutil.ToFloat64(notBefore), float64(srv.Cert.NotBefore.Unix()); got != want || got > float64(now.Unix()) {
+		t.Errorf("not before %v, want the certificate's %v, at or before its issue", got, want)
 	}
 }

@@ -89,6 +89,10 @@ func TestDecodeAndValidate(t *testing.T) {
 			file:    header + "rebalancer:\n  maxConcurrentNodes: 9999999999\n",
 			wantErr: []string{"rebalancer.maxConcurrentNodes", "out of range"},
 		},
+		"a number too large for any integer is out of range, not a fraction": {
+			file:    header + "rebalancer:\n  maxParallelEvictions: 1e30\n",
+			wantErr: []string{"rebalancer.maxParallelEvictions", "out of range"},
+		},
 		"a budget takes a number or a percentage, not a list": {
 			file:    header + "rebalancer:\n  implicitBudget:\n    maxUnavailable: [1]\n",
 			wantErr: []string{"rebalancer.implicitBudget.maxUnavailable", "a whole number or a percentage"},

@@ -3,6 +3,7 @@ package config
 import (
 	"encoding/json"
 	"fmt"
+	"math"
 	"reflect"
 	"slices"
 	"strings"
@@ -51,8 +52,8 @@ func typeCheck(value any, t reflect.Type, path *field.Path) field.ErrorList {
 		}
 		return field.ErrorList{field.Invalid(path, value, want(value, "a whole number or a percentage such as 25%"))}
 	}
-	if t.Kind() != reflect.Struct && reflect.PointerTo(t).Implements(unmarshalerType) {
-		return nil // decodes itself (e.g. resource.Quantity): the decoder says
+	if reflect.PointerTo(t).Implements(unmarshalerType) {
+		return nil // decodes itself (resource.Quantity, metav1.Time): the decoder says
 	}
 	switch t.Kind() {
 	case reflect.Struct:
@@ -103,8 +104,11 @@ func typeCheck(value any, t reflect.Type, path *field.Path) field.ErrorList {
 	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
 		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
 		n, ok := value.(float64)
-		if !ok || n != float64(int64(n)) {
+		if !ok || n != math.Trunc(n) {
 			return field.ErrorList{field.Invalid(path, value, want(value, "a whole number"))}
+		}
+		if math.Abs(n) >= 1<<63 {
+			return field.ErrorList{field.Invalid(path, value, "out of range")}
 		}
 		v := reflect.New(t).Elem()
 		unsigned := t.Kind() >= reflect.Uint

@@ -87,8 +87,10 @@ func Run(ctx context.Context, opts Options) error {
 	// GetWebhookServer adds the server to the manager's runnables.
 	mgr.GetWebhookServer().Register(Path, &admission.Webhook{Handler: handler, RecoverPanic: new(true)})
 
-	if err := ctrlmetrics.Registry.Register(certs.ExpiryMetric(source)); err != nil {
-		return err
+	for _, m := range certs.Metrics(source) {
+		if err := ctrlmetrics.Registry.Register(m); err != nil {
+			return err
+		}
 	}
 	if err := mgr.Add(manager.RunnableFunc(source.Start)); err != nil {
 		return err

@@ -148,7 +148,7 @@ old one before any certificate it signs is served.`,
 			if err := rebalancer.SetupWithManager(mgr); err != nil {
 				return err
 			}
-			if err := ctrlmetrics.Registry.Register(&controller.NodeCollector{Reader: mgr.GetClient(), Clock: clock.RealClock{}}); err != nil {
+			if err := ctrlmetrics.Registry.Register(&controller.NodeCollector{Reader: mgr.GetClient(), Clock: clock.RealClock{}, Log: log.WithName("metrics")}); err != nil {
 				return err
 			}
 			if err := addAWSSources(cmd.Context(), mgr, cfg, kube); err != nil {

@@ -114,7 +114,9 @@ failure, 2 bad usage.`,
 			}
 			if sel != nil {
 				if named = selected(snap, sel); len(named) == 0 {
-					return usageError{fmt.Errorf("no node matches --selector %s", sel)}
+					// As kubectl get -l: nothing found is an answer, not an error.
+					_, err := fmt.Fprintf(cmd.OutOrStdout(), "No node matches --selector %s.\n", sel)
+					return err
 				}
 			}
 			plan, err := planner.New(snap, planner.Options{Config: &cfg.Rebalancer, Nodes: named})

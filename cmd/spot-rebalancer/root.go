@@ -203,6 +203,11 @@ func (printedError) ExitCode() int { return exitOK }
 // configuration with its flag overrides, install the logger, and find the
 // API server.
 func (o *globalOptions) start(cmd *cobra.Command, override func(*config.Config)) (*config.Config, logr.Logger, *rest.Config, error) {
+	if t := *o.kube.Timeout; t != "" && t != "0" {
+		// It bounds every request, watches included: the components'
+		// informers would be cut off and relist every few seconds.
+		return nil, logr.Logger{}, nil, usageError{fmt.Errorf("--request-timeout %s is for plan: %s keeps watches open", t, cmd.Name())}
+	}
 	cfg, err := o.loadConfig(cmd, override)
 	if err != nil {
 		return nil, logr.Logger{}, nil, err

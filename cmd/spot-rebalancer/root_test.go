@@ -71,6 +71,9 @@ func TestCommandLine(t *testing.T) {
 		"plan: a selector that does not parse": {
 			args: []string{"plan", "-l", "a in (b"}, wantCode: 2, wantErr: []string{"--selector"},
 		},
+		"--request-timeout is refused for a component that watches": {
+			args: []string{"controller", "--request-timeout", "30s", "--kubeconfig", "unused"}, wantCode: 2, wantErr: []string{"--request-timeout 30s is for plan"},
+		},
 		"plan: a context the kubeconfig lacks": {
 			args: []string{"plan", "spot-a-1", "--context", "nowhere", "--kubeconfig", kubeconfigFile}, wantCode: 1, wantErr: []string{"nowhere"},
 		},

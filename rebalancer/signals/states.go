@@ -77,6 +77,12 @@ const (
 	ReasonUnknownState Reason = "UnknownState"
 )
 
+// Reasons are every reason code the rebalancer records.
+var Reasons = []Reason{ReasonSignalled, ReasonAwaitingReplacement, ReasonQueued, ReasonReplacementReady, ReasonInterruption,
+	ReasonFitsWithoutReplacement, ReasonNoReplacement, ReasonKeptCordoned, ReasonUncordoned, ReasonBlockedByPods,
+	ReasonBlockersGone, ReasonWaitingForDeadline, ReasonDrained, ReasonDeadline, ReasonDeadlineNotForced, ReasonRetired,
+	ReasonPodsLeft, ReasonNotRetired, ReasonUnknownState}
+
 // ReasonOf returns the reason code recorded on a node's annotations.
 func ReasonOf(annotations map[string]string) Reason {
 	return Reason(annotations[AnnotationStateReasonCode])

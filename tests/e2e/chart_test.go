@@ -129,7 +129,7 @@ func checkMonitoring(t *testing.T, m string) {
 	if want := []string{"spot-rebalancer-agent-metrics", "spot-rebalancer-controller-metrics", "spot-rebalancer-webhook-metrics"}; !slices.Equal(services, want) {
 		t.Errorf("metrics Services %v, want %v", services, want)
 	}
-	for _, want := range []string{"--metrics-bind-address=:9880", "bearerTokenFile:", "scheme: https"} {
+	for _, want := range []string{"--metrics-bind-address=:9880", "bearerTokenFile:", "scheme: https", "jobLabel: app.kubernetes.io/part-of", "app.kubernetes.io/part-of: spot-rebalancer"} {
 		if !strings.Contains(m, want) {
 			t.Errorf("the rendering lacks %q", want)
 		}
@@ -240,6 +240,7 @@ webhook:
   topologySpreadConstraints:
     - {maxSkew: 1, topologyKey: topology.kubernetes.io/zone, whenUnsatisfiable: DoNotSchedule}
   extraEnv: [{name: GOMAXPROCS, value: "2"}]
+  podSecurityContext: {runAsUser: 2000, runAsGroup: 2000}
   serviceAccount: {annotations: {example.com/owner: platform}}
   namespaceSelector: {matchLabels: {env: prod}}
   objectSelector: {matchExpressions: [{key: example.com/skip, operator: DoesNotExist}]}
@@ -280,7 +281,8 @@ func checkPodValues(t *testing.T, m string) {
 		}
 		sc := p.Spec.Containers[0].SecurityContext
 		if sc == nil || sc.ReadOnlyRootFilesystem == nil || !*sc.ReadOnlyRootFilesystem || sc.AllowPrivilegeEscalation == nil || *sc.AllowPrivilegeEscalation ||
-			p.Spec.SecurityContext == nil || p.Spec.SecurityContext.RunAsNonRoot == nil || !*p.Spec.SecurityContext.RunAsNonRoot {
+			p.Spec.SecurityContext == nil || p.Spec.SecurityContext.RunAsNonRoot == nil || !*p.Spec.SecurityContext.RunAsNonRoot ||
+			p.Spec.SecurityContext.SeccompProfile == nil || sc.Capabilities == nil || len(sc.Capabilities.Drop) != 1 {
 			t.Errorf("%s: an override lost the restricted defaults: pod %+v, container %+v", c, p.Spec.SecurityContext, sc)
 		}
 		if len(p.Spec.Containers[0].Env) == 0 {
@@ -288,6 +290,15 @@ func checkPodValues(t *testing.T, m string) {
 		}
 	}
 	ctl, hook, agent := pods["controller"].Spec, pods["webhook"].Spec, pods["agent"].Spec
+	var migrate struct {
+		Spec struct {
+			Template corev1.PodTemplateSpec `json:"template"`
+		} `json:"spec"`
+	}
+	if len(docs["Job"]) != 1 || yaml.Unmarshal(docs["Job"][0], &migrate) != nil || migrate.Spec.Template.Spec.PriorityClassName != "system-cluster-critical" ||
+		migrate.Spec.Template.Spec.SecurityContext.FSGroup == nil {
+		t.Errorf("the migration Job does not run under the controller's pod values: %+v", migrate.Spec.Template.Spec)
+	}
 	for _, check := range []struct {
 		what string
 		ok   bool
@@ -305,7 +316,8 @@ func checkPodValues(t *testing.T, m string) {
 		{"agent annotations", pods["agent"].Annotations["example.com/scrape"] == "no"},
 		{"agent NODE_NAME kept beside extraEnv", len(agent.Containers[0].Env) == 2 && agent.Containers[0].Env[0].Name == "NODE_NAME"},
 		{"agent ServiceAccount", agent.ServiceAccountName == "my-agent"},
-		{"agent runs as 65532 still", agent.Containers[0].SecurityContext.RunAsUser != nil && *agent.Containers[0].SecurityContext.RunAsUser == 65532},
+		{"agent runs as 65532 still", agent.SecurityContext.RunAsUser != nil && *agent.SecurityContext.RunAsUser == 65532 && agent.Containers[0].SecurityContext.RunAsUser == nil},
+		{"webhook pod's own user, not overridden by its container", hook.SecurityContext.RunAsUser != nil && *hook.SecurityContext.RunAsUser == 2000 && hook.Containers[0].SecurityContext.RunAsUser == nil},
 	} {
 		if !check.ok {
 			t.Errorf("%s: not rendered", check.what)
@@ -543,7 +555,11 @@ func TestHelmChart(t *testing.T) {
 			"controller.extraEnv[0].value=x":           `at '/controller/extraEnv/0': missing property 'name'`,
 			"metrics.prometheusRule.disabled={NoSuch}": `at '/metrics/prometheusRule/disabled/0'`,
 			"certs.mode=external":                      "certs.external.secretName is required",
-			"metrics.service.enabled=false,metrics.serviceMonitor.enabled=true": "metrics.serviceMonitor.enabled needs metrics.service.enabled",
+			"controller.podLabels.version=2":           `at '/controller/podLabels/version': got number, want string`,
+			"controller.serviceAccount.name=shared,agent.serviceAccount.name=shared": `agent.serviceAccount.name "shared": every component needs a ServiceAccount of its own`,
+			"webhook.serviceAccount.create=false":                                    `at '/webhook/serviceAccount/name'`,
+			"metrics.serviceMonitor.interval=1.5m":                                   `at '/metrics/serviceMonitor/interval'`,
+			"metrics.service.enabled=false,metrics.serviceMonitor.enabled=true":      "metrics.serviceMonitor.enabled needs metrics.service.enabled",
 		} {
 			out, code := tool(t, c, nil, "helm", "template", "spot-rebalancer", chart, "--set", set)
 			if code == 0 || !strings.Contains(out, want) {

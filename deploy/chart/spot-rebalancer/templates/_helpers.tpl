@@ -105,30 +105,35 @@ app.kubernetes.io/component: {{ index . 1 }}
 {{- define "spot-rebalancer.serviceAccountName" -}}
 {{- $ := index . 0 }}
 {{- $component := index . 1 }}
+{{- $names := dict }}
+{{- range $c := list "controller" "webhook" "agent" }}
+{{- $name := default (printf "%s-%s" (include "spot-rebalancer.fullname" $) $c) (index $.Values $c "serviceAccount" "name") }}
+{{- if or (hasKey $names $name) (eq $name (printf "%s-migrate" (include "spot-rebalancer.fullname" $))) }}
+{{- fail (printf "%s.serviceAccount.name %q: every component needs a ServiceAccount of its own (their rights and policies differ)" $c $name) }}
+{{- end }}
+{{- $_ := set $names $name $c }}
+{{- end }}
 {{- default (printf "%s-%s" (include "spot-rebalancer.fullname" $) $component) (index $.Values $component "serviceAccount" "name") }}
 {{- end }}
 
 {{/* A component's container security context: the restricted defaults,
-with the component's securityContext value over them. Takes (list $
-"component"). */}}
+with the component's securityContext value over them (the user and the
+seccomp profile are the pod's). Takes (list $ "component"). */}}
 {{- define "spot-rebalancer.containerSecurityContext" -}}
 {{- $ := index . 0 }}
 {{- $defaults := dict
   "allowPrivilegeEscalation" false
   "readOnlyRootFilesystem" true
-  "runAsNonRoot" true
-  "runAsUser" 65532
-  "runAsGroup" 65532
-  "capabilities" (dict "drop" (list "ALL"))
-  "seccompProfile" (dict "type" "RuntimeDefault") }}
+  "capabilities" (dict "drop" (list "ALL")) }}
 {{- toYaml (mergeOverwrite $defaults (deepCopy (dig (index . 1) "securityContext" dict $.Values.AsMap))) }}
 {{- end }}
 
-{{/* A component's pod security context: the restricted defaults with its
-podSecurityContext value over them. Takes (list $ "component"). */}}
+{{/* A component's pod security context: the restricted defaults (non-root
+UID and GID 65532, RuntimeDefault seccomp) with its podSecurityContext value
+over them. Takes (list $ "component"). */}}
 {{- define "spot-rebalancer.podSecurityContext" -}}
 {{- $ := index . 0 }}
-{{- $defaults := dict "runAsNonRoot" true "seccompProfile" (dict "type" "RuntimeDefault") }}
+{{- $defaults := dict "runAsNonRoot" true "runAsUser" 65532 "runAsGroup" 65532 "seccompProfile" (dict "type" "RuntimeDefault") }}
 {{- toYaml (mergeOverwrite $defaults (deepCopy (dig (index . 1) "podSecurityContext" dict $.Values.AsMap))) }}
 {{- end }}
 
