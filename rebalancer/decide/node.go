@@ -13,6 +13,7 @@ import (
 	"github.com/spot-rebalancer/spot-rebalancer/rebalancer/asg"
 	"github.com/spot-rebalancer/spot-rebalancer/rebalancer/planner"
 	"github.com/spot-rebalancer/spot-rebalancer/rebalancer/reserve"
+	"github.com/spot-rebalancer/spot-rebalancer/rebalancer/simulation"
 	"github.com/spot-rebalancer/spot-rebalancer/rebalancer/signals"
 	"github.com/spot-rebalancer/spot-rebalancer/rebalancer/snapshot"
 )
@@ -100,7 +101,8 @@ func reservations(in Input, d Decision) (create, remove []*corev1.Pod) {
 			pods = append(pods, pod)
 		}
 	}
-	want := reserve.For(in.Node.Name, pods, reserve.Options{Namespace: in.Namespace, Image: in.Config.Replacement.ReservationImage})
+	want := reserve.For(in.Node.Name, pods, reserve.Options{Namespace: in.Namespace, Image: in.Config.Replacement.ReservationImage,
+		Volumes: func(p *corev1.Pod) []corev1.NodeSelector { return simulation.VolumeNodeSelectors(in.Snapshot, p) }})
 	create, remove = reserve.Diff(want, have)
 	if in.HoldReservations {
 		create = nil

@@ -247,7 +247,7 @@ func Pool(n *corev1.Node, poolLabels []string) string {
 // classify decides skip, blocked or evict from the pod alone and its PDBs.
 func (p *planning) classify(pod *corev1.Pod) PodPlan {
 	pp := PodPlan{Namespace: pod.Namespace, Name: pod.Name, Action: ActionEvict, Reasons: []string{}, PDBs: []PDBRef{},
-		Priority: schedcorev1.PodPriority(pod), Critical: isCritical(pod)}
+		Priority: schedcorev1.PodPriority(pod), Critical: isCritical(pod), DataLoss: dataLoss(p.snap, pod)}
 	owner := metav1.GetControllerOfNoCopy(pod)
 	switch {
 	case reserve.Is(pod) && pod.Namespace == p.snap.Namespace:
@@ -651,4 +651,27 @@ func workloadOf(pod *corev1.Pod) (kind, name string) {
 		}
 	}
 	return o.Kind, o.Name
+}
+
+// dataLoss names the pod's volumes whose data stays behind when it moves:
+// emptyDir volumes (they live and die with the pod) and claims bound to
+// local PersistentVolumes (on the node's own disks).
+func dataLoss(snap *snapshot.Snapshot, pod *corev1.Pod) []string {
+	var out []string
+	for i := range pod.Spec.Volumes {
+		v := &pod.Spec.Volumes[i]
+		switch {
+		case v.EmptyDir != nil:
+			out = append(out, "emptyDir "+v.Name)
+		case v.PersistentVolumeClaim != nil:
+			pvc := snap.PVC(pod.Namespace, v.PersistentVolumeClaim.ClaimName)
+			if pvc == nil || pvc.Spec.VolumeName == "" {
+				continue
+			}
+			if pv := snap.PV(pvc.Spec.VolumeName); pv != nil && pv.Spec.Local != nil {
+				out = append(out, fmt.Sprintf("local PersistentVolume %s (claim %s)", pv.Name, pvc.Name))
+			}
+		}
+	}
+	return out
 }

@@ -135,6 +135,9 @@ type PodPlan struct {
 	// names it) and the delete never came; it is deleted in wave 1 without
 	// spending the budget again.
 	Granted bool `json:"granted,omitempty"`
+	// DataLoss names the volumes whose data does not move with the pod
+	// (emptyDir, local PersistentVolumes).
+	DataLoss []string `json:"dataLoss,omitempty"`
 }
 
 // PDBRef is a PodDisruptionBudget covering a pod, with its live allowance.

@@ -127,8 +127,12 @@ func writeNode(w io.Writer, n *planner.NodePlan, wide bool) {
 		for _, r := range p.PDBs {
 			pdbs = append(pdbs, fmt.Sprintf("%s (%d)", r.Name, r.DisruptionsAllowed))
 		}
+		reasons := slices.Clone(p.Reasons)
+		if len(p.DataLoss) > 0 {
+			reasons = append(reasons, "data lost on moving: "+strings.Join(p.DataLoss, ", "))
+		}
 		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\t%s\t%s", p.Namespace, p.Name, p.Action, wave, orDash(p.Destination),
-			orDash(strings.Join(pdbs, ", ")), strings.Join(p.Reasons, "; "))
+			orDash(strings.Join(pdbs, ", ")), strings.Join(reasons, "; "))
 		if wide {
 			var flags []string
 			if p.Critical {

@@ -85,6 +85,10 @@ type Options struct {
 	// Namespace is the controller's.
 	Namespace string
 	Image     string
+	// Volumes, if set, returns node selectors a pod's reservation must
+	// also match (each of them, with the pod's own node affinity): where
+	// its volumes are, so the new room is in the zone of its data.
+	Volumes func(*corev1.Pod) []corev1.NodeSelector
 }
 
 // For returns one reservation per pod in pods, for at-risk node.
@@ -119,7 +123,7 @@ func of(node string, p *corev1.Pod, opts Options) *corev1.Pod {
 			AutomountServiceAccountToken:  ptr.To(false),
 			EnableServiceLinks:            ptr.To(false),
 			NodeSelector:                  maps.Clone(p.Spec.NodeSelector),
-			Affinity:                      nodeAffinity(p.Spec.Affinity),
+			Affinity:                      withVolumes(nodeAffinity(p.Spec.Affinity), volumes(opts, p)),
 			Tolerations:                   tolerations(p.Spec.Tolerations),
 			TopologySpreadConstraints:     zoneSpread(p.Spec.TopologySpreadConstraints),
 			SecurityContext: &corev1.PodSecurityContext{
@@ -174,6 +178,45 @@ func nodeAffinity(a *corev1.Affinity) *corev1.Affinity {
 		return nil
 	}
 	return &corev1.Affinity{NodeAffinity: na}
+}
+
+func volumes(opts Options, p *corev1.Pod) []corev1.NodeSelector {
+	if opts.Volumes == nil {
+		return nil
+	}
+	return opts.Volumes(p)
+}
+
+// withVolumes ands the volumes' selectors into the affinity's required
+// node selector: the terms are ORed, so each term of the result is one
+// term of each selector, merged.
+func withVolumes(a *corev1.Affinity, selectors []corev1.NodeSelector) *corev1.Affinity {
+	if len(selectors) == 0 {
+		return a
+	}
+	if a == nil {
+		a = &corev1.Affinity{}
+	}
+	if a.NodeAffinity == nil {
+		a.NodeAffinity = &corev1.NodeAffinity{}
+	}
+	terms := []corev1.NodeSelectorTerm{{}}
+	if req := a.NodeAffinity.RequiredDuringSchedulingIgnoredDuringExecution; req != nil {
+		terms = req.NodeSelectorTerms
+	}
+	for _, sel := range selectors {
+		var next []corev1.NodeSelectorTerm
+		for _, t := range terms {
+			for _, u := range sel.NodeSelectorTerms {
+				next = append(next, corev1.NodeSelectorTerm{
+					MatchExpressions: append(slices.Clone(t.MatchExpressions), u.MatchExpressions...),
+					MatchFields:      append(slices.Clone(t.MatchFields), u.MatchFields...)})
+			}
+		}
+		terms = next
+	}
+	a.NodeAffinity.RequiredDuringSchedulingIgnoredDuringExecution = &corev1.NodeSelector{NodeSelectorTerms: terms}
+	return a
 }
 
 // tolerations keeps the pod's tolerations but any that tolerates the

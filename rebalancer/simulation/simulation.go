@@ -71,6 +71,10 @@ type Simulator struct {
 	softByOwner     map[types.UID]*softCounts
 	softByNamespace map[string][]*softCounts
 	topologies      map[string]*topology
+	// storage is what the volume filters read; attachedAdded the CSI
+	// volumes placements attached, by node index and driver.
+	storage       *storage
+	attachedAdded map[int]map[string]sets.Set[string]
 	// nextStart is where the next search for a node begins.
 	nextStart int
 }
@@ -174,7 +178,8 @@ func New(snap *snapshot.Snapshot, atRisk sets.Set[string], moving []*corev1.Pod)
 	}
 	s := &Simulator{base: b, nodes: make([]*nodeState, len(b.nodes)), removed: removed,
 		added: map[string][]placedPod{}, addedAnti: map[string][]antiTerm{}, spreadCache: map[string]*spreadCounts{}, softCache: map[string]*softCounts{},
-		softByOwner: map[types.UID]*softCounts{}, softByNamespace: map[string][]*softCounts{}, topologies: map[string]*topology{}}
+		softByOwner: map[types.UID]*softCounts{}, softByNamespace: map[string][]*softCounts{}, topologies: map[string]*topology{},
+		storage: snap.Memo("simulation.storage", func() any { return buildStorage(snap, b) }).(*storage), attachedAdded: map[int]map[string]sets.Set[string]{}}
 	states := slices.Clone(b.nodes)
 	for i := range states {
 		ns := &states[i]
@@ -224,9 +229,12 @@ func (ns *nodeState) take(p *corev1.Pod, r podResources) {
 	ns.ports = append(ns.ports, podHostPorts(p)...)
 }
 
-// place records p, which asks for r, as placed on ns.
-func (s *Simulator) place(ns *nodeState, p *corev1.Pod, r podResources) {
+// place records p, which asks for r and attaches volumes, as placed on ns.
+func (s *Simulator) place(ns *nodeState, p *corev1.Pod, r podResources, volumes *podVolumes) {
 	ns.take(p, r)
+	if volumes != nil {
+		s.attach(ns.index, volumes.attach)
+	}
 	if terminating(p) {
 		return
 	}
@@ -290,6 +298,12 @@ func Order(pods []*corev1.Pod) []*corev1.Pod {
 
 func (s *Simulator) placeOne(p *corev1.Pod, r podResources) Result {
 	f := newPodFilter(s, p, r)
+	// What no node can change (a claim missing, an unbound Immediate
+	// claim) fails the pod before any node is looked at, as the
+	// scheduler's PreFilter does.
+	if f.volumes != nil && f.volumes.unresolvable != "" {
+		return Result{Pod: p, Reason: fmt.Sprintf("0/%d nodes are available: %s", len(s.nodes), f.volumes.unresolvable)}
+	}
 	reasons := map[string]int{}
 	// Like the scheduler, stop looking once enough nodes fit (all of them
 	// in clusters under 100 nodes, 10% of 5,000), starting where the last
@@ -315,7 +329,7 @@ func (s *Simulator) placeOne(p *corev1.Pod, r podResources) Result {
 	// scoring prefers, so that later pods find the room the scheduler
 	// would have left them.
 	best := f.best(feasible, r)
-	s.place(best, p, r)
+	s.place(best, p, r, f.volumes)
 	return Result{Pod: p, Node: best.node.Name}
 }
 
@@ -395,6 +409,9 @@ type podFilter struct {
 	spreadBase   []int           // per entry: self match minus the minimum
 	spreadTopos  []*topology     // per entry
 	interPod     *interPodRules  // on first use
+	// volumes are the pod's volumes as the volume filters see them; nil
+	// when it has none they check.
+	volumes *podVolumes
 	// tolerates caches the taint check per distinct taint set:
 	// 0 unknown, 1 tolerated, 2 not.
 	tolerates []uint8
@@ -407,6 +424,9 @@ func newPodFilter(s *Simulator, p *corev1.Pod, r podResources) *podFilter {
 		if c.WhenUnsatisfiable == corev1.DoNotSchedule {
 			f.hardSpread = append(f.hardSpread, c)
 		}
+	}
+	if hasCheckedVolumes(p) {
+		f.volumes = s.storage.podVolumes(p, s.removed)
 	}
 	return f
 }
@@ -439,6 +459,9 @@ func (f *podFilter) check(ns *nodeState) string {
 	}
 	if f.portConflict(ns) {
 		return ReasonHostPort
+	}
+	if r := f.checkVolumes(ns); r != "" {
+		return r
 	}
 	if r := f.checkInterPod(ns); r != "" {
 		return r

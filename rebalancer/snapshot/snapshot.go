@@ -18,6 +18,7 @@ import (
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	policyv1 "k8s.io/api/policy/v1"
+	storagev1 "k8s.io/api/storage/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -41,6 +42,12 @@ type Objects struct {
 	HPAs         []*autoscalingv2.HorizontalPodAutoscaler
 	// SurgeRecords are the surges in progress (signals.NewSurgeRecord).
 	SurgeRecords []*coordinationv1.Lease
+	// PVCs, PVs, StorageClasses and CSINodes are what the scheduler's
+	// volume filters read: where a pod's data can follow it.
+	PVCs           []*corev1.PersistentVolumeClaim
+	PVs            []*corev1.PersistentVolume
+	StorageClasses []*storagev1.StorageClass
+	CSINodes       []*storagev1.CSINode
 	// Namespace is the components' own: surge records and reservation
 	// pods are trusted only there ("" trusts no reservation).
 	Namespace string
@@ -60,6 +67,10 @@ type Snapshot struct {
 	podsByNS     map[string][]*corev1.Pod
 	surgeRecords map[string]*coordinationv1.Lease
 	reservations map[string][]*corev1.Pod
+	pvcs           map[string]*corev1.PersistentVolumeClaim
+	pvs            map[string]*corev1.PersistentVolume
+	storageClasses map[string]*storagev1.StorageClass
+	csiNodes       map[string]*storagev1.CSINode
 
 	memoMu sync.Mutex
 	memo   map[string]any
@@ -70,7 +81,9 @@ func New(now time.Time, o Objects) *Snapshot {
 	s := &Snapshot{Now: now, Objects: Objects{
 		Nodes: sorted(o.Nodes), Pods: sorted(o.Pods), PDBs: sorted(o.PDBs), Deployments: sorted(o.Deployments),
 		ReplicaSets: sorted(o.ReplicaSets), StatefulSets: sorted(o.StatefulSets), HPAs: sorted(o.HPAs),
-		SurgeRecords: sorted(o.SurgeRecords), Namespace: o.Namespace},
+		SurgeRecords: sorted(o.SurgeRecords), PVCs: sorted(o.PVCs), PVs: sorted(o.PVs), StorageClasses: sorted(o.StorageClasses),
+		CSINodes: sorted(o.CSINodes), Namespace: o.Namespace},
+		pvcs: index(o.PVCs), pvs: index(o.PVs), storageClasses: index(o.StorageClasses), csiNodes: index(o.CSINodes),
 		nodes: index(o.Nodes), deployments: index(o.Deployments), replicaSets: index(o.ReplicaSets), statefulSets: index(o.StatefulSets),
 		podsByNode: make(map[string][]*corev1.Pod, len(o.Nodes)), podsByNS: map[string][]*corev1.Pod{}, memo: map[string]any{},
 		surgeRecords: make(map[string]*coordinationv1.Lease, len(o.SurgeRecords)), reservations: map[string][]*corev1.Pod{}}
@@ -165,6 +178,20 @@ func (s *Snapshot) SurgeRecord(d *appsv1.Deployment) *coordinationv1.Lease {
 // (in the components' namespace).
 func (s *Snapshot) Reservations(node string) []*corev1.Pod { return s.reservations[node] }
 
+// PVC returns the named PersistentVolumeClaim, or nil.
+func (s *Snapshot) PVC(namespace, name string) *corev1.PersistentVolumeClaim {
+	return s.pvcs[key(namespace, name)]
+}
+
+// PV returns the named PersistentVolume, or nil.
+func (s *Snapshot) PV(name string) *corev1.PersistentVolume { return s.pvs[name] }
+
+// StorageClass returns the named StorageClass, or nil.
+func (s *Snapshot) StorageClass(name string) *storagev1.StorageClass { return s.storageClasses[name] }
+
+// CSINode returns the CSINode of the named node, or nil.
+func (s *Snapshot) CSINode(name string) *storagev1.CSINode { return s.csiNodes[name] }
+
 // Node returns the named node, or nil.
 func (s *Snapshot) Node(name string) *corev1.Node { return s.nodes[name] }
 
@@ -214,6 +241,18 @@ func Read(ctx context.Context, r client.Reader, now time.Time, pageSize int64, r
 	}
 	if o.HPAs, err = listAll[autoscalingv2.HorizontalPodAutoscaler](ctx, r, &autoscalingv2.HorizontalPodAutoscalerList{}, pageSize); err != nil {
 		return nil, fmt.Errorf("listing HorizontalPodAutoscalers: %w", err)
+	}
+	if o.PVCs, err = listAll[corev1.PersistentVolumeClaim](ctx, r, &corev1.PersistentVolumeClaimList{}, pageSize); err != nil {
+		return nil, fmt.Errorf("listing PersistentVolumeClaims: %w", err)
+	}
+	if o.PVs, err = listAll[corev1.PersistentVolume](ctx, r, &corev1.PersistentVolumeList{}, pageSize); err != nil {
+		return nil, fmt.Errorf("listing PersistentVolumes: %w", err)
+	}
+	if o.StorageClasses, err = listAll[storagev1.StorageClass](ctx, r, &storagev1.StorageClassList{}, pageSize); err != nil {
+		return nil, fmt.Errorf("listing StorageClasses: %w", err)
+	}
+	if o.CSINodes, err = listAll[storagev1.CSINode](ctx, r, &storagev1.CSINodeList{}, pageSize); err != nil {
+		return nil, fmt.Errorf("listing CSINodes: %w", err)
 	}
 	if recordsNamespace == "" {
 		return New(now, o), nil

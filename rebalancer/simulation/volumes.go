@@ -1,0 +1,442 @@
+package simulation
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	storagev1 "k8s.io/api/storage/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/sets"
+	"k8s.io/component-helpers/storage/ephemeral"
+	"k8s.io/component-helpers/storage/volume"
+
+	"github.com/spot-rebalancer/spot-rebalancer/rebalancer/snapshot"
+)
+
+// The scheduler's words for the volume filters (VolumeRestrictions,
+// NodeVolumeLimits, VolumeBinding, VolumeZone), as kube-scheduler 1.37
+// reports them.
+const (
+	ReasonReadWriteOncePod = "node(s) unavailable due to PersistentVolumeClaim with ReadWriteOncePod access mode already in-use by another pod"
+	ReasonVolumeLimit      = "node(s) exceed max volume count"
+	ReasonVolumeAffinity   = "node(s) didn't match PersistentVolume's node affinity"
+	ReasonVolumeBind       = "node(s) didn't find available persistent volumes to bind"
+	ReasonVolumeMissing    = "node(s) unavailable due to one or more pvc(s) bound to non-existent pv(s)"
+	ReasonVolumeZone       = "node(s) had no available volume zone"
+	// ReasonUnboundImmediate is the pod's, on every node.
+	ReasonUnboundImmediate = "pod has unbound immediate PersistentVolumeClaims"
+)
+
+// zoneLabels are the labels VolumeZone compares, beta first as the
+// scheduler lists them.
+var zoneLabels = []string{corev1.LabelFailureDomainBetaZone, corev1.LabelFailureDomainBetaRegion, corev1.LabelTopologyZone, corev1.LabelTopologyRegion}
+
+// storage is what the volume filters read from the snapshot, once.
+type storage struct {
+	snap *snapshot.Snapshot
+	// pvsByClass are the PersistentVolumes of each StorageClass, for
+	// static binding of WaitForFirstConsumer claims.
+	pvsByClass map[string][]*corev1.PersistentVolume
+	// limits are each node's CSI attach limits by driver (CSINode
+	// allocatable counts); attached the volumes its pods use, by driver.
+	limits   []map[string]int
+	attached []map[string]sets.Set[string]
+	// rwopUsers are the pods using each ReadWriteOncePod claim.
+	rwopUsers map[string][]types.UID
+}
+
+func buildStorage(snap *snapshot.Snapshot, b *base) *storage {
+	st := &storage{snap: snap, pvsByClass: map[string][]*corev1.PersistentVolume{}, limits: make([]map[string]int, len(b.nodes)),
+		attached: make([]map[string]sets.Set[string], len(b.nodes)), rwopUsers: map[string][]types.UID{}}
+	for _, pv := range snap.PVs {
+		class := volume.GetPersistentVolumeClass(pv)
+		st.pvsByClass[class] = append(st.pvsByClass[class], pv)
+	}
+	for i := range b.nodes {
+		n := b.nodes[i].node
+		if c := snap.CSINode(n.Name); c != nil {
+			for _, d := range c.Spec.Drivers {
+				if d.Allocatable != nil && d.Allocatable.Count != nil {
+					if st.limits[i] == nil {
+						st.limits[i] = map[string]int{}
+					}
+					st.limits[i][d.Name] = int(*d.Allocatable.Count)
+				}
+			}
+		}
+		for _, p := range snap.PodsOn(n.Name) {
+			if isFinished(p) {
+				continue
+			}
+			for driver, ids := range st.volumesOf(p) {
+				if st.attached[i] == nil {
+					st.attached[i] = map[string]sets.Set[string]{}
+				}
+				if st.attached[i][driver] == nil {
+					st.attached[i][driver] = sets.New[string]()
+				}
+				st.attached[i][driver].Insert(ids...)
+			}
+		}
+	}
+	for _, p := range snap.Pods {
+		if p.Spec.NodeName == "" || isFinished(p) {
+			continue
+		}
+		for _, claim := range claimNames(p) {
+			if pvc := snap.PVC(p.Namespace, claim); pvc != nil && slices.Contains(pvc.Spec.AccessModes, corev1.ReadWriteOncePod) {
+				k := p.Namespace + "/" + claim
+				st.rwopUsers[k] = append(st.rwopUsers[k], p.UID)
+			}
+		}
+	}
+	return st
+}
+
+// claimNames are the names of the PersistentVolumeClaims a pod uses,
+// generic ephemeral volumes' included.
+func claimNames(p *corev1.Pod) []string {
+	var out []string
+	for i := range p.Spec.Volumes {
+		v := &p.Spec.Volumes[i]
+		switch {
+		case v.PersistentVolumeClaim != nil:
+			out = append(out, v.PersistentVolumeClaim.ClaimName)
+		case v.Ephemeral != nil:
+			out = append(out, ephemeral.VolumeClaimName(p, v))
+		}
+	}
+	return out
+}
+
+// volumesOf are the CSI volumes a pod attaches, by driver, as
+// NodeVolumeLimits counts them: a bound claim's PersistentVolume by its
+// volume handle, an unbound one by its claim (its class's provisioner will
+// attach a new one), an inline CSI volume by pod and name.
+func (st *storage) volumesOf(p *corev1.Pod) map[string][]string {
+	out := map[string][]string{}
+	for i := range p.Spec.Volumes {
+		v := &p.Spec.Volumes[i]
+		if v.CSI != nil {
+			out[v.CSI.Driver] = append(out[v.CSI.Driver], p.Namespace+"/"+p.Name+"/"+v.Name)
+		}
+	}
+	for _, claim := range claimNames(p) {
+		pvc := st.snap.PVC(p.Namespace, claim)
+		if pvc == nil {
+			continue
+		}
+		if pvc.Spec.VolumeName != "" {
+			if pv := st.snap.PV(pvc.Spec.VolumeName); pv != nil && pv.Spec.CSI != nil {
+				out[pv.Spec.CSI.Driver] = append(out[pv.Spec.CSI.Driver], pv.Spec.CSI.Driver+"/"+pv.Spec.CSI.VolumeHandle)
+			}
+			continue
+		}
+		if sc := st.snap.StorageClass(volume.GetPersistentVolumeClaimClass(pvc)); sc != nil {
+			out[sc.Provisioner] = append(out[sc.Provisioner], "claim/"+p.Namespace+"/"+claim)
+		}
+	}
+	return out
+}
+
+// podVolumes is what one pod needs of the volume filters, computed once.
+type podVolumes struct {
+	// unresolvable is why no node can take the pod ("" when some may):
+	// a claim missing or being deleted, an unbound Immediate claim.
+	unresolvable string
+	bound        []*corev1.PersistentVolume
+	pvMissing    bool
+	// delayed are the unbound claims of WaitForFirstConsumer classes.
+	delayed []*corev1.PersistentVolumeClaim
+	zones   []zoneTerm
+	rwop    bool
+	attach  map[string][]string
+}
+
+type zoneTerm struct {
+	key    string
+	values sets.Set[string]
+}
+
+func (st *storage) podVolumes(p *corev1.Pod, removed sets.Set[types.UID]) *podVolumes {
+	pv := &podVolumes{attach: st.volumesOf(p)}
+	for i := range p.Spec.Volumes {
+		v := &p.Spec.Volumes[i]
+		var name string
+		switch {
+		case v.PersistentVolumeClaim != nil:
+			name = v.PersistentVolumeClaim.ClaimName
+		case v.Ephemeral != nil:
+			name = ephemeral.VolumeClaimName(p, v)
+		default:
+			continue
+		}
+		pvc := st.snap.PVC(p.Namespace, name)
+		if pvc == nil {
+			pv.unresolvable = fmt.Sprintf("persistentvolumeclaim %q not found", name)
+			return pv
+		}
+		if v.Ephemeral != nil {
+			if err := ephemeral.VolumeIsForPod(p, pvc); err != nil {
+				pv.unresolvable = err.Error()
+				return pv
+			}
+		}
+		if pvc.DeletionTimestamp != nil {
+			pv.unresolvable = fmt.Sprintf("persistentvolumeclaim %q is being deleted", name)
+			return pv
+		}
+		if slices.Contains(pvc.Spec.AccessModes, corev1.ReadWriteOncePod) {
+			for _, uid := range st.rwopUsers[p.Namespace+"/"+name] {
+				if uid != p.UID && !removed.Has(uid) {
+					pv.rwop = true
+				}
+			}
+		}
+		// Bound: a volume name and the controller's bind-completed mark. A
+		// claim naming a volume without it is pre-bound, and waits like an
+		// Immediate one.
+		if _, completed := pvc.Annotations[volume.AnnBindCompleted]; pvc.Spec.VolumeName != "" && completed {
+			bound := st.snap.PV(pvc.Spec.VolumeName)
+			if bound == nil {
+				pv.pvMissing = true
+				continue
+			}
+			pv.bound = append(pv.bound, bound)
+			pv.zones = append(pv.zones, zonesOf(bound)...)
+			continue
+		}
+		sc := st.snap.StorageClass(volume.GetPersistentVolumeClaimClass(pvc))
+		if pvc.Spec.VolumeName == "" && sc != nil && sc.VolumeBindingMode != nil && *sc.VolumeBindingMode == storagev1.VolumeBindingWaitForFirstConsumer {
+			pv.delayed = append(pv.delayed, pvc)
+			continue
+		}
+		pv.unresolvable = ReasonUnboundImmediate
+		return pv
+	}
+	return pv
+}
+
+// zonesOf are a PersistentVolume's zone and region labels; a value may
+// name several zones, joined by "__".
+func zonesOf(pv *corev1.PersistentVolume) []zoneTerm {
+	var out []zoneTerm
+	for _, k := range zoneLabels {
+		if v, ok := pv.Labels[k]; ok {
+			out = append(out, zoneTerm{key: k, values: sets.New(strings.Split(v, "__")...)})
+		}
+	}
+	return out
+}
+
+// checkVolumes returns why the node cannot take the pod's volumes, in the
+// scheduler's filter order, or "".
+func (f *podFilter) checkVolumes(ns *nodeState) string {
+	v := f.volumes
+	if v == nil {
+		return ""
+	}
+	if v.rwop {
+		return ReasonReadWriteOncePod
+	}
+	if r := f.s.exceedsLimits(ns, v.attach); r {
+		return ReasonVolumeLimit
+	}
+	n := ns.node
+	for _, pv := range v.bound {
+		if err := volume.CheckNodeAffinity(pv, n.Labels); err != nil {
+			return ReasonVolumeAffinity
+		}
+	}
+	if v.pvMissing {
+		return ReasonVolumeMissing
+	}
+	if len(v.delayed) > 0 && !f.s.canBind(v.delayed, n) {
+		return ReasonVolumeBind
+	}
+	if len(v.zones) > 0 && hasZone(n) {
+		for _, z := range v.zones {
+			value, ok := n.Labels[z.key]
+			if !ok {
+				value, ok = n.Labels[gaLabel(z.key)]
+			}
+			if !ok || !z.values.Has(value) {
+				return ReasonVolumeZone
+			}
+		}
+	}
+	return ""
+}
+
+func hasZone(n *corev1.Node) bool {
+	for _, k := range zoneLabels {
+		if _, ok := n.Labels[k]; ok {
+			return true
+		}
+	}
+	return false
+}
+
+func gaLabel(k string) string {
+	switch k {
+	case corev1.LabelFailureDomainBetaZone:
+		return corev1.LabelTopologyZone
+	case corev1.LabelFailureDomainBetaRegion:
+		return corev1.LabelTopologyRegion
+	}
+	return k
+}
+
+// exceedsLimits tells whether the pod's CSI volumes, those not attached
+// there already, take a driver of the node over its attach limit.
+func (s *Simulator) exceedsLimits(ns *nodeState, attach map[string][]string) bool {
+	limits := s.storage.limits[ns.index]
+	if len(limits) == 0 || len(attach) == 0 {
+		return false
+	}
+	for driver, ids := range attach {
+		limit, ok := limits[driver]
+		if !ok {
+			continue
+		}
+		have := s.attachedOn(ns.index, driver)
+		fresh := 0
+		seen := sets.New[string]()
+		for _, id := range ids {
+			if !have.Has(id) && !seen.Has(id) {
+				fresh++
+				seen.Insert(id)
+			}
+		}
+		if fresh > 0 && have.Len()+fresh > limit {
+			return true
+		}
+	}
+	return false
+}
+
+// attachedOn are the volumes of a driver attached on a node, placements
+// included.
+func (s *Simulator) attachedOn(i int, driver string) sets.Set[string] {
+	if added := s.attachedAdded[i][driver]; added != nil {
+		return added
+	}
+	if base := s.storage.attached[i][driver]; base != nil {
+		return base
+	}
+	return sets.New[string]()
+}
+
+// attach records the pod's CSI volumes as attached on the node it was
+// placed on (copying the base's set before the first change).
+func (s *Simulator) attach(i int, attach map[string][]string) {
+	for driver, ids := range attach {
+		if s.attachedAdded[i] == nil {
+			s.attachedAdded[i] = map[string]sets.Set[string]{}
+		}
+		if s.attachedAdded[i][driver] == nil {
+			s.attachedAdded[i][driver] = s.attachedOn(i, driver).Clone()
+		}
+		s.attachedAdded[i][driver].Insert(ids...)
+	}
+}
+
+// canBind tells whether every WaitForFirstConsumer claim finds an
+// available PersistentVolume the node may use, or else can be provisioned
+// there: its class has a provisioner and its allowed topologies admit the
+// node. Static volumes chosen for one claim are not offered to the next.
+func (s *Simulator) canBind(claims []*corev1.PersistentVolumeClaim, n *corev1.Node) bool {
+	chosen := map[string]*corev1.PersistentVolume{}
+	for _, pvc := range claims {
+		class := volume.GetPersistentVolumeClaimClass(pvc)
+		if selected, ok := pvc.Annotations[volume.AnnSelectedNode]; ok {
+			if selected != n.Name {
+				return false
+			}
+		} else if pv, err := volume.FindMatchingVolume(pvc, s.storage.pvsByClass[class], n, chosen, true, true); err == nil && pv != nil {
+			chosen[pv.Name] = pv
+			continue
+		}
+		sc := s.storage.snap.StorageClass(class)
+		if sc == nil || sc.Provisioner == "" || sc.Provisioner == volume.NotSupportedProvisioner {
+			return false
+		}
+		if !matchTopology(sc.AllowedTopologies, n.Labels) {
+			return false
+		}
+	}
+	return true
+}
+
+// matchTopology is the scheduler's MatchTopologySelectorTerms: no terms
+// match everything; else some term's every expression holds.
+func matchTopology(terms []corev1.TopologySelectorTerm, nodeLabels map[string]string) bool {
+	if len(terms) == 0 {
+		return true
+	}
+	for _, t := range terms {
+		ok := true
+		for _, e := range t.MatchLabelExpressions {
+			if v, has := nodeLabels[e.Key]; !has || !slices.Contains(e.Values, v) {
+				ok = false
+				break
+			}
+		}
+		if ok {
+			return true
+		}
+	}
+	return false
+}
+
+// hasCheckedVolumes tells whether the pod has a volume the volume filters
+// look at: a claim, a generic ephemeral volume or an inline CSI volume.
+func hasCheckedVolumes(p *corev1.Pod) bool {
+	for i := range p.Spec.Volumes {
+		v := &p.Spec.Volumes[i]
+		if v.PersistentVolumeClaim != nil || v.Ephemeral != nil || v.CSI != nil {
+			return true
+		}
+	}
+	return false
+}
+
+// VolumeNodeSelectors are where a pod's bound volumes let it run: per
+// bound PersistentVolume, its required node affinity and its zone and
+// region labels as a selector; a node must match every one. Terms on
+// kubernetes.io/hostname are left out: they pin a local volume to its node,
+// which no new node can satisfy. A reservation carries them, so that an
+// autoscaler launches the room in the zone the data is in.
+func VolumeNodeSelectors(snap *snapshot.Snapshot, p *corev1.Pod) []corev1.NodeSelector {
+	var out []corev1.NodeSelector
+	for _, name := range claimNames(p) {
+		pvc := snap.PVC(p.Namespace, name)
+		if pvc == nil || pvc.Spec.VolumeName == "" {
+			continue
+		}
+		pv := snap.PV(pvc.Spec.VolumeName)
+		if pv == nil {
+			continue
+		}
+		if na := pv.Spec.NodeAffinity; na != nil && na.Required != nil {
+			var terms []corev1.NodeSelectorTerm
+			for _, t := range na.Required.NodeSelectorTerms {
+				t = *t.DeepCopy()
+				t.MatchExpressions = slices.DeleteFunc(t.MatchExpressions, func(e corev1.NodeSelectorRequirement) bool { return e.Key == corev1.LabelHostname })
+				if len(t.MatchExpressions) > 0 || len(t.MatchFields) > 0 {
+					terms = append(terms, t)
+				}
+			}
+			if len(terms) == len(na.Required.NodeSelectorTerms) {
+				out = append(out, corev1.NodeSelector{NodeSelectorTerms: terms})
+			}
+		}
+		for _, z := range zonesOf(pv) {
+			out = append(out, corev1.NodeSelector{NodeSelectorTerms: []corev1.NodeSelectorTerm{{MatchExpressions: []corev1.NodeSelectorRequirement{
+				{Key: gaLabel(z.key), Operator: corev1.NodeSelectorOpIn, Values: sets.List(z.values)}}}}})
+		}
+	}
+	return out
+}

@@ -1,0 +1,257 @@
+package simulation
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	storagev1 "k8s.io/api/storage/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/sets"
+	"k8s.io/component-helpers/storage/volume"
+	"k8s.io/utils/ptr"
+
+	"github.com/spot-rebalancer/spot-rebalancer/rebalancer/snapshot"
+)
+
+const ebs = "ebs.csi.aws.com"
+
+func claim(name string, mutate ...func(*corev1.PersistentVolumeClaim)) *corev1.PersistentVolumeClaim {
+	c := &corev1.PersistentVolumeClaim{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "shop"},
+		Spec: corev1.PersistentVolumeClaimSpec{AccessModes: []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce},
+			Resources: corev1.VolumeResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceStorage: resource.MustParse("10Gi")}}}}
+	for _, m := range mutate {
+		m(c)
+	}
+	return c
+}
+
+// boundTo binds the claim to the named volume, as the PV controller does.
+func boundTo(pv string) func(*corev1.PersistentVolumeClaim) {
+	return func(c *corev1.PersistentVolumeClaim) {
+		c.Spec.VolumeName = pv
+		c.Annotations = map[string]string{volume.AnnBindCompleted: "yes"}
+	}
+}
+
+func ofClass(sc string) func(*corev1.PersistentVolumeClaim) {
+	return func(c *corev1.PersistentVolumeClaim) { c.Spec.StorageClassName = ptr.To(sc) }
+}
+
+func rwop(c *corev1.PersistentVolumeClaim) {
+	c.Spec.AccessModes = []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOncePod}
+}
+
+// ebsVolume is a CSI volume whose node affinity pins it to a zone, as the
+// EBS driver makes them (and labelled with the zone, as older ones are).
+func ebsVolume(name, zone string, labelled bool) *corev1.PersistentVolume {
+	pv := &corev1.PersistentVolume{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{}},
+		Spec: corev1.PersistentVolumeSpec{
+			Capacity:               corev1.ResourceList{corev1.ResourceStorage: resource.MustParse("10Gi")},
+			AccessModes:            []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce},
+			PersistentVolumeSource: corev1.PersistentVolumeSource{CSI: &corev1.CSIPersistentVolumeSource{Driver: ebs, VolumeHandle: "vol-" + name}},
+			NodeAffinity: &corev1.VolumeNodeAffinity{Required: &corev1.NodeSelector{NodeSelectorTerms: []corev1.NodeSelectorTerm{{
+				MatchExpressions: []corev1.NodeSelectorRequirement{{Key: corev1.LabelTopologyZone, Operator: corev1.NodeSelectorOpIn, Values: []string{zone}}}}}}},
+		}}
+	if labelled {
+		pv.Labels[corev1.LabelTopologyZone] = zone
+		pv.Spec.NodeAffinity = nil
+	}
+	return pv
+}
+
+// localVolume is a local PersistentVolume on one node, available to bind.
+func localVolume(name, nodeName, class string) *corev1.PersistentVolume {
+	return &corev1.PersistentVolume{ObjectMeta: metav1.ObjectMeta{Name: name},
+		Spec: corev1.PersistentVolumeSpec{
+			Capacity:               corev1.ResourceList{corev1.ResourceStorage: resource.MustParse("20Gi")},
+			AccessModes:            []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce},
+			StorageClassName:       class,
+			PersistentVolumeSource: corev1.PersistentVolumeSource{Local: &corev1.LocalVolumeSource{Path: "/mnt/disks/" + name}},
+			NodeAffinity: &corev1.VolumeNodeAffinity{Required: &corev1.NodeSelector{NodeSelectorTerms: []corev1.NodeSelectorTerm{{
+				MatchExpressions: []corev1.NodeSelectorRequirement{{Key: "kubernetes.io/hostname", Operator: corev1.NodeSelectorOpIn, Values: []string{nodeName}}}}}}},
+		},
+		Status: corev1.PersistentVolumeStatus{Phase: corev1.VolumeAvailable}}
+}
+
+func class(name, provisioner string, mode storagev1.VolumeBindingMode, zones ...string) *storagev1.StorageClass {
+	sc := &storagev1.StorageClass{ObjectMeta: metav1.ObjectMeta{Name: name}, Provisioner: provisioner, VolumeBindingMode: &mode}
+	if len(zones) > 0 {
+		sc.AllowedTopologies = []corev1.TopologySelectorTerm{{MatchLabelExpressions: []corev1.TopologySelectorLabelRequirement{
+			{Key: corev1.LabelTopologyZone, Values: zones}}}}
+	}
+	return sc
+}
+
+func csiLimit(nodeName string, count int32) *storagev1.CSINode {
+	return &storagev1.CSINode{ObjectMeta: metav1.ObjectMeta{Name: nodeName},
+		Spec: storagev1.CSINodeSpec{Drivers: []storagev1.CSINodeDriver{{Name: ebs, NodeID: nodeName, Allocatable: &storagev1.VolumeNodeResources{Count: ptr.To(count)}}}}}
+}
+
+func withClaim(name string) podOpt {
+	return func(p *corev1.Pod) {
+		p.Spec.Volumes = append(p.Spec.Volumes, corev1.Volume{Name: name,
+			VolumeSource: corev1.VolumeSource{PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{ClaimName: name}}})
+	}
+}
+
+func TestVolumePlacement(t *testing.T) {
+	wffc, immediate := storagev1.VolumeBindingWaitForFirstConsumer, storagev1.VolumeBindingImmediate
+	tests := map[string]struct {
+		nodes   []*corev1.Node
+		pods    []*corev1.Pod
+		objects snapshot.Objects
+		// want: destination, or "!" and a substring of the reason.
+		want map[string]string
+	}{
+		"a bound zonal volume follows its zone": {
+			nodes:   []*corev1.Node{node("risky", zone("zone-a")), node("b", zone("zone-b")), node("a", zone("zone-a"))},
+			pods:    []*corev1.Pod{pod("db-0", "risky", withClaim("data-db-0"))},
+			objects: snapshot.Objects{PVCs: []*corev1.PersistentVolumeClaim{claim("data-db-0", boundTo("pv-a"))}, PVs: []*corev1.PersistentVolume{ebsVolume("pv-a", "zone-a", false)}},
+			want:    map[string]string{"db-0": "a"},
+		},
+		"room only in another zone: blocked with the scheduler's words": {
+			nodes:   []*corev1.Node{node("risky", zone("zone-a")), node("b", zone("zone-b")), node("c", zone("zone-b"))},
+			pods:    []*corev1.Pod{pod("db-0", "risky", withClaim("data-db-0"))},
+			objects: snapshot.Objects{PVCs: []*corev1.PersistentVolumeClaim{claim("data-db-0", boundTo("pv-a"))}, PVs: []*corev1.PersistentVolume{ebsVolume("pv-a", "zone-a", false)}},
+			want:    map[string]string{"db-0": "!0/3 nodes are available: 2 node(s) didn't match PersistentVolume's node affinity, 1 at risk"},
+		},
+		"a volume labelled with its zone (VolumeZone)": {
+			nodes:   []*corev1.Node{node("risky", zone("zone-a")), node("b", zone("zone-b"))},
+			pods:    []*corev1.Pod{pod("db-0", "risky", withClaim("data-db-0"))},
+			objects: snapshot.Objects{PVCs: []*corev1.PersistentVolumeClaim{claim("data-db-0", boundTo("pv-a"))}, PVs: []*corev1.PersistentVolume{ebsVolume("pv-a", "zone-a", true)}},
+			want:    map[string]string{"db-0": "!1 node(s) had no available volume zone"},
+		},
+		"a missing claim fails the pod before any node": {
+			nodes: []*corev1.Node{node("risky"), node("a")},
+			pods:  []*corev1.Pod{pod("db-0", "risky", withClaim("data-db-0"))},
+			want:  map[string]string{"db-0": "!0/2 nodes are available: persistentvolumeclaim \"data-db-0\" not found"},
+		},
+		"an unbound claim of an Immediate class": {
+			nodes: []*corev1.Node{node("risky"), node("a")},
+			pods:  []*corev1.Pod{pod("db-0", "risky", withClaim("data-db-0"))},
+			objects: snapshot.Objects{PVCs: []*corev1.PersistentVolumeClaim{claim("data-db-0", ofClass("gp3"))},
+				StorageClasses: []*storagev1.StorageClass{class("gp3", ebs, immediate)}},
+			want: map[string]string{"db-0": "!pod has unbound immediate PersistentVolumeClaims"},
+		},
+		"a claim bound to a volume that is gone": {
+			nodes:   []*corev1.Node{node("risky"), node("a")},
+			pods:    []*corev1.Pod{pod("db-0", "risky", withClaim("data-db-0"))},
+			objects: snapshot.Objects{PVCs: []*corev1.PersistentVolumeClaim{claim("data-db-0", boundTo("pv-gone"))}},
+			want:    map[string]string{"db-0": "!1 node(s) unavailable due to one or more pvc(s) bound to non-existent pv(s)"},
+		},
+		"an unbound WaitForFirstConsumer claim goes where its class may provision": {
+			nodes: []*corev1.Node{node("risky", zone("zone-a")), node("b", zone("zone-b")), node("c", zone("zone-c"))},
+			pods:  []*corev1.Pod{pod("db-0", "risky", withClaim("data-db-0"))},
+			objects: snapshot.Objects{PVCs: []*corev1.PersistentVolumeClaim{claim("data-db-0", ofClass("gp3-c"))},
+				StorageClasses: []*storagev1.StorageClass{class("gp3-c", ebs, wffc, "zone-c")}},
+			want: map[string]string{"db-0": "c"},
+		},
+		"an unbound claim of a class with no provisioner binds an available local volume": {
+			nodes: []*corev1.Node{node("risky"), node("a"), node("b")},
+			pods:  []*corev1.Pod{pod("db-0", "risky", withClaim("data-db-0"))},
+			objects: snapshot.Objects{PVCs: []*corev1.PersistentVolumeClaim{claim("data-db-0", ofClass("local"))},
+				PVs:            []*corev1.PersistentVolume{localVolume("disk-b", "b", "local")},
+				StorageClasses: []*storagev1.StorageClass{class("local", volume.NotSupportedProvisioner, wffc)}},
+			want: map[string]string{"db-0": "b"},
+		},
+		"two claims and one local volume: no node binds both": {
+			nodes: []*corev1.Node{node("risky"), node("b")},
+			pods:  []*corev1.Pod{pod("db-0", "risky", withClaim("data-db-0"), withClaim("logs-db-0"))},
+			objects: snapshot.Objects{PVCs: []*corev1.PersistentVolumeClaim{claim("data-db-0", ofClass("local")), claim("logs-db-0", ofClass("local"))},
+				PVs:            []*corev1.PersistentVolume{localVolume("disk-b", "b", "local")},
+				StorageClasses: []*storagev1.StorageClass{class("local", volume.NotSupportedProvisioner, wffc)}},
+			want: map[string]string{"db-0": "!1 node(s) didn't find available persistent volumes to bind"},
+		},
+		"a ReadWriteOncePod claim another pod uses": {
+			nodes: []*corev1.Node{node("risky"), node("a")},
+			pods:  []*corev1.Pod{pod("db-0", "risky", withClaim("shared")), pod("other", "a", withClaim("shared"))},
+			objects: snapshot.Objects{PVCs: []*corev1.PersistentVolumeClaim{claim("shared", boundTo("pv-a"), rwop)},
+				PVs: []*corev1.PersistentVolume{ebsVolume("pv-a", "zone-a", false)}},
+			want: map[string]string{"db-0": "!1 node(s) unavailable due to PersistentVolumeClaim with ReadWriteOncePod access mode already in-use by another pod"},
+		},
+		"a ReadWriteOncePod claim only the moving pod used moves with it": {
+			nodes: []*corev1.Node{node("risky"), node("a")},
+			pods:  []*corev1.Pod{pod("db-0", "risky", withClaim("own"))},
+			objects: snapshot.Objects{PVCs: []*corev1.PersistentVolumeClaim{claim("own", boundTo("pv-a"), rwop)},
+				PVs: []*corev1.PersistentVolume{ebsVolume("pv-a", "zone-a", false)}},
+			want: map[string]string{"db-0": "a"},
+		},
+		"a node at its CSI attach limit takes no new volume, another does": {
+			nodes: []*corev1.Node{node("risky"), node("full", cpu("64")), node("a")},
+			pods: []*corev1.Pod{pod("db-0", "risky", withClaim("data-db-0")), pod("there", "full", withClaim("data-there"))},
+			objects: snapshot.Objects{
+				PVCs: []*corev1.PersistentVolumeClaim{claim("data-db-0", boundTo("pv-0")), claim("data-there", boundTo("pv-there"))},
+				PVs:  []*corev1.PersistentVolume{ebsVolume("pv-0", "zone-a", false), ebsVolume("pv-there", "zone-a", false)},
+				// The roomier node is preferred, but its one attachment is taken.
+				CSINodes: []*storagev1.CSINode{csiLimit("full", 1), csiLimit("a", 25)}},
+			want: map[string]string{"db-0": "a"},
+		},
+		"every node at its attach limit": {
+			nodes: []*corev1.Node{node("risky"), node("full")},
+			pods:  []*corev1.Pod{pod("db-0", "risky", withClaim("data-db-0")), pod("there", "full", withClaim("data-there"))},
+			objects: snapshot.Objects{
+				PVCs:     []*corev1.PersistentVolumeClaim{claim("data-db-0", boundTo("pv-0")), claim("data-there", boundTo("pv-there"))},
+				PVs:      []*corev1.PersistentVolume{ebsVolume("pv-0", "zone-a", false), ebsVolume("pv-there", "zone-a", false)},
+				CSINodes: []*storagev1.CSINode{csiLimit("full", 1)}},
+			want: map[string]string{"db-0": "!1 node(s) exceed max volume count"},
+		},
+		"two moving pods fill a node's last attachment: the second goes elsewhere": {
+			nodes: []*corev1.Node{node("risky"), node("big", cpu("64")), node("small")},
+			pods:  []*corev1.Pod{pod("db-0", "risky", req("2"), withClaim("d0")), pod("db-1", "risky", req("1"), withClaim("d1"))},
+			objects: snapshot.Objects{
+				PVCs:     []*corev1.PersistentVolumeClaim{claim("d0", boundTo("pv-0")), claim("d1", boundTo("pv-1"))},
+				PVs:      []*corev1.PersistentVolume{ebsVolume("pv-0", "zone-a", false), ebsVolume("pv-1", "zone-a", false)},
+				CSINodes: []*storagev1.CSINode{csiLimit("big", 1)}},
+			want: map[string]string{"db-0": "big", "db-1": "small"},
+		},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			o := tc.objects
+			o.Nodes, o.Pods = tc.nodes, tc.pods
+			snap := snapshot.New(time.Now(), o)
+			var moving []*corev1.Pod
+			for _, p := range tc.pods {
+				if p.Spec.NodeName == "risky" {
+					moving = append(moving, p)
+				}
+			}
+			for _, r := range New(snap, sets.New("risky"), moving).Place(moving) {
+				want := tc.want[r.Pod.Name]
+				if reason, isReason := strings.CutPrefix(want, "!"); isReason {
+					if r.Node != "" || !strings.Contains(r.Reason, reason) {
+						t.Errorf("pod %s: node %q reason %q, want no node and a reason containing %q", r.Pod.Name, r.Node, r.Reason, reason)
+					}
+				} else if r.Node != want {
+					t.Errorf("pod %s: placed on %q (%s), want %q", r.Pod.Name, r.Node, r.Reason, want)
+				}
+			}
+		})
+	}
+}
+
+// A reservation's selectors: a zonal volume's node affinity and a labelled
+// volume's zone; a local volume's hostname term is no selector a new node
+// could match, so it gives none.
+func TestVolumeNodeSelectors(t *testing.T) {
+	snap := snapshot.New(time.Now(), snapshot.Objects{
+		PVCs: []*corev1.PersistentVolumeClaim{claim("affine", boundTo("pv-a")), claim("labelled", boundTo("pv-b")),
+			claim("local", boundTo("disk-1")), claim("unbound")},
+		PVs: []*corev1.PersistentVolume{ebsVolume("pv-a", "zone-a", false), ebsVolume("pv-b", "zone-b", true), localVolume("disk-1", "risky", "local")}})
+	p := pod("db-0", "risky", withClaim("affine"), withClaim("labelled"), withClaim("local"), withClaim("unbound"))
+	var got []string
+	for _, sel := range VolumeNodeSelectors(snap, p) {
+		for _, term := range sel.NodeSelectorTerms {
+			for _, e := range term.MatchExpressions {
+				got = append(got, e.Key+" "+string(e.Operator)+" "+strings.Join(e.Values, ","))
+			}
+		}
+	}
+	want := []string{"topology.kubernetes.io/zone In zone-a", "topology.kubernetes.io/zone In zone-b"}
+	if strings.Join(got, "; ") != strings.Join(want, "; ") {
+		t.Errorf("selectors %q, want %q", got, want)
+	}
+}
