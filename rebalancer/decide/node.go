@@ -13,8 +13,8 @@ import (
 	"github.com/spot-rebalancer/spot-rebalancer/rebalancer/asg"
 	"github.com/spot-rebalancer/spot-rebalancer/rebalancer/planner"
 	"github.com/spot-rebalancer/spot-rebalancer/rebalancer/reserve"
-	"github.com/spot-rebalancer/spot-rebalancer/rebalancer/simulation"
 	"github.com/spot-rebalancer/spot-rebalancer/rebalancer/signals"
+	"github.com/spot-rebalancer/spot-rebalancer/rebalancer/simulation"
 	"github.com/spot-rebalancer/spot-rebalancer/rebalancer/snapshot"
 )
 

@@ -25,7 +25,9 @@ func TestDataLoss(t *testing.T) {
 	snap := snapshot.New(time.Now(), snapshot.Objects{
 		PVCs: []*corev1.PersistentVolumeClaim{claim("fast", "disk-1"), claim("data", "vol-1"), claim("pending", "")},
 		PVs:  []*corev1.PersistentVolume{local, network}})
-	vol := func(name string, src corev1.VolumeSource) corev1.Volume { return corev1.Volume{Name: name, VolumeSource: src} }
+	vol := func(name string, src corev1.VolumeSource) corev1.Volume {
+		return corev1.Volume{Name: name, VolumeSource: src}
+	}
 	pvc := func(name string) corev1.VolumeSource {
 		return corev1.VolumeSource{PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{ClaimName: name}}
 	}

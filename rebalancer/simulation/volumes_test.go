@@ -181,7 +181,7 @@ func TestVolumePlacement(t *testing.T) {
 		},
 		"a node at its CSI attach limit takes no new volume, another does": {
 			nodes: []*corev1.Node{node("risky"), node("full", cpu("64")), node("a")},
-			pods: []*corev1.Pod{pod("db-0", "risky", withClaim("data-db-0")), pod("there", "full", withClaim("data-there"))},
+			pods:  []*corev1.Pod{pod("db-0", "risky", withClaim("data-db-0")), pod("there", "full", withClaim("data-there"))},
 			objects: snapshot.Objects{
 				PVCs: []*corev1.PersistentVolumeClaim{claim("data-db-0", boundTo("pv-0")), claim("data-there", boundTo("pv-there"))},
 				PVs:  []*corev1.PersistentVolume{ebsVolume("pv-0", "zone-a", false), ebsVolume("pv-there", "zone-a", false)},

@@ -59,14 +59,14 @@ type Snapshot struct {
 	Now time.Time
 	Objects
 
-	nodes        map[string]*corev1.Node
-	deployments  map[string]*appsv1.Deployment
-	replicaSets  map[string]*appsv1.ReplicaSet
-	statefulSets map[string]*appsv1.StatefulSet
-	podsByNode   map[string][]*corev1.Pod
-	podsByNS     map[string][]*corev1.Pod
-	surgeRecords map[string]*coordinationv1.Lease
-	reservations map[string][]*corev1.Pod
+	nodes          map[string]*corev1.Node
+	deployments    map[string]*appsv1.Deployment
+	replicaSets    map[string]*appsv1.ReplicaSet
+	statefulSets   map[string]*appsv1.StatefulSet
+	podsByNode     map[string][]*corev1.Pod
+	podsByNS       map[string][]*corev1.Pod
+	surgeRecords   map[string]*coordinationv1.Lease
+	reservations   map[string][]*corev1.Pod
 	pvcs           map[string]*corev1.PersistentVolumeClaim
 	pvs            map[string]*corev1.PersistentVolume
 	storageClasses map[string]*storagev1.StorageClass
