@@ -11,6 +11,7 @@ package simulation
 import (
 	"cmp"
 	"fmt"
+	"maps"
 	"math"
 	"slices"
 	"sort"
@@ -75,6 +76,8 @@ type Simulator struct {
 	// volumes placements attached, by node index and driver.
 	storage       *storage
 	attachedAdded map[int]map[string]sets.Set[string]
+	// chosenPVs are the static volumes placed pods' claims would bind.
+	chosenPVs map[string]*corev1.PersistentVolume
 	// nextStart is where the next search for a node begins.
 	nextStart int
 }
@@ -234,6 +237,13 @@ func (s *Simulator) place(ns *nodeState, p *corev1.Pod, r podResources, volumes 
 	ns.take(p, r)
 	if volumes != nil {
 		s.attach(ns.index, volumes.attach)
+		if len(volumes.delayed) > 0 {
+			chosen, _ := s.bind(volumes.delayed, ns.node)
+			if s.chosenPVs == nil {
+				s.chosenPVs = map[string]*corev1.PersistentVolume{}
+			}
+			maps.Copy(s.chosenPVs, chosen)
+		}
 	}
 	if terminating(p) {
 		return

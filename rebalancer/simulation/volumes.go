@@ -2,6 +2,7 @@ package simulation
 
 import (
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 
@@ -346,28 +347,45 @@ func (s *Simulator) attach(i int, attach map[string][]string) {
 // canBind tells whether every WaitForFirstConsumer claim finds an
 // available PersistentVolume the node may use, or else can be provisioned
 // there: its class has a provisioner and its allowed topologies admit the
-// node. Static volumes chosen for one claim are not offered to the next.
+// node.
 func (s *Simulator) canBind(claims []*corev1.PersistentVolumeClaim, n *corev1.Node) bool {
-	chosen := map[string]*corev1.PersistentVolume{}
-	for _, pvc := range claims {
+	_, ok := s.bind(claims, n)
+	return ok
+}
+
+// bind finds the static volumes the claims would bind on node n (as the
+// scheduler's binder does, smallest claim first); volumes chosen for one
+// claim, or for a pod placed before, are not offered again. Claims that
+// find none must be provisioned there.
+func (s *Simulator) bind(claims []*corev1.PersistentVolumeClaim, n *corev1.Node) (map[string]*corev1.PersistentVolume, bool) {
+	chosen := maps.Clone(s.chosenPVs)
+	if chosen == nil {
+		chosen = map[string]*corev1.PersistentVolume{}
+	}
+	mine := map[string]*corev1.PersistentVolume{}
+	sorted := slices.Clone(claims)
+	slices.SortStableFunc(sorted, func(a, b *corev1.PersistentVolumeClaim) int {
+		return a.Spec.Resources.Requests.Storage().Cmp(*b.Spec.Resources.Requests.Storage())
+	})
+	for _, pvc := range sorted {
 		class := volume.GetPersistentVolumeClaimClass(pvc)
 		if selected, ok := pvc.Annotations[volume.AnnSelectedNode]; ok {
 			if selected != n.Name {
-				return false
+				return nil, false
 			}
 		} else if pv, err := volume.FindMatchingVolume(pvc, s.storage.pvsByClass[class], n, chosen, true, true); err == nil && pv != nil {
-			chosen[pv.Name] = pv
+			chosen[pv.Name], mine[pv.Name] = pv, pv
 			continue
 		}
 		sc := s.storage.snap.StorageClass(class)
 		if sc == nil || sc.Provisioner == "" || sc.Provisioner == volume.NotSupportedProvisioner {
-			return false
+			return nil, false
 		}
 		if !matchTopology(sc.AllowedTopologies, n.Labels) {
-			return false
+			return nil, false
 		}
 	}
-	return true
+	return mine, true
 }
 
 // matchTopology is the scheduler's MatchTopologySelectorTerms: no terms

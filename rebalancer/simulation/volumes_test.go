@@ -165,6 +165,15 @@ func TestVolumePlacement(t *testing.T) {
 				StorageClasses: []*storagev1.StorageClass{class("local", volume.NotSupportedProvisioner, wffc)}},
 			want: map[string]string{"db-0": "!1 node(s) didn't find available persistent volumes to bind"},
 		},
+		"a local volume bound by one moving pod is not offered to the next": {
+			// b, much roomier, is preferred for both; its one disk only for the first.
+			nodes: []*corev1.Node{node("risky"), node("b", cpu("64")), node("c")},
+			pods:  []*corev1.Pod{pod("db-0", "risky", req("2"), withClaim("d0")), pod("db-1", "risky", req("1"), withClaim("d1"))},
+			objects: snapshot.Objects{PVCs: []*corev1.PersistentVolumeClaim{claim("d0", ofClass("local")), claim("d1", ofClass("local"))},
+				PVs:            []*corev1.PersistentVolume{localVolume("disk-b", "b", "local"), localVolume("disk-c", "c", "local")},
+				StorageClasses: []*storagev1.StorageClass{class("local", volume.NotSupportedProvisioner, wffc)}},
+			want: map[string]string{"db-0": "b", "db-1": "c"},
+		},
 		"a ReadWriteOncePod claim another pod uses": {
 			nodes: []*corev1.Node{node("risky"), node("a")},
 			pods:  []*corev1.Pod{pod("db-0", "risky", withClaim("shared")), pod("other", "a", withClaim("shared"))},
