@@ -2,6 +2,7 @@ package simulation
 
 import (
 	"math"
+	"slices"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -13,11 +14,15 @@ import (
 )
 
 // Weights of the default scheduler profile's score plugins. ImageLocality
-// and InterPodAffinity's preferred terms are not scored here.
+// is not scored here.
 const (
 	weightTaintToleration = 3
 	weightNodeAffinity    = 2
 	weightTopologySpread  = 2
+	weightInterPod        = 2
+	// hardPodAffinityWeight is what an existing pod's required affinity
+	// term that the incoming pod matches adds (the scheduler's default).
+	hardPodAffinityWeight = 1
 )
 
 // systemDefaultSpread is the scheduler's default soft spreading for pods
@@ -37,10 +42,11 @@ type softConstraint struct {
 
 // best picks, among nodes that fit, the one the default scheduler profile
 // scores highest: NodeResourcesFit and BalancedAllocation, TaintToleration
-// (PreferNoSchedule taints), NodeAffinity (preferred terms) and
+// (PreferNoSchedule taints), NodeAffinity (preferred terms),
 // PodTopologySpread (ScheduleAnyway constraints, or the system default
-// spreading for controller-owned pods), each normalized as the scheduler
-// does. Ties go to the earliest node; the scheduler picks among them at
+// spreading for controller-owned pods) and InterPodAffinity (preferred
+// terms both ways, and existing pods' required affinity), each normalized
+// as the scheduler does. Ties go to the earliest node; the scheduler picks among them at
 // random.
 func (f *podFilter) best(feasible []*nodeState, r podResources) *nodeState {
 	if len(feasible) == 1 {
@@ -53,6 +59,7 @@ func (f *podFilter) best(feasible []*nodeState, r podResources) *nodeState {
 	f.addTaintScores(feasible, total)
 	f.addNodeAffinityScores(feasible, total)
 	f.addSpreadScores(feasible, total)
+	f.addInterPodScores(feasible, total)
 	best := 0
 	for i := range feasible {
 		if total[i] > total[best] || (total[i] == total[best] && feasible[i].index < feasible[best].index) {
@@ -356,4 +363,134 @@ func (c *softCounts) add(p *corev1.Pod, i int) {
 			c.perDomain[j][c.topos[j].ids[i]]++
 		}
 	}
+}
+
+// scoresAffinity tells whether a pod has terms InterPodAffinity scoring
+// reads from existing pods.
+func scoresAffinity(p *corev1.Pod) bool {
+	a := p.Spec.Affinity
+	if a == nil {
+		return false
+	}
+	return a.PodAffinity != nil && (len(a.PodAffinity.RequiredDuringSchedulingIgnoredDuringExecution) > 0 || len(a.PodAffinity.PreferredDuringSchedulingIgnoredDuringExecution) > 0) ||
+		a.PodAntiAffinity != nil && len(a.PodAntiAffinity.PreferredDuringSchedulingIgnoredDuringExecution) > 0
+}
+
+type weightedTerm struct {
+	compiledTerm
+	weight int64
+}
+
+// addInterPodScores is the scheduler's InterPodAffinity score: per
+// topology domain, the weights of the incoming pod's preferred terms that
+// pods there match (anti-affinity subtracting), and of existing pods'
+// terms the incoming pod matches (their required affinity counting
+// hardPodAffinityWeight); a node scores its domains' sums, normalized
+// between the lowest and the highest of the feasible nodes.
+func (f *podFilter) addInterPodScores(feasible []*nodeState, total []int64) {
+	s, p := f.s, f.pod
+	var terms []weightedTerm
+	if a := p.Spec.Affinity; a != nil {
+		if a.PodAffinity != nil {
+			for i := range a.PodAffinity.PreferredDuringSchedulingIgnoredDuringExecution {
+				w := &a.PodAffinity.PreferredDuringSchedulingIgnoredDuringExecution[i]
+				terms = append(terms, weightedTerm{compile(p, &w.PodAffinityTerm), int64(w.Weight)})
+			}
+		}
+		if a.PodAntiAffinity != nil {
+			for i := range a.PodAntiAffinity.PreferredDuringSchedulingIgnoredDuringExecution {
+				w := &a.PodAntiAffinity.PreferredDuringSchedulingIgnoredDuringExecution[i]
+				terms = append(terms, weightedTerm{compile(p, &w.PodAffinityTerm), -int64(w.Weight)})
+			}
+		}
+	}
+	if len(terms) == 0 && len(s.base.withAffinity) == 0 && len(s.addedAffinity) == 0 {
+		return
+	}
+	domains := map[string]map[string]int64{}
+	add := func(key string, n *corev1.Node, w int64) {
+		v, ok := n.Labels[key]
+		if !ok || w == 0 {
+			return
+		}
+		if domains[key] == nil {
+			domains[key] = map[string]int64{}
+		}
+		domains[key][v] += w
+	}
+	for _, t := range terms {
+		for _, other := range f.podsFor(t.compiledTerm) {
+			if t.matches(other.pod) {
+				add(t.key, other.node, t.weight)
+			}
+		}
+	}
+	// The pods that stay (a moving pod counts where it was placed, not
+	// where it was).
+	existing := slices.DeleteFunc(slices.Clone(s.base.withAffinity), func(pp placedPod) bool { return s.removed.Has(pp.pod.UID) })
+	for _, list := range [][]placedPod{existing, s.addedAffinity} {
+		for _, other := range list {
+			a := other.pod.Spec.Affinity
+			if a.PodAffinity != nil {
+				for i := range a.PodAffinity.RequiredDuringSchedulingIgnoredDuringExecution {
+					if t := compile(other.pod, &a.PodAffinity.RequiredDuringSchedulingIgnoredDuringExecution[i]); t.matches(p) {
+						add(t.key, other.node, hardPodAffinityWeight)
+					}
+				}
+				for i := range a.PodAffinity.PreferredDuringSchedulingIgnoredDuringExecution {
+					w := &a.PodAffinity.PreferredDuringSchedulingIgnoredDuringExecution[i]
+					if t := compile(other.pod, &w.PodAffinityTerm); t.matches(p) {
+						add(t.key, other.node, int64(w.Weight))
+					}
+				}
+			}
+			if a.PodAntiAffinity != nil {
+				for i := range a.PodAntiAffinity.PreferredDuringSchedulingIgnoredDuringExecution {
+					w := &a.PodAntiAffinity.PreferredDuringSchedulingIgnoredDuringExecution[i]
+					if t := compile(other.pod, &w.PodAffinityTerm); t.matches(p) {
+						add(t.key, other.node, -int64(w.Weight))
+					}
+				}
+			}
+		}
+	}
+	if len(domains) == 0 {
+		return
+	}
+	raw := make([]int64, len(feasible))
+	lo, hi := int64(math.MaxInt64), int64(math.MinInt64)
+	for i, ns := range feasible {
+		for key, values := range domains {
+			if v, ok := ns.node.Labels[key]; ok {
+				raw[i] += values[v]
+			}
+		}
+		lo, hi = min(lo, raw[i]), max(hi, raw[i])
+	}
+	if hi-lo <= 0 {
+		return
+	}
+	for i := range feasible {
+		total[i] += weightInterPod * int64(float64(maxNodeScore)*float64(raw[i]-lo)/float64(hi-lo))
+	}
+}
+
+// podsFor are the staying and placed pods a term may select: those of its
+// namespaces, or all.
+func (f *podFilter) podsFor(t compiledTerm) []placedPod {
+	s := f.s
+	if t.namespaces[0] != allNamespaces {
+		var out []placedPod
+		for _, ns := range t.namespaces {
+			out = append(out, s.podsIn(ns)...)
+		}
+		return out
+	}
+	out := make([]placedPod, 0, len(s.base.all)+len(s.addedAll))
+	for _, pp := range s.base.all {
+		if !s.removed.Has(pp.pod.UID) {
+			out = append(out, pp)
+		}
+	}
+	return append(out, s.addedAll...)
 }

@@ -78,6 +78,9 @@ type Simulator struct {
 	attachedAdded map[int]map[string]sets.Set[string]
 	// chosenPVs are the static volumes placed pods' claims would bind.
 	chosenPVs map[string]*corev1.PersistentVolume
+	// addedAll and addedAffinity are the placements, and those with pod
+	// affinity terms, for InterPodAffinity scoring.
+	addedAll, addedAffinity []placedPod
 	// nextStart is where the next search for a node begins.
 	nextStart int
 }
@@ -116,6 +119,12 @@ type base struct {
 	// byOwner are the pods of each controller, for default spreading.
 	byOwner   map[types.UID][]placedPod
 	antiTerms map[string][]antiTerm
+	// withAffinity are the pods with pod affinity terms the scheduler's
+	// InterPodAffinity scoring reads (required affinity, preferred
+	// affinity and anti-affinity).
+	withAffinity []placedPod
+	// all are every staying pod, for terms that select every namespace.
+	all []placedPod
 	// taintSets are the distinct NoSchedule/NoExecute taint sets; 0 is none.
 	taintSets [][]corev1.Taint
 }
@@ -153,6 +162,10 @@ func buildBase(snap *snapshot.Snapshot) *base {
 				b.byNamespace[p.Namespace] = append(b.byNamespace[p.Namespace], placedPod{pod: p, node: n, index: i})
 				if o := metav1.GetControllerOfNoCopy(p); o != nil {
 					b.byOwner[o.UID] = append(b.byOwner[o.UID], placedPod{pod: p, node: n, index: i})
+				}
+				b.all = append(b.all, placedPod{pod: p, node: n, index: i})
+				if scoresAffinity(p) {
+					b.withAffinity = append(b.withAffinity, placedPod{pod: p, node: n, index: i})
 				}
 				for _, t := range antiTermsOf(p, n) {
 					for _, namespace := range t.namespaces {
@@ -249,6 +262,10 @@ func (s *Simulator) place(ns *nodeState, p *corev1.Pod, r podResources, volumes 
 		return
 	}
 	s.added[p.Namespace] = append(s.added[p.Namespace], placedPod{pod: p, node: ns.node, index: ns.index})
+	s.addedAll = append(s.addedAll, placedPod{pod: p, node: ns.node, index: ns.index})
+	if scoresAffinity(p) {
+		s.addedAffinity = append(s.addedAffinity, placedPod{pod: p, node: ns.node, index: ns.index})
+	}
 	for _, t := range antiTermsOf(p, ns.node) {
 		for _, namespace := range t.namespaces {
 			s.addedAnti[namespace] = append(s.addedAnti[namespace], t)

@@ -1,6 +1,7 @@
 package simulation
 
 import (
+	"cmp"
 	"strings"
 	"testing"
 	"time"
@@ -262,5 +263,69 @@ func TestVolumeNodeSelectors(t *testing.T) {
 	want := []string{"topology.kubernetes.io/zone In zone-a", "topology.kubernetes.io/zone In zone-b"}
 	if strings.Join(got, "; ") != strings.Join(want, "; ") {
 		t.Errorf("selectors %q, want %q", got, want)
+	}
+}
+
+func preferWith(appLabel, key string, weight int32, anti bool) podOpt {
+	return func(p *corev1.Pod) {
+		w := []corev1.WeightedPodAffinityTerm{{Weight: weight, PodAffinityTerm: term(appLabel, key)}}
+		if p.Spec.Affinity == nil {
+			p.Spec.Affinity = &corev1.Affinity{}
+		}
+		if anti {
+			p.Spec.Affinity.PodAntiAffinity = &corev1.PodAntiAffinity{PreferredDuringSchedulingIgnoredDuringExecution: w}
+		} else {
+			p.Spec.Affinity.PodAffinity = &corev1.PodAffinity{PreferredDuringSchedulingIgnoredDuringExecution: w}
+		}
+	}
+}
+
+// InterPodAffinity scoring: preferred affinity draws a pod to its
+// partner's node, preferred anti-affinity pushes it off, and an existing
+// pod's preferred affinity for the incoming pod draws it too; all else
+// being equal (the two nodes are alike but for the pods on them).
+func TestPreferredPodAffinityIsScored(t *testing.T) {
+	tests := map[string]struct {
+		pods []*corev1.Pod
+		// smallerB is node b's CPU (default 3900m); controlPod a pod that
+		// stays in the control run without affinity.
+		smallerB   string
+		controlPod *corev1.Pod
+		want       string
+	}{
+		"preferred affinity: next to the cache": {
+			pods: []*corev1.Pod{pod("web", "risky", preferWith("cache", "kubernetes.io/hostname", 100, false)), pod("cache", "b", app("cache"))},
+			want: "b",
+		},
+		"preferred anti-affinity: away from the other replica": {
+			// web-2 takes the default 100m and 200Mi of a: b must be much smaller.
+			pods:       []*corev1.Pod{pod("web", "risky", app("web"), preferWith("web", "kubernetes.io/hostname", 100, true)), pod("web-2", "a", app("web"))},
+			smallerB:   "1000m",
+			controlPod: pod("web-2", "a", app("web")),
+			want:       "b",
+		},
+		"an existing pod's preferred affinity for the incoming one": {
+			pods: []*corev1.Pod{pod("web", "risky", app("web")), pod("sidecar", "b", app("sidecar"), preferWith("web", "kubernetes.io/hostname", 100, false))},
+			want: "b",
+		},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			// b has a little less room, so without the affinity a wins.
+			nodes := []*corev1.Node{node("risky"), node("a"), node("b", cpu(cmp.Or(tc.smallerB, "3900m")))}
+			snap := snapshot.New(time.Now(), snapshot.Objects{Nodes: nodes, Pods: tc.pods})
+			moving := []*corev1.Pod{tc.pods[0]}
+			if got := New(snap, sets.New("risky"), moving).Place(moving)[0]; got.Node != tc.want {
+				t.Errorf("placed on %q (%s), want %q", got.Node, got.Reason, tc.want)
+			}
+			control := []*corev1.Pod{pod("web", "risky", app("web"))}
+			if tc.controlPod != nil {
+				control = append(control, tc.controlPod)
+			}
+			snap = snapshot.New(time.Now(), snapshot.Objects{Nodes: nodes, Pods: control})
+			if got := New(snap, sets.New("risky"), control[:1]).Place(control[:1])[0]; got.Node != "a" {
+				t.Errorf("the control without affinity went to %q, not a: the case proves nothing", got.Node)
+			}
+		})
 	}
 }
