@@ -289,6 +289,23 @@ func generate(seed uint64, owner, ns string) *scenario {
 				Weight: int32(1 + r.IntN(100)), Preference: corev1.NodeSelectorTerm{MatchExpressions: []corev1.NodeSelectorRequirement{
 					{Key: "disk", Operator: corev1.NodeSelectorOpIn, Values: []string{"ssd"}}}}}}}
 		}
+		if r.IntN(4) == 0 { // preferred pod affinity, scored by InterPodAffinity
+			key := []string{corev1.LabelHostname, corev1.LabelTopologyZone}[r.IntN(2)]
+			if affinity.PodAffinity == nil {
+				affinity.PodAffinity = &corev1.PodAffinity{}
+			}
+			affinity.PodAffinity.PreferredDuringSchedulingIgnoredDuringExecution = []corev1.WeightedPodAffinityTerm{{Weight: int32(1 + r.IntN(100)),
+				PodAffinityTerm: corev1.PodAffinityTerm{TopologyKey: key, LabelSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": []string{"cache", "db"}[r.IntN(2)]}}}}}
+			s.cases["preferred-affinity"]++
+		}
+		if r.IntN(4) == 0 { // preferred anti-affinity from its own kind
+			if affinity.PodAntiAffinity == nil {
+				affinity.PodAntiAffinity = &corev1.PodAntiAffinity{}
+			}
+			affinity.PodAntiAffinity.PreferredDuringSchedulingIgnoredDuringExecution = []corev1.WeightedPodAffinityTerm{{Weight: int32(1 + r.IntN(100)),
+				PodAffinityTerm: corev1.PodAffinityTerm{TopologyKey: corev1.LabelHostname, LabelSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": app}}}}}
+			s.cases["preferred-anti-affinity"]++
+		}
 		if affinity.PodAffinity != nil || affinity.PodAntiAffinity != nil || affinity.NodeAffinity != nil {
 			p.Spec.Affinity = &affinity
 		}
