@@ -77,7 +77,7 @@ func TestSimulationAgreesWithTheScheduler(t *testing.T) {
 			}
 		})
 	}
-	t.Logf("volume cases among the moving pods: %v", sum.cases)
+	t.Logf("volume and preferred-affinity cases among the moving pods: %v", sum.cases)
 	t.Logf("%d scenarios, %d moving pods (%d placeable, %d not) compared with the scheduler; the same node chosen for %d of %d placed pods (%.1f%%)",
 		scenarios, sum.moving, sum.placeable, sum.moving-sum.placeable, sum.sameNode, sum.placeable, 100*float64(sum.sameNode)/float64(max(sum.placeable, 1)))
 	// The scheduler breaks exact score ties at random, so the chosen node
