@@ -218,9 +218,18 @@ func checkArchives(ctx context.Context, o *options, archives map[platform]string
 			fail("%s: printed %q (%v), want %q...", strings.Join(args, " "), out, err, want)
 		}
 	}
+	// The plugin offers plan and version, not the components.
 	out, _ := exec.CommandContext(ctx, filepath.Join(dir, plugin), "--help").Output()
-	if !strings.Contains(string(out), "kubectl spot-rebalancer plan") || slices.Contains(strings.Fields(string(out)), "controller") {
-		fail("%s --help does not show the plugin's commands:\n%s", plugin, out)
+	_, commands, _ := strings.Cut(string(out), "Available Commands:")
+	commands, _, _ = strings.Cut(commands, "\n\n")
+	var names []string
+	for _, line := range strings.Split(strings.TrimSpace(commands), "\n") {
+		if f := strings.Fields(line); len(f) > 0 {
+			names = append(names, f[0])
+		}
+	}
+	if !strings.Contains(string(out), "kubectl spot-rebalancer [command]") || !slices.Contains(names, "plan") || slices.Contains(names, "controller") || slices.Contains(names, "webhook") {
+		fail("%s --help offers %v, want plan and version:\n%s", plugin, names, out)
 	}
 	return errs
 }
