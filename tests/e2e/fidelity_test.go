@@ -252,6 +252,8 @@ func generate(seed uint64, owner, ns string) *scenario {
 	for _, p := range s.stay {
 		if r.IntN(3) == 0 {
 			withVolume(p, "attach")
+			s.cases["attach"]-- // counted apart from the movers'
+			s.cases["attach (staying pods)"]++
 		}
 	}
 	if len(s.stay) == 0 {
