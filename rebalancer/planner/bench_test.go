@@ -8,6 +8,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	policyv1 "k8s.io/api/policy/v1"
+	storagev1 "k8s.io/api/storage/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -50,6 +51,13 @@ func syntheticCluster(nodes, pods, atRisk int) *snapshot.Snapshot {
 	}
 	var ps []*corev1.Pod
 	var pdbs []*policyv1.PodDisruptionBudget
+	var pvcs []*corev1.PersistentVolumeClaim
+	var pvs []*corev1.PersistentVolume
+	var csiNodes []*storagev1.CSINode
+	for _, n := range ns {
+		csiNodes = append(csiNodes, &storagev1.CSINode{ObjectMeta: metav1.ObjectMeta{Name: n.Name}, Spec: storagev1.CSINodeSpec{
+			Drivers: []storagev1.CSINodeDriver{{Name: "ebs.csi.aws.com", NodeID: n.Name, Allocatable: &storagev1.VolumeNodeResources{Count: new(int32(25))}}}}})
+	}
 	spotTol := []corev1.Toleration{{Key: "eks.amazonaws.com/capacityType", Operator: corev1.TolerationOpEqual, Value: "SPOT", Effect: corev1.TaintEffectNoSchedule}}
 	for app := 0; len(ps) < pods; app++ {
 		name := fmt.Sprintf("app-%d", app)
@@ -60,10 +68,11 @@ func syntheticCluster(nodes, pods, atRisk int) *snapshot.Snapshot {
 		spread, anti := r.IntN(10) == 0, r.IntN(20) == 0
 		for k := range replicas {
 			// Fill the at-risk nodes to 110 pods first, then spread.
-			node := ns[len(ps)%len(ns)].Name
+			at := len(ps) % len(ns)
 			if len(ps) < 110*atRisk {
-				node = ns[len(ps)/110].Name
+				at = len(ps) / 110
 			}
+			node := ns[at].Name
 			p := &corev1.Pod{
 				ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("%s-h-%d", name, k), Namespace: "ns-" + fmt.Sprint(app%50),
 					UID: types.UID(fmt.Sprintf("%s-%d", name, k)), Labels: labels,
@@ -80,6 +89,19 @@ func syntheticCluster(nodes, pods, atRisk int) *snapshot.Snapshot {
 				p.Spec.Affinity = &corev1.Affinity{PodAntiAffinity: &corev1.PodAntiAffinity{RequiredDuringSchedulingIgnoredDuringExecution: []corev1.PodAffinityTerm{{
 					TopologyKey: corev1.LabelHostname, LabelSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": name}}}}}}
 			}
+			// A quarter of the pods keep data on a zonal volume in their
+			// node's zone (EBS-like: CSI, node affinity on the zone).
+			if len(ps)%4 == 0 {
+				claim := p.Name + "-data"
+				zone := zones[at%3]
+				pvs = append(pvs, &corev1.PersistentVolume{ObjectMeta: metav1.ObjectMeta{Name: "pv-" + string(p.UID)}, Spec: corev1.PersistentVolumeSpec{
+					PersistentVolumeSource: corev1.PersistentVolumeSource{CSI: &corev1.CSIPersistentVolumeSource{Driver: "ebs.csi.aws.com", VolumeHandle: "vol-" + string(p.UID)}},
+					NodeAffinity: &corev1.VolumeNodeAffinity{Required: &corev1.NodeSelector{NodeSelectorTerms: []corev1.NodeSelectorTerm{{
+						MatchExpressions: []corev1.NodeSelectorRequirement{{Key: corev1.LabelTopologyZone, Operator: corev1.NodeSelectorOpIn, Values: []string{zone}}}}}}}}})
+				pvcs = append(pvcs, &corev1.PersistentVolumeClaim{ObjectMeta: metav1.ObjectMeta{Name: claim, Namespace: p.Namespace,
+					Annotations: map[string]string{"pv.kubernetes.io/bind-completed": "yes"}}, Spec: corev1.PersistentVolumeClaimSpec{VolumeName: "pv-" + string(p.UID)}})
+				p.Spec.Volumes = []corev1.Volume{{Name: "data", VolumeSource: corev1.VolumeSource{PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{ClaimName: claim}}}}
+			}
 			ps = append(ps, p)
 		}
 		if r.IntN(4) != 0 {
@@ -90,7 +112,7 @@ func syntheticCluster(nodes, pods, atRisk int) *snapshot.Snapshot {
 			})
 		}
 	}
-	return snapshot.New(now, snapshot.Objects{Nodes: ns, Pods: ps, PDBs: pdbs})
+	return snapshot.New(now, snapshot.Objects{Nodes: ns, Pods: ps, PDBs: pdbs, PVCs: pvcs, PVs: pvs, CSINodes: csiNodes})
 }
 
 func benchmarkPlan(b *testing.B, nodes, pods, atRisk int) {
@@ -123,7 +145,7 @@ func BenchmarkPlanOneNodeFreshSnapshot5kNodes100kPods(b *testing.B) {
 	b.ReportAllocs()
 	b.ResetTimer()
 	for b.Loop() {
-		fresh := snapshot.New(snap.Now, snapshot.Objects{Nodes: snap.Nodes, Pods: snap.Pods, PDBs: snap.PDBs})
+		fresh := snapshot.New(snap.Now, snapshot.Objects{Nodes: snap.Nodes, Pods: snap.Pods, PDBs: snap.PDBs, PVCs: snap.PVCs, PVs: snap.PVs, CSINodes: snap.CSINodes})
 		if _, err := New(fresh, Options{Config: c}); err != nil {
 			b.Fatal(err)
 		}

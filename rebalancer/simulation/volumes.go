@@ -8,8 +8,11 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	storagev1 "k8s.io/api/storage/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/selection"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/sets"
+	"k8s.io/component-helpers/scheduling/corev1/nodeaffinity"
 	"k8s.io/component-helpers/storage/ephemeral"
 	"k8s.io/component-helpers/storage/volume"
 
@@ -148,7 +151,10 @@ type podVolumes struct {
 	// a claim missing or being deleted, an unbound Immediate claim.
 	unresolvable string
 	bound        []*corev1.PersistentVolume
-	pvMissing    bool
+	// affinities are the bound volumes' required node affinities, parsed
+	// once (the scheduler's CheckNodeAffinity parses them for every node).
+	affinities []volumeAffinity
+	pvMissing  bool
 	// delayed are the unbound claims of WaitForFirstConsumer classes.
 	delayed []*corev1.PersistentVolumeClaim
 	zones   []zoneTerm
@@ -163,6 +169,10 @@ type zoneTerm struct {
 
 func (st *storage) podVolumes(p *corev1.Pod, removed sets.Set[types.UID]) *podVolumes {
 	pv := &podVolumes{attach: st.volumesOf(p)}
+	for driver, ids := range pv.attach {
+		slices.Sort(ids)
+		pv.attach[driver] = slices.Compact(ids)
+	}
 	for i := range p.Spec.Volumes {
 		v := &p.Spec.Volumes[i]
 		var name string
@@ -206,6 +216,9 @@ func (st *storage) podVolumes(p *corev1.Pod, removed sets.Set[types.UID]) *podVo
 				continue
 			}
 			pv.bound = append(pv.bound, bound)
+			if na := bound.Spec.NodeAffinity; na != nil && na.Required != nil {
+				pv.affinities = append(pv.affinities, compileVolumeAffinity(na.Required))
+			}
 			pv.zones = append(pv.zones, zonesOf(bound)...)
 			continue
 		}
@@ -246,8 +259,8 @@ func (f *podFilter) checkVolumes(ns *nodeState) string {
 		return ReasonVolumeLimit
 	}
 	n := ns.node
-	for _, pv := range v.bound {
-		if err := volume.CheckNodeAffinity(pv, n.Labels); err != nil {
+	for _, a := range v.affinities {
+		if !a.matches(n) {
 			return ReasonVolumeAffinity
 		}
 	}
@@ -303,15 +316,67 @@ func (s *Simulator) exceedsLimits(ns *nodeState, attach map[string][]string) boo
 			continue
 		}
 		have := s.attachedOn(ns.index, driver)
-		fresh := 0
-		seen := sets.New[string]()
+		fresh := 0 // ids are distinct (podVolumes)
 		for _, id := range ids {
-			if !have.Has(id) && !seen.Has(id) {
+			if !have.Has(id) {
 				fresh++
-				seen.Insert(id)
 			}
 		}
 		if fresh > 0 && have.Len()+fresh > limit {
+			return true
+		}
+	}
+	return false
+}
+
+// volumeAffinity is a volume's required node affinity, compiled: terms
+// ORed, each a label selector; a term on node fields (or one that does not
+// parse) falls back to component-helpers' matcher.
+type volumeAffinity struct {
+	terms    []labels.Selector
+	fallback *nodeaffinity.LazyErrorNodeSelector
+}
+
+func compileVolumeAffinity(ns *corev1.NodeSelector) volumeAffinity {
+	var a volumeAffinity
+	for _, t := range ns.NodeSelectorTerms {
+		if len(t.MatchFields) > 0 {
+			return volumeAffinity{fallback: nodeaffinity.NewLazyErrorNodeSelector(ns)}
+		}
+		if len(t.MatchExpressions) == 0 {
+			continue // an empty term matches nothing
+		}
+		sel := labels.NewSelector()
+		for _, e := range t.MatchExpressions {
+			op, ok := selectionOps[e.Operator]
+			if !ok {
+				return volumeAffinity{fallback: nodeaffinity.NewLazyErrorNodeSelector(ns)}
+			}
+			r, err := labels.NewRequirement(e.Key, op, e.Values)
+			if err != nil {
+				return volumeAffinity{fallback: nodeaffinity.NewLazyErrorNodeSelector(ns)}
+			}
+			sel = sel.Add(*r)
+		}
+		a.terms = append(a.terms, sel)
+	}
+	return a
+}
+
+var selectionOps = map[corev1.NodeSelectorOperator]selection.Operator{
+	corev1.NodeSelectorOpIn: selection.In, corev1.NodeSelectorOpNotIn: selection.NotIn,
+	corev1.NodeSelectorOpExists: selection.Exists, corev1.NodeSelectorOpDoesNotExist: selection.DoesNotExist,
+	corev1.NodeSelectorOpGt: selection.GreaterThan, corev1.NodeSelectorOpLt: selection.LessThan,
+}
+
+func (a volumeAffinity) matches(n *corev1.Node) bool {
+	if a.fallback != nil {
+		ok, err := a.fallback.Match(n)
+		return err == nil && ok
+	}
+	set := labels.Set(n.Labels)
+	for _, t := range a.terms {
+		if t.Matches(set) {
 			return true
 		}
 	}
