@@ -25,6 +25,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/utils/ptr"
 
 	"github.com/spot-rebalancer/spot-rebalancer/config"
@@ -360,9 +361,23 @@ func run(ctx context.Context, opts options, out io.Writer) (summary Summary, err
 	summary.PlacementBefore = perNode
 	n.say("%d pods Running with Spot tolerations injected by the webhook: %s", total, placement(perNode))
 
-	// The dry run.
-	n.say("the dry-run plan for %s (spot-rebalancer plan --nodes %s):", target, target)
-	plan := exec.CommandContext(ctx, bin, "plan", "--kubeconfig", c.Kubeconfig, "--config", cfgPath, "--nodes", target)
+	// The dry run, through kubectl: the binary named kubectl-spot_rebalancer
+	// on the PATH is a kubectl plugin.
+	kubeconfig, err := clientcmd.LoadFromFile(c.Kubeconfig)
+	if err != nil {
+		return summary, err
+	}
+	plugins := filepath.Join(filepath.Dir(cfgPath), "plugins")
+	if err := os.MkdirAll(plugins, 0o755); err != nil {
+		return summary, err
+	}
+	if err := os.Symlink(bin, filepath.Join(plugins, "kubectl-spot_rebalancer")); err != nil && !os.IsExist(err) {
+		return summary, err
+	}
+	n.say("the dry-run plan for %s (kubectl spot-rebalancer plan %s --context %s):", target, target, kubeconfig.CurrentContext)
+	plan := exec.CommandContext(ctx, filepath.Join(c.BinDir, "kubectl"), "spot-rebalancer", "plan", target,
+		"--kubeconfig", c.Kubeconfig, "--context", kubeconfig.CurrentContext, "--config", cfgPath)
+	plan.Env = append(os.Environ(), "PATH="+plugins+string(os.PathListSeparator)+os.Getenv("PATH"))
 	var planOut bytes.Buffer
 	plan.Stdout, plan.Stderr = &planOut, &planOut
 	if err := plan.Run(); err != nil && plan.ProcessState == nil {

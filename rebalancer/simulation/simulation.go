@@ -75,7 +75,7 @@ type Simulator struct {
 	// storage is what the volume filters read; attachedAdded the CSI
 	// volumes placements attached, by node index and driver.
 	storage       *storage
-	attachedAdded map[int]map[string]sets.Set[string]
+	attachedAdded []map[string]sets.Set[string]
 	// chosenPVs are the static volumes placed pods' claims would bind.
 	chosenPVs map[string]*corev1.PersistentVolume
 	// addedAll and addedAffinity are the placements, and those with pod
@@ -195,7 +195,7 @@ func New(snap *snapshot.Snapshot, atRisk sets.Set[string], moving []*corev1.Pod)
 	s := &Simulator{base: b, nodes: make([]*nodeState, len(b.nodes)), removed: removed,
 		added: map[string][]placedPod{}, addedAnti: map[string][]antiTerm{}, spreadCache: map[string]*spreadCounts{}, softCache: map[string]*softCounts{},
 		softByOwner: map[types.UID]*softCounts{}, softByNamespace: map[string][]*softCounts{}, topologies: map[string]*topology{},
-		storage: snap.Memo("simulation.storage", func() any { return buildStorage(snap, b) }).(*storage), attachedAdded: map[int]map[string]sets.Set[string]{}}
+		storage: snap.Memo("simulation.storage", func() any { return buildStorage(snap, b) }).(*storage), attachedAdded: make([]map[string]sets.Set[string], len(b.nodes))}
 	states := slices.Clone(b.nodes)
 	for i := range states {
 		ns := &states[i]

@@ -386,13 +386,12 @@ func (a volumeAffinity) matches(n *corev1.Node) bool {
 // attachedOn are the volumes of a driver attached on a node, placements
 // included.
 func (s *Simulator) attachedOn(i int, driver string) sets.Set[string] {
-	if added := s.attachedAdded[i][driver]; added != nil {
-		return added
+	if added := s.attachedAdded[i]; added != nil {
+		if set := added[driver]; set != nil {
+			return set
+		}
 	}
-	if base := s.storage.attached[i][driver]; base != nil {
-		return base
-	}
-	return sets.New[string]()
+	return s.storage.attached[i][driver] // nil (empty) when none
 }
 
 // attach records the pod's CSI volumes as attached on the node it was
@@ -403,7 +402,7 @@ func (s *Simulator) attach(i int, attach map[string][]string) {
 			s.attachedAdded[i] = map[string]sets.Set[string]{}
 		}
 		if s.attachedAdded[i][driver] == nil {
-			s.attachedAdded[i][driver] = s.attachedOn(i, driver).Clone()
+			s.attachedAdded[i][driver] = sets.New[string]().Union(s.attachedOn(i, driver))
 		}
 		s.attachedAdded[i][driver].Insert(ids...)
 	}

@@ -55,7 +55,7 @@ func TestDemo(t *testing.T) {
 
 	static := []string{
 		"Warning: spot-rebalancer: deployment worker PDB missing",
-		"PODS (", "Plan can complete",
+		"(kubectl spot-rebalancer plan spot-", "PODS (", "Plan can complete",
 		"SpotRebalanceRecommended=True",
 		"is awaiting-replacement",
 		"replacement node spot-a-3 is Ready",
