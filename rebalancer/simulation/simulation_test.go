@@ -327,21 +327,28 @@ func TestPlacement(t *testing.T) {
 			if len(results) != len(moving) {
 				t.Fatalf("%d results for %d pods", len(results), len(moving))
 			}
-			for _, r := range results {
-				want, ok := tc.want[r.Pod.Name]
-				if !ok {
-					t.Errorf("pod %s: no expectation (got %q %q)", r.Pod.Name, r.Node, r.Reason)
-					continue
-				}
-				if reason, isReason := strings.CutPrefix(want, "!"); isReason {
-					if r.Node != "" || !strings.Contains(r.Reason, reason) {
-						t.Errorf("pod %s: got node %q reason %q, want no node and a reason containing %q", r.Pod.Name, r.Node, r.Reason, reason)
-					}
-				} else if r.Node != want {
-					t.Errorf("pod %s: placed on %q (%s), want %q", r.Pod.Name, r.Node, r.Reason, want)
-				}
-			}
+			checkResults(t, results, tc.want)
 		})
+	}
+}
+
+// checkResults compares each pod's result with want: its destination, or
+// "!" and a substring of the reason it fits nowhere.
+func checkResults(t *testing.T, results []Result, want map[string]string) {
+	t.Helper()
+	for _, r := range results {
+		w, ok := want[r.Pod.Name]
+		if !ok {
+			t.Errorf("pod %s: no expectation (got %q %q)", r.Pod.Name, r.Node, r.Reason)
+			continue
+		}
+		if reason, isReason := strings.CutPrefix(w, "!"); isReason {
+			if r.Node != "" || !strings.Contains(r.Reason, reason) {
+				t.Errorf("pod %s: got node %q reason %q, want no node and a reason containing %q", r.Pod.Name, r.Node, r.Reason, reason)
+			}
+		} else if r.Node != w {
+			t.Errorf("pod %s: placed on %q (%s), want %q", r.Pod.Name, r.Node, r.Reason, w)
+		}
 	}
 }
 

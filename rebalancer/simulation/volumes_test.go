@@ -229,16 +229,7 @@ func TestVolumePlacement(t *testing.T) {
 					moving = append(moving, p)
 				}
 			}
-			for _, r := range New(snap, sets.New("risky"), moving).Place(moving) {
-				want := tc.want[r.Pod.Name]
-				if reason, isReason := strings.CutPrefix(want, "!"); isReason {
-					if r.Node != "" || !strings.Contains(r.Reason, reason) {
-						t.Errorf("pod %s: node %q reason %q, want no node and a reason containing %q", r.Pod.Name, r.Node, r.Reason, reason)
-					}
-				} else if r.Node != want {
-					t.Errorf("pod %s: placed on %q (%s), want %q", r.Pod.Name, r.Node, r.Reason, want)
-				}
-			}
+			checkResults(t, New(snap, sets.New("risky"), moving).Place(moving), tc.want)
 		})
 	}
 }

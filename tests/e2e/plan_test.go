@@ -40,12 +40,20 @@ func buildBinary(t *testing.T) string {
 	return bin
 }
 
-// run runs the binary and returns stdout, stderr and the exit code.
+// runBinary runs the binary and returns stdout, stderr and the exit code.
 func runBinary(t *testing.T, bin string, args ...string) (string, string, int) {
+	t.Helper()
+	return runWithEnv(t, nil, bin, args...)
+}
+
+// runWithEnv runs a command with extra environment variables (for up to a
+// minute) and returns stdout, stderr and the exit code.
+func runWithEnv(t *testing.T, env []string, name string, args ...string) (string, string, int) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(cluster.Context(t), time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, bin, args...)
+	cmd := exec.CommandContext(ctx, name, args...)
+	cmd.Env = append(os.Environ(), env...)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	err := cmd.Run()
@@ -56,7 +64,7 @@ func runBinary(t *testing.T, bin string, args ...string) (string, string, int) {
 	case errors.As(err, &exit):
 		return stdout.String(), stderr.String(), exit.ExitCode()
 	default:
-		t.Fatalf("running %s: %v", bin, err)
+		t.Fatalf("running %s %s: %v", name, strings.Join(args, " "), err)
 		return "", "", -1
 	}
 }

@@ -1,15 +1,10 @@
 package e2e
 
 import (
-	"bytes"
-	"context"
-	"errors"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
@@ -23,23 +18,7 @@ import (
 // plugins) and returns stdout, stderr and the exit code.
 func kubectl(t *testing.T, c *cluster.Cluster, dir string, args ...string) (string, string, int) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(cluster.Context(t), time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, filepath.Join(c.BinDir, "kubectl"), args...)
-	cmd.Env = append(os.Environ(), "PATH="+dir+string(os.PathListSeparator)+os.Getenv("PATH"))
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	err := cmd.Run()
-	var exit *exec.ExitError
-	switch {
-	case err == nil:
-		return stdout.String(), stderr.String(), 0
-	case errors.As(err, &exit):
-		return stdout.String(), stderr.String(), exit.ExitCode()
-	default:
-		t.Fatalf("kubectl %s: %v", strings.Join(args, " "), err)
-		return "", "", -1
-	}
+	return runWithEnv(t, []string{"PATH=" + dir + string(os.PathListSeparator) + os.Getenv("PATH")}, filepath.Join(c.BinDir, "kubectl"), args...)
 }
 
 // The binary installed as kubectl-spot_rebalancer is a kubectl plugin:
