@@ -14,6 +14,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log"
 	"net"
 	"net/http"
@@ -25,6 +26,7 @@ import (
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/registry"
+	"sigs.k8s.io/yaml"
 )
 
 // platforms of the image and of the plan binaries.
@@ -115,7 +117,7 @@ func run(ctx context.Context, o *options, dryRun, imageOnly bool) error {
 		if err != nil {
 			return err
 		}
-		srv := &http.Server{Handler: registry.New(registry.Logger(log.New(ioDiscard{}, "", 0))), ReadHeaderTimeout: 10 * time.Second}
+		srv := &http.Server{Handler: registry.New(registry.Logger(log.New(io.Discard, "", 0))), ReadHeaderTimeout: 10 * time.Second}
 		go func() { _ = srv.Serve(l) }()
 		defer srv.Close()
 		o.Registry, o.PlainHTTP, o.DryRun = l.Addr().String()+"/spot-rebalancer", true, true
@@ -201,20 +203,14 @@ func git(args ...string) (string, error) {
 // host is the platform this program runs on, whose binaries it can run.
 func host() platform { return platform{runtime.GOOS, runtime.GOARCH} }
 
-type ioDiscard struct{}
-
-func (ioDiscard) Write(p []byte) (int, error) { return len(p), nil }
-
 // chartAppVersion reads appVersion from the chart.
 func chartAppVersion(root string) string {
 	data, err := os.ReadFile(filepath.Join(root, "deploy", "chart", "spot-rebalancer", "Chart.yaml"))
-	if err != nil {
+	var chart struct {
+		AppVersion string `json:"appVersion"`
+	}
+	if err != nil || yaml.Unmarshal(data, &chart) != nil || chart.AppVersion == "" {
 		return "0.0.0"
 	}
-	for _, line := range strings.Split(string(data), "\n") {
-		if v, ok := strings.CutPrefix(line, "appVersion:"); ok {
-			return strings.Trim(strings.TrimSpace(v), `"`)
-		}
-	}
-	return "0.0.0"
+	return chart.AppVersion
 }

@@ -664,12 +664,9 @@ func dataLoss(snap *snapshot.Snapshot, pod *corev1.Pod) []string {
 		case v.EmptyDir != nil:
 			out = append(out, "emptyDir "+v.Name)
 		case v.PersistentVolumeClaim != nil:
-			pvc := snap.PVC(pod.Namespace, v.PersistentVolumeClaim.ClaimName)
-			if pvc == nil || pvc.Spec.VolumeName == "" {
-				continue
-			}
-			if pv := snap.PV(pvc.Spec.VolumeName); pv != nil && pv.Spec.Local != nil {
-				out = append(out, fmt.Sprintf("local PersistentVolume %s (claim %s)", pv.Name, pvc.Name))
+			claim := v.PersistentVolumeClaim.ClaimName
+			if pv := simulation.BoundVolume(snap, pod.Namespace, claim); pv != nil && pv.Spec.Local != nil {
+				out = append(out, fmt.Sprintf("local PersistentVolume %s (claim %s)", pv.Name, claim))
 			}
 		}
 	}

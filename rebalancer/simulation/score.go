@@ -2,7 +2,6 @@ package simulation
 
 import (
 	"math"
-	"slices"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -365,20 +364,52 @@ func (c *softCounts) add(p *corev1.Pod, i int) {
 	}
 }
 
-// scoresAffinity tells whether a pod has terms InterPodAffinity scoring
-// reads from existing pods.
-func scoresAffinity(p *corev1.Pod) bool {
-	a := p.Spec.Affinity
-	if a == nil {
-		return false
-	}
-	return a.PodAffinity != nil && (len(a.PodAffinity.RequiredDuringSchedulingIgnoredDuringExecution) > 0 || len(a.PodAffinity.PreferredDuringSchedulingIgnoredDuringExecution) > 0) ||
-		a.PodAntiAffinity != nil && len(a.PodAntiAffinity.PreferredDuringSchedulingIgnoredDuringExecution) > 0
-}
-
 type weightedTerm struct {
 	compiledTerm
 	weight int64
+}
+
+// affinityPod is a staying or placed pod with the terms InterPodAffinity
+// scoring reads from it, compiled once: its required affinity (at
+// hardPodAffinityWeight), its preferred affinity and anti-affinity (the
+// latter's weights negative).
+type affinityPod struct {
+	placedPod
+	terms []weightedTerm
+}
+
+// preferredTerms are a pod's preferred affinity and anti-affinity terms,
+// anti-affinity weighing negative.
+func preferredTerms(p *corev1.Pod) []weightedTerm {
+	a := p.Spec.Affinity
+	if a == nil {
+		return nil
+	}
+	var out []weightedTerm
+	if a.PodAffinity != nil {
+		for i := range a.PodAffinity.PreferredDuringSchedulingIgnoredDuringExecution {
+			w := &a.PodAffinity.PreferredDuringSchedulingIgnoredDuringExecution[i]
+			out = append(out, weightedTerm{compile(p, &w.PodAffinityTerm), int64(w.Weight)})
+		}
+	}
+	if a.PodAntiAffinity != nil {
+		for i := range a.PodAntiAffinity.PreferredDuringSchedulingIgnoredDuringExecution {
+			w := &a.PodAntiAffinity.PreferredDuringSchedulingIgnoredDuringExecution[i]
+			out = append(out, weightedTerm{compile(p, &w.PodAffinityTerm), -int64(w.Weight)})
+		}
+	}
+	return out
+}
+
+// affinityOf is the pod with its scoring terms, or false when it has none.
+func affinityOf(pp placedPod) (affinityPod, bool) {
+	terms := preferredTerms(pp.pod)
+	if a := pp.pod.Spec.Affinity; a != nil && a.PodAffinity != nil {
+		for i := range a.PodAffinity.RequiredDuringSchedulingIgnoredDuringExecution {
+			terms = append(terms, weightedTerm{compile(pp.pod, &a.PodAffinity.RequiredDuringSchedulingIgnoredDuringExecution[i]), hardPodAffinityWeight})
+		}
+	}
+	return affinityPod{placedPod: pp, terms: terms}, len(terms) > 0
 }
 
 // addInterPodScores is the scheduler's InterPodAffinity score: per
@@ -389,21 +420,7 @@ type weightedTerm struct {
 // between the lowest and the highest of the feasible nodes.
 func (f *podFilter) addInterPodScores(feasible []*nodeState, total []int64) {
 	s, p := f.s, f.pod
-	var terms []weightedTerm
-	if a := p.Spec.Affinity; a != nil {
-		if a.PodAffinity != nil {
-			for i := range a.PodAffinity.PreferredDuringSchedulingIgnoredDuringExecution {
-				w := &a.PodAffinity.PreferredDuringSchedulingIgnoredDuringExecution[i]
-				terms = append(terms, weightedTerm{compile(p, &w.PodAffinityTerm), int64(w.Weight)})
-			}
-		}
-		if a.PodAntiAffinity != nil {
-			for i := range a.PodAntiAffinity.PreferredDuringSchedulingIgnoredDuringExecution {
-				w := &a.PodAntiAffinity.PreferredDuringSchedulingIgnoredDuringExecution[i]
-				terms = append(terms, weightedTerm{compile(p, &w.PodAffinityTerm), -int64(w.Weight)})
-			}
-		}
-	}
+	terms := preferredTerms(p)
 	if len(terms) == 0 && len(s.base.withAffinity) == 0 && len(s.addedAffinity) == 0 {
 		return
 	}
@@ -425,34 +442,22 @@ func (f *podFilter) addInterPodScores(feasible []*nodeState, total []int64) {
 			}
 		}
 	}
-	// The pods that stay (a moving pod counts where it was placed, not
-	// where it was).
-	existing := slices.DeleteFunc(slices.Clone(s.base.withAffinity), func(pp placedPod) bool { return s.removed.Has(pp.pod.UID) })
-	for _, list := range [][]placedPod{existing, s.addedAffinity} {
-		for _, other := range list {
-			a := other.pod.Spec.Affinity
-			if a.PodAffinity != nil {
-				for i := range a.PodAffinity.RequiredDuringSchedulingIgnoredDuringExecution {
-					if t := compile(other.pod, &a.PodAffinity.RequiredDuringSchedulingIgnoredDuringExecution[i]); t.matches(p) {
-						add(t.key, other.node, hardPodAffinityWeight)
-					}
-				}
-				for i := range a.PodAffinity.PreferredDuringSchedulingIgnoredDuringExecution {
-					w := &a.PodAffinity.PreferredDuringSchedulingIgnoredDuringExecution[i]
-					if t := compile(other.pod, &w.PodAffinityTerm); t.matches(p) {
-						add(t.key, other.node, int64(w.Weight))
-					}
-				}
-			}
-			if a.PodAntiAffinity != nil {
-				for i := range a.PodAntiAffinity.PreferredDuringSchedulingIgnoredDuringExecution {
-					w := &a.PodAntiAffinity.PreferredDuringSchedulingIgnoredDuringExecution[i]
-					if t := compile(other.pod, &w.PodAffinityTerm); t.matches(p) {
-						add(t.key, other.node, -int64(w.Weight))
-					}
-				}
+	existingTerms := func(other affinityPod) {
+		for _, t := range other.terms {
+			if t.matches(p) {
+				add(t.key, other.node, t.weight)
 			}
 		}
+	}
+	// The pods that stay (a moving pod counts where it was placed, not
+	// where it was), then the placements.
+	for _, other := range s.base.withAffinity {
+		if !s.removed.Has(other.pod.UID) {
+			existingTerms(other)
+		}
+	}
+	for _, other := range s.addedAffinity {
+		existingTerms(other)
 	}
 	if len(domains) == 0 {
 		return

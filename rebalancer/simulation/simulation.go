@@ -80,7 +80,8 @@ type Simulator struct {
 	chosenPVs map[string]*corev1.PersistentVolume
 	// addedAll and addedAffinity are the placements, and those with pod
 	// affinity terms, for InterPodAffinity scoring.
-	addedAll, addedAffinity []placedPod
+	addedAll      []placedPod
+	addedAffinity []affinityPod
 	// nextStart is where the next search for a node begins.
 	nextStart int
 }
@@ -122,7 +123,7 @@ type base struct {
 	// withAffinity are the pods with pod affinity terms the scheduler's
 	// InterPodAffinity scoring reads (required affinity, preferred
 	// affinity and anti-affinity).
-	withAffinity []placedPod
+	withAffinity []affinityPod
 	// all are every staying pod, for terms that select every namespace.
 	all []placedPod
 	// taintSets are the distinct NoSchedule/NoExecute taint sets; 0 is none.
@@ -164,8 +165,8 @@ func buildBase(snap *snapshot.Snapshot) *base {
 					b.byOwner[o.UID] = append(b.byOwner[o.UID], placedPod{pod: p, node: n, index: i})
 				}
 				b.all = append(b.all, placedPod{pod: p, node: n, index: i})
-				if scoresAffinity(p) {
-					b.withAffinity = append(b.withAffinity, placedPod{pod: p, node: n, index: i})
+				if ap, ok := affinityOf(placedPod{pod: p, node: n, index: i}); ok {
+					b.withAffinity = append(b.withAffinity, ap)
 				}
 				for _, t := range antiTermsOf(p, n) {
 					for _, namespace := range t.namespaces {
@@ -263,8 +264,8 @@ func (s *Simulator) place(ns *nodeState, p *corev1.Pod, r podResources, volumes 
 	}
 	s.added[p.Namespace] = append(s.added[p.Namespace], placedPod{pod: p, node: ns.node, index: ns.index})
 	s.addedAll = append(s.addedAll, placedPod{pod: p, node: ns.node, index: ns.index})
-	if scoresAffinity(p) {
-		s.addedAffinity = append(s.addedAffinity, placedPod{pod: p, node: ns.node, index: ns.index})
+	if ap, ok := affinityOf(placedPod{pod: p, node: ns.node, index: ns.index}); ok {
+		s.addedAffinity = append(s.addedAffinity, ap)
 	}
 	for _, t := range antiTermsOf(p, ns.node) {
 		for _, namespace := range t.namespaces {

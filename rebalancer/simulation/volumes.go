@@ -74,6 +74,12 @@ func buildStorage(snap *snapshot.Snapshot, b *base) *storage {
 			if isFinished(p) {
 				continue
 			}
+			for _, claim := range claimNames(p) {
+				if pvc := snap.PVC(p.Namespace, claim); pvc != nil && slices.Contains(pvc.Spec.AccessModes, corev1.ReadWriteOncePod) {
+					k := p.Namespace + "/" + claim
+					st.rwopUsers[k] = append(st.rwopUsers[k], p.UID)
+				}
+			}
 			for driver, ids := range st.volumesOf(p) {
 				if st.attached[i] == nil {
 					st.attached[i] = map[string]sets.Set[string]{}
@@ -85,34 +91,40 @@ func buildStorage(snap *snapshot.Snapshot, b *base) *storage {
 			}
 		}
 	}
-	for _, p := range snap.Pods {
-		if p.Spec.NodeName == "" || isFinished(p) {
-			continue
-		}
-		for _, claim := range claimNames(p) {
-			if pvc := snap.PVC(p.Namespace, claim); pvc != nil && slices.Contains(pvc.Spec.AccessModes, corev1.ReadWriteOncePod) {
-				k := p.Namespace + "/" + claim
-				st.rwopUsers[k] = append(st.rwopUsers[k], p.UID)
-			}
-		}
-	}
 	return st
 }
 
-// claimNames are the names of the PersistentVolumeClaims a pod uses,
-// generic ephemeral volumes' included.
+// claimName is the PersistentVolumeClaim a volume of the pod uses, a
+// generic ephemeral volume's included.
+func claimName(p *corev1.Pod, v *corev1.Volume) (string, bool) {
+	switch {
+	case v.PersistentVolumeClaim != nil:
+		return v.PersistentVolumeClaim.ClaimName, true
+	case v.Ephemeral != nil:
+		return ephemeral.VolumeClaimName(p, v), true
+	}
+	return "", false
+}
+
+// claimNames are the names of the PersistentVolumeClaims a pod uses.
 func claimNames(p *corev1.Pod) []string {
 	var out []string
 	for i := range p.Spec.Volumes {
-		v := &p.Spec.Volumes[i]
-		switch {
-		case v.PersistentVolumeClaim != nil:
-			out = append(out, v.PersistentVolumeClaim.ClaimName)
-		case v.Ephemeral != nil:
-			out = append(out, ephemeral.VolumeClaimName(p, v))
+		if name, ok := claimName(p, &p.Spec.Volumes[i]); ok {
+			out = append(out, name)
 		}
 	}
 	return out
+}
+
+// BoundVolume is the PersistentVolume a claim names, or nil when the claim
+// is missing, names none, or names one that is gone.
+func BoundVolume(snap *snapshot.Snapshot, namespace, claim string) *corev1.PersistentVolume {
+	pvc := snap.PVC(namespace, claim)
+	if pvc == nil || pvc.Spec.VolumeName == "" {
+		return nil
+	}
+	return snap.PV(pvc.Spec.VolumeName)
 }
 
 // volumesOf are the CSI volumes a pod attaches, by driver, as
@@ -133,7 +145,7 @@ func (st *storage) volumesOf(p *corev1.Pod) map[string][]string {
 			continue
 		}
 		if pvc.Spec.VolumeName != "" {
-			if pv := st.snap.PV(pvc.Spec.VolumeName); pv != nil && pv.Spec.CSI != nil {
+			if pv := BoundVolume(st.snap, p.Namespace, claim); pv != nil && pv.Spec.CSI != nil {
 				out[pv.Spec.CSI.Driver] = append(out[pv.Spec.CSI.Driver], pv.Spec.CSI.Driver+"/"+pv.Spec.CSI.VolumeHandle)
 			}
 			continue
@@ -150,7 +162,6 @@ type podVolumes struct {
 	// unresolvable is why no node can take the pod ("" when some may):
 	// a claim missing or being deleted, an unbound Immediate claim.
 	unresolvable string
-	bound        []*corev1.PersistentVolume
 	// affinities are the bound volumes' required node affinities, parsed
 	// once (the scheduler's CheckNodeAffinity parses them for every node).
 	affinities []volumeAffinity
@@ -175,13 +186,8 @@ func (st *storage) podVolumes(p *corev1.Pod, removed sets.Set[types.UID]) *podVo
 	}
 	for i := range p.Spec.Volumes {
 		v := &p.Spec.Volumes[i]
-		var name string
-		switch {
-		case v.PersistentVolumeClaim != nil:
-			name = v.PersistentVolumeClaim.ClaimName
-		case v.Ephemeral != nil:
-			name = ephemeral.VolumeClaimName(p, v)
-		default:
+		name, ok := claimName(p, v)
+		if !ok {
 			continue
 		}
 		pvc := st.snap.PVC(p.Namespace, name)
@@ -215,7 +221,6 @@ func (st *storage) podVolumes(p *corev1.Pod, removed sets.Set[types.UID]) *podVo
 				pv.pvMissing = true
 				continue
 			}
-			pv.bound = append(pv.bound, bound)
 			if na := bound.Spec.NodeAffinity; na != nil && na.Required != nil {
 				pv.affinities = append(pv.affinities, compileVolumeAffinity(na.Required))
 			}
@@ -255,7 +260,7 @@ func (f *podFilter) checkVolumes(ns *nodeState) string {
 	if v.rwop {
 		return ReasonReadWriteOncePod
 	}
-	if r := f.s.exceedsLimits(ns, v.attach); r {
+	if f.s.exceedsLimits(ns, v.attach) {
 		return ReasonVolumeLimit
 	}
 	n := ns.node
@@ -422,10 +427,9 @@ func (s *Simulator) canBind(claims []*corev1.PersistentVolumeClaim, n *corev1.No
 // claim, or for a pod placed before, are not offered again. Claims that
 // find none must be provisioned there.
 func (s *Simulator) bind(claims []*corev1.PersistentVolumeClaim, n *corev1.Node) (map[string]*corev1.PersistentVolume, bool) {
-	chosen := maps.Clone(s.chosenPVs)
-	if chosen == nil {
-		chosen = map[string]*corev1.PersistentVolume{}
-	}
+	// The placements' choices, copied only when this pod adds its own (a
+	// node check of a one-claim pod copies nothing).
+	chosen, copied := s.chosenPVs, false
 	mine := map[string]*corev1.PersistentVolume{}
 	sorted := slices.Clone(claims)
 	slices.SortStableFunc(sorted, func(a, b *corev1.PersistentVolumeClaim) int {
@@ -438,6 +442,12 @@ func (s *Simulator) bind(claims []*corev1.PersistentVolumeClaim, n *corev1.Node)
 				return nil, false
 			}
 		} else if pv, err := volume.FindMatchingVolume(pvc, s.storage.pvsByClass[class], n, chosen, true, true); err == nil && pv != nil {
+			if !copied {
+				chosen, copied = maps.Clone(chosen), true
+				if chosen == nil {
+					chosen = map[string]*corev1.PersistentVolume{}
+				}
+			}
 			chosen[pv.Name], mine[pv.Name] = pv, pv
 			continue
 		}
@@ -494,11 +504,7 @@ func hasCheckedVolumes(p *corev1.Pod) bool {
 func VolumeNodeSelectors(snap *snapshot.Snapshot, p *corev1.Pod) []corev1.NodeSelector {
 	var out []corev1.NodeSelector
 	for _, name := range claimNames(p) {
-		pvc := snap.PVC(p.Namespace, name)
-		if pvc == nil || pvc.Spec.VolumeName == "" {
-			continue
-		}
-		pv := snap.PV(pvc.Spec.VolumeName)
+		pv := BoundVolume(snap, p.Namespace, name)
 		if pv == nil {
 			continue
 		}

@@ -148,7 +148,6 @@ func (s *scenario) storageFor(r *rand.Rand, owner, ns string, zones []string) fu
 	rwo := []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce}
 	return func(p *corev1.Pod, kind string) {
 		name := fmt.Sprintf("%s-%s", p.Name, kind)
-		s.cases[kind]++
 		switch kind {
 		case "zonal": // bound to a volume whose node affinity is one zone
 			pv := newPV(rwo)
@@ -252,7 +251,6 @@ func generate(seed uint64, owner, ns string) *scenario {
 	for _, p := range s.stay {
 		if r.IntN(3) == 0 {
 			withVolume(p, "attach")
-			s.cases["attach"]-- // counted apart from the movers'
 			s.cases["attach (staying pods)"]++
 		}
 	}
@@ -327,6 +325,7 @@ func generate(seed uint64, owner, ns string) *scenario {
 				kind = "zonal"
 			}
 			withVolume(p, kind)
+			s.cases[kind]++
 		}
 		s.moving = append(s.moving, p)
 	}
