@@ -2,6 +2,7 @@ package simulation
 
 import (
 	"fmt"
+	"iter"
 	"slices"
 	"strings"
 
@@ -73,14 +74,19 @@ func antiTermsOf(p *corev1.Pod, n *corev1.Node) []antiTerm {
 }
 
 // podsIn are the pods in a namespace that stay or were placed.
-func (s *Simulator) podsIn(namespace string) []placedPod {
-	var out []placedPod
-	for _, pp := range s.base.byNamespace[namespace] {
-		if !s.removed.Has(pp.pod.UID) {
-			out = append(out, pp)
+func (s *Simulator) podsIn(namespace string) iter.Seq[placedPod] {
+	return func(yield func(placedPod) bool) {
+		for _, pp := range s.base.byNamespace[namespace] {
+			if !s.removed.Has(pp.pod.UID) && !yield(pp) {
+				return
+			}
+		}
+		for _, pp := range s.added[namespace] {
+			if !yield(pp) {
+				return
+			}
 		}
 	}
-	return append(out, s.added[namespace]...)
 }
 
 // antiTermsIn are the anti-affinity terms of staying or placed pods that
@@ -201,7 +207,7 @@ func (s *Simulator) candidatesFor(t compiledTerm) []placedPod {
 	}
 	var out []placedPod
 	for _, ns := range namespaces {
-		out = append(out, s.podsIn(ns)...)
+		out = slices.AppendSeq(out, s.podsIn(ns))
 	}
 	return out
 }
@@ -233,19 +239,21 @@ func (f *podFilter) checkInterPod(ns *nodeState) string {
 type spreadCounts struct {
 	namespace string
 	selector  labels.Selector
-	key       string
-	// eligible decides which nodes form domains.
-	eligible map[string]bool
-	counts   map[string]int
-	// byID is counts by topology id, taken for one pod's filtering.
-	byID []int
+	topo      *topology
+	// eligible are the nodes that form domains, by node index; domains
+	// the topology values they carry, by topology id.
+	eligible []bool
+	domain   []bool
+	domains  int
+	// counts are the selected pods by topology id.
+	counts []int
 }
 
-func (c *spreadCounts) add(p *corev1.Pod, n *corev1.Node) {
-	if p.Namespace != c.namespace || terminating(p) || !c.eligible[n.Name] || !c.selector.Matches(labels.Set(p.Labels)) {
+func (c *spreadCounts) add(p *corev1.Pod, index int) {
+	if p.Namespace != c.namespace || terminating(p) || !c.eligible[index] || !c.selector.Matches(labels.Set(p.Labels)) {
 		return
 	}
-	c.counts[n.Labels[c.key]]++
+	c.counts[c.topo.ids[index]]++
 }
 
 // spread checks the DoNotSchedule topology spread constraints.
@@ -257,17 +265,16 @@ func (f *podFilter) spread(ns *nodeState) string {
 		// Counts change only when a pod is placed, never while one pod
 		// is being filtered: take what does not depend on the node once.
 		f.spreadCounts = make([]*spreadCounts, len(f.hardSpread))
-		f.spreadTopos = make([]*topology, len(f.hardSpread))
 		f.spreadBase = make([]int, len(f.hardSpread))
 		for i, c := range f.hardSpread {
 			counts := f.spreadCountsFor(i, c)
 			minCount := -1
-			for _, n := range counts.counts {
-				if minCount < 0 || n < minCount {
+			for id, n := range counts.counts {
+				if counts.domain[id] && (minCount < 0 || n < minCount) {
 					minCount = n
 				}
 			}
-			if minCount < 0 || (c.MinDomains != nil && len(counts.counts) < int(*c.MinDomains)) {
+			if minCount < 0 || (c.MinDomains != nil && counts.domains < int(*c.MinDomains)) {
 				minCount = 0
 			}
 			self := 0
@@ -275,19 +282,11 @@ func (f *podFilter) spread(ns *nodeState) string {
 				self = 1
 			}
 			f.spreadCounts[i], f.spreadBase[i] = counts, self-minCount
-			// Per topology value, the count of its domain; a node without
-			// the key can never take the pod.
-			t := f.s.topology(c.TopologyKey)
-			counts.byID = make([]int, len(t.names))
-			for id, v := range t.names {
-				counts.byID[id] = counts.counts[v]
-			}
-			f.spreadTopos[i] = t
 		}
 	}
 	for i, c := range f.hardSpread {
-		t := f.spreadTopos[i]
-		if !t.has[ns.index] || f.spreadCounts[i].byID[t.ids[ns.index]]+f.spreadBase[i] > int(c.MaxSkew) {
+		counts := f.spreadCounts[i]
+		if !counts.topo.has[ns.index] || counts.counts[counts.topo.ids[ns.index]]+f.spreadBase[i] > int(c.MaxSkew) {
 			return ReasonSpread
 		}
 	}
@@ -350,12 +349,18 @@ func (f *podFilter) spreadCountsFor(i int, c corev1.TopologySpreadConstraint) *s
 		return cached
 	}
 	required := nodeaffinity.GetRequiredNodeAffinity(f.pod)
-	counts := &spreadCounts{namespace: f.pod.Namespace, selector: sel, key: c.TopologyKey, counts: map[string]int{}, eligible: map[string]bool{}}
-	for _, ns := range f.s.nodes {
+	topo := f.s.topology(c.TopologyKey)
+	others := make([]*topology, 0, len(keys))
+	for k := range keys {
+		others = append(others, f.s.topology(k))
+	}
+	counts := &spreadCounts{namespace: f.pod.Namespace, selector: sel, topo: topo,
+		eligible: make([]bool, len(f.s.nodes)), domain: make([]bool, topo.values), counts: make([]int, topo.values)}
+	for i, ns := range f.s.nodes {
 		n := ns.node
 		ok := true
-		for k := range keys {
-			if _, has := n.Labels[k]; !has {
+		for _, t := range others {
+			if !t.has[i] {
 				ok = false
 				break
 			}
@@ -371,14 +376,18 @@ func (f *podFilter) spreadCountsFor(i int, c corev1.TopologySpreadConstraint) *s
 			}
 		}
 		if ok {
-			counts.eligible[n.Name] = true
-			counts.counts[n.Labels[c.TopologyKey]] += 0 // the domain exists even when empty
+			counts.eligible[i] = true
+			if id := topo.ids[i]; !counts.domain[id] { // the domain exists even when empty
+				counts.domain[id] = true
+				counts.domains++
+			}
 		}
 	}
-	for _, pp := range f.s.podsIn(f.pod.Namespace) {
-		counts.add(pp.pod, pp.node)
+	for pp := range f.s.podsIn(f.pod.Namespace) {
+		counts.add(pp.pod, pp.index)
 	}
 	f.s.spreadCache[cacheKey] = counts
+	f.s.spreadList = append(f.s.spreadList, counts)
 	if ownerKey != "" {
 		f.s.spreadCache[ownerKey] = counts
 	}

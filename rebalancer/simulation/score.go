@@ -2,6 +2,7 @@ package simulation
 
 import (
 	"math"
+	"slices"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -172,14 +173,22 @@ type topology struct {
 	values int      // distinct ids
 }
 
+// topology interns the values of a node label: the same for every plan on
+// a snapshot, so built once per snapshot and kept per simulator too.
 func (s *Simulator) topology(key string) *topology {
 	if t, ok := s.topologies[key]; ok {
 		return t
 	}
-	t := &topology{ids: make([]int32, len(s.nodes)), has: make([]bool, len(s.nodes))}
+	t := s.snap.Memo("simulation.topology|"+key, func() any { return buildTopology(s.base, key) }).(*topology)
+	s.topologies[key] = t
+	return t
+}
+
+func buildTopology(b *base, key string) *topology {
+	t := &topology{ids: make([]int32, len(b.nodes)), has: make([]bool, len(b.nodes))}
 	byValue := map[string]int32{}
-	for i, ns := range s.nodes {
-		v, ok := ns.node.Labels[key]
+	for i := range b.nodes {
+		v, ok := b.nodes[i].node.Labels[key]
 		id, seen := byValue[v]
 		if !seen {
 			id = int32(len(byValue))
@@ -189,7 +198,6 @@ func (s *Simulator) topology(key string) *topology {
 		t.ids[i], t.has[i] = id, ok
 	}
 	t.values = len(byValue)
-	s.topologies[key] = t
 	return t
 }
 
@@ -321,7 +329,7 @@ func (f *podFilter) softCounts(constraints []softConstraint, topos []*topology, 
 			c.add(pp.pod, pp.index)
 		}
 	} else {
-		for _, pp := range f.s.podsIn(f.pod.Namespace) {
+		for pp := range f.s.podsIn(f.pod.Namespace) {
 			c.add(pp.pod, pp.index)
 		}
 	}
@@ -487,7 +495,7 @@ func (f *podFilter) podsFor(t compiledTerm) []placedPod {
 	if t.namespaces[0] != allNamespaces {
 		var out []placedPod
 		for _, ns := range t.namespaces {
-			out = append(out, s.podsIn(ns)...)
+			out = slices.AppendSeq(out, s.podsIn(ns))
 		}
 		return out
 	}

@@ -57,6 +57,7 @@ type Result struct {
 // What does not depend on the plan is computed once per snapshot (base);
 // a Simulator overlays the moving pods' departure and the placements.
 type Simulator struct {
+	snap  *snapshot.Snapshot
 	base  *base
 	nodes []*nodeState
 	// removed are the moving pods; added the pods placed so far, with
@@ -65,6 +66,9 @@ type Simulator struct {
 	added       map[string][]placedPod
 	addedAnti   map[string][]antiTerm
 	spreadCache map[string]*spreadCounts
+	// spreadList holds each of spreadCache's counts once (it names one
+	// under several keys), for counting placements.
+	spreadList []*spreadCounts
 	// softCache holds soft spread counts by controller; softByOwner the
 	// ones that count only their controller's pods (the system default),
 	// softByNamespace the ones that count by selector.
@@ -193,7 +197,7 @@ func New(snap *snapshot.Snapshot, atRisk sets.Set[string], moving []*corev1.Pod)
 			touched.Insert(p.Spec.NodeName)
 		}
 	}
-	s := &Simulator{base: b, nodes: make([]*nodeState, len(b.nodes)), removed: removed,
+	s := &Simulator{snap: snap, base: b, nodes: make([]*nodeState, len(b.nodes)), removed: removed,
 		added: map[string][]placedPod{}, addedAnti: map[string][]antiTerm{}, spreadCache: map[string]*spreadCounts{}, softCache: map[string]*softCounts{},
 		softByOwner: map[types.UID]*softCounts{}, softByNamespace: map[string][]*softCounts{}, topologies: map[string]*topology{},
 		storage: snap.Memo("simulation.storage", func() any { return buildStorage(snap, b) }).(*storage), attachedAdded: make([]map[string]sets.Set[string], len(b.nodes))}
@@ -272,8 +276,8 @@ func (s *Simulator) place(ns *nodeState, p *corev1.Pod, r podResources, volumes 
 			s.addedAnti[namespace] = append(s.addedAnti[namespace], t)
 		}
 	}
-	for _, c := range s.spreadCache {
-		c.add(p, ns.node)
+	for _, c := range s.spreadList {
+		c.add(p, ns.index)
 	}
 	if o := metav1.GetControllerOfNoCopy(p); o != nil {
 		if c, ok := s.softByOwner[o.UID]; ok {
@@ -435,7 +439,6 @@ type podFilter struct {
 	hardSpread   []corev1.TopologySpreadConstraint
 	spreadCounts []*spreadCounts // per hardSpread entry, on first use
 	spreadBase   []int           // per entry: self match minus the minimum
-	spreadTopos  []*topology     // per entry
 	interPod     *interPodRules  // on first use
 	// volumes are the pod's volumes as the volume filters see them; nil
 	// when it has none they check.

@@ -201,6 +201,17 @@ func TestPlacement(t *testing.T) {
 				pod("other", "b", req("1"))},
 			want: map[string]string{"web-1": "a"},
 		},
+		"pods of one ReplicaSet placed under zone spread count once each": {
+			// zone-a 0, zone-b 1 (full): with maxSkew 2 all three fit in
+			// zone-a (2, then 3 against 1).
+			nodes: []*corev1.Node{node("risky"), node("a", cpu("16")), node("b", zone("zone-b"), cpu("1"))},
+			pods: []*corev1.Pod{
+				pod("m1", "risky", req("1"), app("web"), ownedBy("rs-web"), spread(corev1.LabelTopologyZone, 2, "web")),
+				pod("m2", "risky", req("1"), app("web"), ownedBy("rs-web"), spread(corev1.LabelTopologyZone, 2, "web")),
+				pod("m3", "risky", req("1"), app("web"), ownedBy("rs-web"), spread(corev1.LabelTopologyZone, 2, "web")),
+				pod("web-b", "b", req("1"), app("web"), ownedBy("rs-web"))},
+			want: map[string]string{"m1": "a", "m2": "a", "m3": "a"},
+		},
 		"a nodeSelector picks only matching nodes": {
 			nodes: []*corev1.Node{node("risky"), node("a"), node("gpu", label("gpu", "true"))},
 			pods:  []*corev1.Pod{pod("web", "risky", selectNode("gpu", "true"))},
