@@ -91,14 +91,19 @@ func (s *Simulator) podsIn(namespace string) iter.Seq[placedPod] {
 
 // antiTermsIn are the anti-affinity terms of staying or placed pods that
 // select pods in namespace.
-func (s *Simulator) antiTermsIn(namespace string) []antiTerm {
-	var out []antiTerm
-	for _, t := range s.base.antiTerms[namespace] {
-		if !s.removed.Has(t.pod.UID) {
-			out = append(out, t)
+func (s *Simulator) antiTermsIn(namespace string) iter.Seq[antiTerm] {
+	return func(yield func(antiTerm) bool) {
+		for _, t := range s.base.antiTerms[namespace] {
+			if !s.removed.Has(t.pod.UID) && !yield(t) {
+				return
+			}
+		}
+		for _, t := range s.addedAnti[namespace] {
+			if !yield(t) {
+				return
+			}
 		}
 	}
-	return append(out, s.addedAnti[namespace]...)
 }
 
 // interPodRules is what the pod's required affinity and anti-affinity, and
@@ -131,7 +136,7 @@ func (f *podFilter) rules() *interPodRules {
 	}
 	s := f.s
 	for _, ns := range []string{f.pod.Namespace, allNamespaces} {
-		for _, t := range s.antiTermsIn(ns) {
+		for t := range s.antiTermsIn(ns) {
 			if t.hasValue && t.selector.Matches(labels.Set(f.pod.Labels)) {
 				forbid(t.key, t.value)
 			}

@@ -43,30 +43,45 @@ type storage struct {
 	// pvsByClass are the PersistentVolumes of each StorageClass, for
 	// static binding of WaitForFirstConsumer claims.
 	pvsByClass map[string][]*corev1.PersistentVolume
-	// limits are each node's CSI attach limits by driver (CSINode
-	// allocatable counts); attached the volumes its pods use, by driver.
-	limits   []map[string]int
-	attached []map[string]sets.Set[string]
+	// drivers are the CSI drivers some node limits (CSINode allocatable
+	// counts), interned: limits[i*len(drivers)+d] is node i's limit for
+	// driver d (-1: none) and attachedCount the volumes attached there;
+	// attached are each node's volumes in use, by driver name.
+	drivers       map[string]int
+	limits        []int32
+	attachedCount []int32
+	attached      []map[string]sets.Set[string]
 	// rwopUsers are the pods using each ReadWriteOncePod claim.
 	rwopUsers map[string][]types.UID
 }
 
 func buildStorage(snap *snapshot.Snapshot, b *base) *storage {
-	st := &storage{snap: snap, pvsByClass: map[string][]*corev1.PersistentVolume{}, limits: make([]map[string]int, len(b.nodes)),
+	st := &storage{snap: snap, pvsByClass: map[string][]*corev1.PersistentVolume{}, drivers: map[string]int{},
 		attached: make([]map[string]sets.Set[string], len(b.nodes)), rwopUsers: map[string][]types.UID{}}
 	for _, pv := range snap.PVs {
 		class := volume.GetPersistentVolumeClass(pv)
 		st.pvsByClass[class] = append(st.pvsByClass[class], pv)
 	}
 	for i := range b.nodes {
+		if c := snap.CSINode(b.nodes[i].node.Name); c != nil {
+			for _, d := range c.Spec.Drivers {
+				if _, seen := st.drivers[d.Name]; !seen && d.Allocatable != nil && d.Allocatable.Count != nil {
+					st.drivers[d.Name] = len(st.drivers)
+				}
+			}
+		}
+	}
+	nd := len(st.drivers)
+	st.limits, st.attachedCount = make([]int32, len(b.nodes)*nd), make([]int32, len(b.nodes)*nd)
+	for i := range st.limits {
+		st.limits[i] = -1
+	}
+	for i := range b.nodes {
 		n := b.nodes[i].node
 		if c := snap.CSINode(n.Name); c != nil {
 			for _, d := range c.Spec.Drivers {
 				if d.Allocatable != nil && d.Allocatable.Count != nil {
-					if st.limits[i] == nil {
-						st.limits[i] = map[string]int{}
-					}
-					st.limits[i][d.Name] = int(*d.Allocatable.Count)
+					st.limits[i*nd+st.drivers[d.Name]] = *d.Allocatable.Count
 				}
 			}
 		}
@@ -89,6 +104,9 @@ func buildStorage(snap *snapshot.Snapshot, b *base) *storage {
 				}
 				st.attached[i][driver].Insert(ids...)
 			}
+		}
+		for driver, d := range st.drivers {
+			st.attachedCount[i*nd+d] = int32(st.attached[i][driver].Len())
 		}
 	}
 	return st
@@ -170,7 +188,15 @@ type podVolumes struct {
 	delayed []*corev1.PersistentVolumeClaim
 	zones   []zoneTerm
 	rwop    bool
-	attach  map[string][]string
+	// attach are the CSI volumes it attaches of the drivers some node
+	// limits.
+	attach []driverVolumes
+}
+
+type driverVolumes struct {
+	driver int // in storage.drivers
+	name   string
+	ids    []string // distinct
 }
 
 type zoneTerm struct {
@@ -179,10 +205,12 @@ type zoneTerm struct {
 }
 
 func (st *storage) podVolumes(p *corev1.Pod, removed sets.Set[types.UID]) *podVolumes {
-	pv := &podVolumes{attach: st.volumesOf(p)}
-	for driver, ids := range pv.attach {
-		slices.Sort(ids)
-		pv.attach[driver] = slices.Compact(ids)
+	pv := &podVolumes{}
+	for driver, ids := range st.volumesOf(p) {
+		if d, limited := st.drivers[driver]; limited {
+			slices.Sort(ids)
+			pv.attach = append(pv.attach, driverVolumes{driver: d, name: driver, ids: slices.Compact(ids)})
+		}
 	}
 	for i := range p.Spec.Volumes {
 		v := &p.Spec.Volumes[i]
@@ -264,10 +292,8 @@ func (f *podFilter) checkVolumes(ns *nodeState) string {
 		return ReasonVolumeLimit
 	}
 	n := ns.node
-	for _, a := range v.affinities {
-		if !a.matches(n) {
-			return ReasonVolumeAffinity
-		}
+	if !f.volumeTopology().affinityOK(ns.index, n) {
+		return ReasonVolumeAffinity
 	}
 	if v.pvMissing {
 		return ReasonVolumeMissing
@@ -275,27 +301,133 @@ func (f *podFilter) checkVolumes(ns *nodeState) string {
 	if len(v.delayed) > 0 && !f.s.canBind(v.delayed, n) {
 		return ReasonVolumeBind
 	}
-	if len(v.zones) > 0 && hasZone(n) {
-		for _, z := range v.zones {
-			value, ok := n.Labels[z.key]
-			if !ok {
-				value, ok = n.Labels[gaLabel(z.key)]
-			}
-			if !ok || !z.values.Has(value) {
-				return ReasonVolumeZone
-			}
-		}
+	if !f.volumeTopology().zoneOK(ns.index) {
+		return ReasonVolumeZone
 	}
 	return ""
 }
 
-func hasZone(n *corev1.Node) bool {
-	for _, k := range zoneLabels {
-		if _, ok := n.Labels[k]; ok {
-			return true
+// volumeTopology is a pod's bound volumes' node affinities and zone
+// labels, decided once per distinct value of the node labels they read,
+// so that checking a node reads two slices per label; built on first use.
+func (f *podFilter) volumeTopology() *volumeTopology {
+	if f.volTopo != nil {
+		return f.volTopo
+	}
+	s, v := f.s, f.volumes
+	vt := &volumeTopology{}
+	for _, a := range v.affinities {
+		c := compiledAffinity{fallback: a.fallback}
+		for _, term := range a.terms {
+			reqs, _ := term.Requirements()
+			tests := make([]*labelTest, len(reqs))
+			for i, r := range reqs {
+				tests[i] = newLabelTest(s.topology(r.Key()), func(value string) bool { return r.Matches(labels.Set{r.Key(): value}) }, r.Matches(labels.Set{}))
+			}
+			c.terms = append(c.terms, tests)
+		}
+		vt.affinities = append(vt.affinities, c)
+	}
+	if len(v.zones) > 0 {
+		for _, k := range zoneLabels {
+			vt.zoneKeys = append(vt.zoneKeys, s.topology(k))
 		}
 	}
-	return false
+	for _, z := range v.zones {
+		vt.zones = append(vt.zones, zoneTest{
+			label: newLabelTest(s.topology(z.key), z.values.Has, false),
+			ga:    newLabelTest(s.topology(gaLabel(z.key)), z.values.Has, false)})
+	}
+	f.volTopo = vt
+	return vt
+}
+
+type volumeTopology struct {
+	affinities []compiledAffinity
+	// zones are VolumeZone's terms, checked on nodes with any of zoneKeys.
+	zones    []zoneTest
+	zoneKeys []*topology
+}
+
+// compiledAffinity is a volumeAffinity on topology ids: terms ORed,
+// requirements ANDed; or its fallback matcher.
+type compiledAffinity struct {
+	terms    [][]*labelTest
+	fallback *nodeaffinity.LazyErrorNodeSelector
+}
+
+// zoneTest is one zone label of a volume: the node's value of the label,
+// or else of its GA name, must be one of the volume's.
+type zoneTest struct{ label, ga *labelTest }
+
+func (vt *volumeTopology) affinityOK(i int, n *corev1.Node) bool {
+	for _, a := range vt.affinities {
+		if a.fallback != nil {
+			if ok, err := a.fallback.Match(n); err != nil || !ok {
+				return false
+			}
+			continue
+		}
+		if !slices.ContainsFunc(a.terms, func(term []*labelTest) bool {
+			for _, t := range term {
+				if !t.matches(i) {
+					return false
+				}
+			}
+			return true
+		}) {
+			return false
+		}
+	}
+	return true
+}
+
+func (vt *volumeTopology) zoneOK(i int) bool {
+	if len(vt.zones) == 0 || !slices.ContainsFunc(vt.zoneKeys, func(t *topology) bool { return t.has[i] }) {
+		return true // VolumeZone passes nodes with no zone label
+	}
+	for _, z := range vt.zones {
+		switch {
+		case z.label.topo.has[i]:
+			if !z.label.matches(i) {
+				return false
+			}
+		case z.ga.topo.has[i]:
+			if !z.ga.matches(i) {
+				return false
+			}
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// labelTest is a test of one node label's value, decided once per distinct
+// value (topology id) on first use.
+type labelTest struct {
+	topo    *topology
+	match   func(value string) bool
+	missing bool   // the verdict for nodes without the label
+	verdict []int8 // by topology id: 0 not decided yet, 1 matches, -1 not
+}
+
+func newLabelTest(t *topology, match func(string) bool, missing bool) *labelTest {
+	return &labelTest{topo: t, match: match, missing: missing, verdict: make([]int8, t.values)}
+}
+
+func (t *labelTest) matches(i int) bool {
+	if !t.topo.has[i] {
+		return t.missing
+	}
+	id := t.topo.ids[i]
+	if t.verdict[id] == 0 {
+		t.verdict[id] = -1
+		if t.match(t.topo.names[id]) {
+			t.verdict[id] = 1
+		}
+	}
+	return t.verdict[id] == 1
 }
 
 func gaLabel(k string) string {
@@ -310,24 +442,26 @@ func gaLabel(k string) string {
 
 // exceedsLimits tells whether the pod's CSI volumes, those not attached
 // there already, take a driver of the node over its attach limit.
-func (s *Simulator) exceedsLimits(ns *nodeState, attach map[string][]string) bool {
-	limits := s.storage.limits[ns.index]
-	if len(limits) == 0 || len(attach) == 0 {
-		return false
-	}
-	for driver, ids := range attach {
-		limit, ok := limits[driver]
-		if !ok {
+func (s *Simulator) exceedsLimits(ns *nodeState, attach []driverVolumes) bool {
+	nd := len(s.storage.drivers)
+	for _, a := range attach {
+		k := ns.index*nd + a.driver
+		limit := int(s.storage.limits[k])
+		if limit < 0 {
 			continue
 		}
-		have := s.attachedOn(ns.index, driver)
-		fresh := 0 // ids are distinct (podVolumes)
-		for _, id := range ids {
-			if !have.Has(id) {
+		have := int(s.attachedCount[k])
+		if have+len(a.ids) <= limit {
+			continue // fits even if none is attached yet
+		}
+		set := s.attachedOn(ns.index, a.name)
+		fresh := 0
+		for _, id := range a.ids {
+			if !set.Has(id) {
 				fresh++
 			}
 		}
-		if fresh > 0 && have.Len()+fresh > limit {
+		if fresh > 0 && have+fresh > limit {
 			return true
 		}
 	}
@@ -374,20 +508,6 @@ var selectionOps = map[corev1.NodeSelectorOperator]selection.Operator{
 	corev1.NodeSelectorOpGt: selection.GreaterThan, corev1.NodeSelectorOpLt: selection.LessThan,
 }
 
-func (a volumeAffinity) matches(n *corev1.Node) bool {
-	if a.fallback != nil {
-		ok, err := a.fallback.Match(n)
-		return err == nil && ok
-	}
-	set := labels.Set(n.Labels)
-	for _, t := range a.terms {
-		if t.Matches(set) {
-			return true
-		}
-	}
-	return false
-}
-
 // attachedOn are the volumes of a driver attached on a node, placements
 // included.
 func (s *Simulator) attachedOn(i int, driver string) sets.Set[string] {
@@ -401,15 +521,22 @@ func (s *Simulator) attachedOn(i int, driver string) sets.Set[string] {
 
 // attach records the pod's CSI volumes as attached on the node it was
 // placed on (copying the base's set before the first change).
-func (s *Simulator) attach(i int, attach map[string][]string) {
-	for driver, ids := range attach {
+func (s *Simulator) attach(i int, attach []driverVolumes) {
+	nd := len(s.storage.drivers)
+	for _, a := range attach {
 		if s.attachedAdded[i] == nil {
 			s.attachedAdded[i] = map[string]sets.Set[string]{}
 		}
-		if s.attachedAdded[i][driver] == nil {
-			s.attachedAdded[i][driver] = sets.New[string]().Union(s.attachedOn(i, driver))
+		set := s.attachedAdded[i][a.name]
+		if set == nil {
+			set = sets.New[string]().Union(s.attachedOn(i, a.name))
+			s.attachedAdded[i][a.name] = set
 		}
-		s.attachedAdded[i][driver].Insert(ids...)
+		set.Insert(a.ids...)
+		if !s.ownCounts {
+			s.attachedCount, s.ownCounts = slices.Clone(s.attachedCount), true
+		}
+		s.attachedCount[i*nd+a.driver] = int32(set.Len())
 	}
 }
 
