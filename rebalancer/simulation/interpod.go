@@ -3,6 +3,7 @@ package simulation
 import (
 	"fmt"
 	"iter"
+	"maps"
 	"slices"
 	"strings"
 
@@ -107,57 +108,45 @@ func (s *Simulator) antiTermsIn(namespace string) iter.Seq[antiTerm] {
 }
 
 // interPodRules is what the pod's required affinity and anti-affinity, and
-// the anti-affinity of pods already placed, allow: computed once per pod.
+// the anti-affinity of pods already placed, allow: computed once per pod,
+// as tests of node labels.
 type interPodRules struct {
-	// forbidden: topology key -> values where the pod may not go.
-	forbidden map[string]sets.Set[string]
-	// required: one entry per affinity term, the values where it holds.
-	required []requiredDomain
+	// forbidden: one test per topology key, true where the pod may not go.
+	forbidden []*labelTest
+	// required: one test per affinity term, true where it holds.
+	required []*labelTest
 	// anywhere is true when the pod's affinity cannot hold yet but the
 	// pod may start the group (it matches its own terms).
 	anywhere bool
-}
-
-type requiredDomain struct {
-	key    string
-	values sets.Set[string]
 }
 
 func (f *podFilter) rules() *interPodRules {
 	if f.interPod != nil {
 		return f.interPod
 	}
-	r := &interPodRules{forbidden: map[string]sets.Set[string]{}}
-	forbid := func(key, value string) {
-		if r.forbidden[key] == nil {
-			r.forbidden[key] = sets.New[string]()
-		}
-		r.forbidden[key].Insert(value)
-	}
+	r := &interPodRules{}
 	s := f.s
-	for _, ns := range []string{f.pod.Namespace, allNamespaces} {
-		for t := range s.antiTermsIn(ns) {
-			if t.hasValue && t.selector.Matches(labels.Set(f.pod.Labels)) {
-				forbid(t.key, t.value)
-			}
+	// What other pods' anti-affinity forbids, and the pod's own
+	// anti-affinity terms' domains: forbidden where either says so.
+	byOthers := s.forbiddenByOthers(f.pod)
+	var own []*termDomains
+	if a := f.pod.Spec.Affinity; a != nil && a.PodAntiAffinity != nil {
+		for i := range a.PodAntiAffinity.RequiredDuringSchedulingIgnoredDuringExecution {
+			own = append(own, s.domainsOf(f.pod, i, &a.PodAntiAffinity.RequiredDuringSchedulingIgnoredDuringExecution[i]))
 		}
 	}
-	var affinity, anti []corev1.PodAffinityTerm
-	if a := f.pod.Spec.Affinity; a != nil {
-		if a.PodAffinity != nil {
-			affinity = a.PodAffinity.RequiredDuringSchedulingIgnoredDuringExecution
-		}
-		if a.PodAntiAffinity != nil {
-			anti = a.PodAntiAffinity.RequiredDuringSchedulingIgnoredDuringExecution
-		}
+	keys := sets.KeySet(byOthers)
+	for _, d := range own {
+		keys.Insert(d.term.key)
 	}
-	for i := range anti {
-		t := compile(f.pod, &anti[i])
-		for _, pp := range s.candidatesFor(t) {
-			if v, ok := pp.node.Labels[t.key]; ok && t.matches(pp.pod) {
-				forbid(t.key, v)
-			}
-		}
+	for _, key := range sets.List(keys) {
+		r.forbidden = append(r.forbidden, newLabelTest(s.topology(key), func(value string) bool {
+			return byOthers[key].Has(value) || slices.ContainsFunc(own, func(d *termDomains) bool { return d.term.key == key && d.values[value] > 0 })
+		}, false))
+	}
+	var affinity []corev1.PodAffinityTerm
+	if a := f.pod.Spec.Affinity; a != nil && a.PodAffinity != nil {
+		affinity = a.PodAffinity.RequiredDuringSchedulingIgnoredDuringExecution
 	}
 	if len(affinity) == 0 {
 		f.interPod = r
@@ -166,13 +155,13 @@ func (f *podFilter) rules() *interPodRules {
 	terms := make([]compiledTerm, len(affinity))
 	for i := range affinity {
 		terms[i] = compile(f.pod, &affinity[i])
-		d := requiredDomain{key: terms[i].key, values: sets.New[string]()}
-		for _, pp := range s.candidatesFor(terms[i]) {
-			if v, ok := pp.node.Labels[d.key]; ok && terms[i].matches(pp.pod) {
-				d.values.Insert(v)
+		values := sets.New[string]()
+		for pp := range s.candidatesFor(terms[i]) {
+			if v, ok := pp.node.Labels[terms[i].key]; ok && terms[i].matches(pp.pod) {
+				values.Insert(v)
 			}
 		}
-		r.required = append(r.required, d)
+		r.required = append(r.required, newLabelTest(s.topology(terms[i].key), values.Has, false))
 	}
 	// The scheduler lets the first pod of a group that selects itself go
 	// anywhere, or the group could never start.
@@ -186,7 +175,7 @@ func (f *podFilter) rules() *interPodRules {
 	}
 	if matchesAll(f.pod) {
 		r.anywhere = true
-		for _, pp := range s.candidatesFor(terms[0]) {
+		for pp := range s.candidatesFor(terms[0]) {
 			if matchesAll(pp.pod) {
 				r.anywhere = false
 				break
@@ -197,8 +186,95 @@ func (f *podFilter) rules() *interPodRules {
 	return r
 }
 
+// othersAnti is what other pods' required anti-affinity forbids the pods
+// of one controller (which share namespace and labels), kept up to date by
+// reading only the terms placed since.
+type othersAnti struct {
+	namespace string
+	labels    map[string]string
+	forbidden map[string]sets.Set[string]
+	// seen are how many of addedAnti's terms for the namespace and for
+	// all namespaces are counted.
+	seen [2]int
+}
+
+// forbiddenByOthers maps topology keys to the values where the required
+// anti-affinity of staying and placed pods keeps p off.
+func (s *Simulator) forbiddenByOthers(p *corev1.Pod) map[string]sets.Set[string] {
+	var cached *othersAnti
+	o := metav1.GetControllerOfNoCopy(p)
+	if o != nil {
+		cached = s.othersAnti[o.UID]
+	}
+	if cached == nil || cached.namespace != p.Namespace || !maps.Equal(cached.labels, p.Labels) {
+		cached = &othersAnti{namespace: p.Namespace, labels: p.Labels, forbidden: map[string]sets.Set[string]{}}
+		for _, ns := range []string{p.Namespace, allNamespaces} {
+			for _, t := range s.base.antiTerms[ns] {
+				if !s.removed.Has(t.pod.UID) {
+					cached.add(t)
+				}
+			}
+		}
+		if o != nil {
+			s.othersAnti[o.UID] = cached
+		}
+	}
+	for i, ns := range []string{p.Namespace, allNamespaces} {
+		added := s.addedAnti[ns]
+		for _, t := range added[cached.seen[i]:] {
+			cached.add(t)
+		}
+		cached.seen[i] = len(added)
+	}
+	return cached.forbidden
+}
+
+func (c *othersAnti) add(t antiTerm) {
+	if !t.hasValue || !t.selector.Matches(labels.Set(c.labels)) {
+		return
+	}
+	if c.forbidden[t.key] == nil {
+		c.forbidden[t.key] = sets.New[string]()
+	}
+	c.forbidden[t.key].Insert(t.value)
+}
+
+// termDomains are the topology values of the nodes running pods that one
+// of a pod's required anti-affinity terms selects, counted; shared by the
+// pods of a controller (their terms are their template's) and kept up to
+// date as pods are placed.
+type termDomains struct {
+	term   compiledTerm
+	values map[string]int
+}
+
+func (s *Simulator) domainsOf(p *corev1.Pod, i int, term *corev1.PodAffinityTerm) *termDomains {
+	var key string
+	if o := metav1.GetControllerOfNoCopy(p); o != nil {
+		key = fmt.Sprintf("%s|%d", o.UID, i)
+		if d, ok := s.antiDomains[key]; ok {
+			return d
+		}
+	}
+	d := &termDomains{term: compile(p, term), values: map[string]int{}}
+	for pp := range s.candidatesFor(d.term) {
+		d.add(pp)
+	}
+	if key != "" {
+		s.antiDomains[key] = d
+		s.antiDomainList = append(s.antiDomainList, d)
+	}
+	return d
+}
+
+func (d *termDomains) add(pp placedPod) {
+	if v, ok := pp.node.Labels[d.term.key]; ok && d.term.matches(pp.pod) {
+		d.values[v]++
+	}
+}
+
 // candidatesFor are the pods a term could select, by namespace.
-func (s *Simulator) candidatesFor(t compiledTerm) []placedPod {
+func (s *Simulator) candidatesFor(t compiledTerm) iter.Seq[placedPod] {
 	namespaces := t.namespaces
 	if namespaces[0] == allNamespaces {
 		all := sets.New[string]()
@@ -210,29 +286,30 @@ func (s *Simulator) candidatesFor(t compiledTerm) []placedPod {
 		}
 		namespaces = sets.List(all)
 	}
-	var out []placedPod
-	for _, ns := range namespaces {
-		out = slices.AppendSeq(out, s.podsIn(ns))
+	return func(yield func(placedPod) bool) {
+		for _, ns := range namespaces {
+			for pp := range s.podsIn(ns) {
+				if !yield(pp) {
+					return
+				}
+			}
+		}
 	}
-	return out
 }
 
 // checkInterPod returns why ns breaks a required inter-pod rule, or "".
 func (f *podFilter) checkInterPod(ns *nodeState) string {
 	r := f.rules()
-	if len(r.forbidden) == 0 && (r.anywhere || len(r.required) == 0) {
-		return ""
-	}
-	for key, values := range r.forbidden {
-		if v, ok := ns.node.Labels[key]; ok && values.Has(v) {
+	for _, t := range r.forbidden {
+		if t.matches(ns.index) {
 			return ReasonAntiAffinity
 		}
 	}
 	if r.anywhere {
 		return ""
 	}
-	for _, d := range r.required {
-		if v, ok := ns.node.Labels[d.key]; !ok || !d.values.Has(v) {
+	for _, t := range r.required {
+		if !t.matches(ns.index) {
 			return ReasonPodAffinity
 		}
 	}

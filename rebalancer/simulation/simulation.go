@@ -90,6 +90,11 @@ type Simulator struct {
 	// affinity terms, for InterPodAffinity scoring.
 	addedAll      []placedPod
 	addedAffinity []affinityPod
+	// othersAnti and antiDomains cache inter-pod anti-affinity by
+	// controller; antiDomainList holds each of antiDomains once.
+	othersAnti     map[types.UID]*othersAnti
+	antiDomains    map[string]*termDomains
+	antiDomainList []*termDomains
 	// nextStart is where the next search for a node begins.
 	nextStart int
 }
@@ -203,7 +208,7 @@ func New(snap *snapshot.Snapshot, atRisk sets.Set[string], moving []*corev1.Pod)
 	}
 	s := &Simulator{snap: snap, base: b, nodes: make([]*nodeState, len(b.nodes)), removed: removed,
 		added: map[string][]placedPod{}, addedAnti: map[string][]antiTerm{}, spreadCache: map[string]*spreadCounts{}, softCache: map[string]*softCounts{},
-		softByOwner: map[types.UID]*softCounts{}, softByNamespace: map[string][]*softCounts{}, topologies: map[string]*topology{},
+		softByOwner: map[types.UID]*softCounts{}, othersAnti: map[types.UID]*othersAnti{}, antiDomains: map[string]*termDomains{}, softByNamespace: map[string][]*softCounts{}, topologies: map[string]*topology{},
 		storage: snap.Memo("simulation.storage", func() any { return buildStorage(snap, b) }).(*storage), attachedAdded: make([]map[string]sets.Set[string], len(b.nodes))}
 	s.attachedCount = s.storage.attachedCount
 	states := slices.Clone(b.nodes)
@@ -283,6 +288,9 @@ func (s *Simulator) place(ns *nodeState, p *corev1.Pod, r podResources, volumes 
 	}
 	for _, c := range s.spreadList {
 		c.add(p, ns.index)
+	}
+	for _, d := range s.antiDomainList {
+		d.add(placedPod{pod: p, node: ns.node, index: ns.index})
 	}
 	if o := metav1.GetControllerOfNoCopy(p); o != nil {
 		if c, ok := s.softByOwner[o.UID]; ok {

@@ -285,6 +285,38 @@ func TestPlacement(t *testing.T) {
 				pod("web-2", "risky", app("web"), antiAffinity("web", "kubernetes.io/hostname"))},
 			want: map[string]string{"web-1": "a", "web-2": "!anti-affinity"},
 		},
+		"anti-affinity between moving pods of one ReplicaSet spreads them, a staying one's included": {
+			// The pods share their controller, so their rules are cached by
+			// it: each placement must still be seen by the next pod.
+			nodes: []*corev1.Node{node("risky"), node("a"), node("b"), node("c")},
+			pods: []*corev1.Pod{
+				pod("web-1", "risky", app("web"), ownedBy("rs-web"), antiAffinity("web", "kubernetes.io/hostname")),
+				pod("web-2", "risky", app("web"), ownedBy("rs-web"), antiAffinity("web", "kubernetes.io/hostname")),
+				pod("web-3", "risky", app("web"), ownedBy("rs-web"), antiAffinity("web", "kubernetes.io/hostname")),
+				pod("web-0", "c", app("web"), ownedBy("rs-web"), antiAffinity("web", "kubernetes.io/hostname"))},
+			want: map[string]string{"web-1": "a", "web-2": "b", "web-3": "!3 didn't match pod anti-affinity"},
+		},
+		"a pod placed after a ReplicaSet's first keeps the next off by its anti-affinity": {
+			// web-0 (largest) goes first and caches what keeps web pods
+			// away; guard is placed next, on b; web-1 must see it.
+			nodes: []*corev1.Node{node("risky"), node("a"), node("b")},
+			pods: []*corev1.Pod{
+				pod("web-0", "risky", app("web"), ownedBy("rs-web"), req("3")),
+				pod("guard", "risky", req("2"), antiAffinity("web", "kubernetes.io/hostname")),
+				pod("web-1", "risky", app("web"), ownedBy("rs-web"), req("1"))},
+			want: map[string]string{"web-0": "a", "guard": "b", "web-1": "a"},
+		},
+		"a pod placed after a ReplicaSet's first counts against the next one's own anti-affinity": {
+			// web-1 goes first and caches its term's domains; cache is
+			// placed next, on b (web-1's term keeps it off a); web-2's own
+			// term must see it there.
+			nodes: []*corev1.Node{node("risky"), node("a"), node("b")},
+			pods: []*corev1.Pod{
+				pod("web-1", "risky", app("web"), ownedBy("rs-web"), req("2"), antiAffinity("cache", "kubernetes.io/hostname")),
+				pod("cache", "risky", app("cache"), req("1")),
+				pod("web-2", "risky", app("web"), ownedBy("rs-web"), req("500m"), antiAffinity("cache", "kubernetes.io/hostname"))},
+			want: map[string]string{"web-1": "a", "cache": "b", "web-2": "a"},
+		},
 		"affinity places a pod next to its match": {
 			nodes: []*corev1.Node{node("risky"), node("a", zone("zone-a")), node("b", zone("zone-b"))},
 			pods: []*corev1.Pod{pod("web", "risky", affinity("cache", corev1.LabelTopologyZone)),
