@@ -100,6 +100,9 @@ func (f *podFilter) addTaintScores(feasible []*nodeState, total []int64) {
 	raw := make([]int64, len(feasible))
 	any := false
 	for i, ns := range feasible {
+		if !ns.preferNoSchedule {
+			continue
+		}
 		for j := range ns.node.Spec.Taints {
 			t := &ns.node.Spec.Taints[j]
 			if t.Effect == corev1.TaintEffectPreferNoSchedule && !schedcorev1.TolerationsTolerateTaint(klog.Background(), tolerations, t, false) {

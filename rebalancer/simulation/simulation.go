@@ -111,7 +111,9 @@ type nodeState struct {
 	allocatable resources
 	requested   resources
 	taints      int // index of the node's taint set in base.taintSets
-	ports       []hostPort
+	// preferNoSchedule tells whether the node has PreferNoSchedule taints.
+	preferNoSchedule bool
+	ports            []hostPort
 	// nonZero is what the scheduler's scoring counts as requested: a
 	// container without a CPU or memory request counts as 100m or 200Mi.
 	nonZeroCPU, nonZeroMemory int64
@@ -161,6 +163,7 @@ func buildBase(snap *snapshot.Snapshot) *base {
 			b.taintSets = append(b.taintSets, n.Spec.Taints)
 		}
 		ns.taints = id
+		ns.preferNoSchedule = slices.ContainsFunc(n.Spec.Taints, func(t corev1.Taint) bool { return t.Effect == corev1.TaintEffectPreferNoSchedule })
 		switch {
 		case !NodeReady(n):
 			ns.unusable = ReasonNotReady
