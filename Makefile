@@ -113,6 +113,13 @@ bench-plan: ## Planner benchmarks: 500 nodes/10k pods and 5,000 nodes/100k pods
 soak: tools build ## 40 Spot nodes, ~1,500 pods with PDBs, all at risk at once (about 15 minutes; figures in docs/benchmarks.md)
 	go run ./tests/bench/soak
 
+.PHONY: soak-itn
+soak-itn: tools build ## The soak's fleet gets interruption notices at once (2-minute deadline): the controller, then kubectl drain of every node, compared (about 15 minutes)
+	rc=0; \
+	go run ./tests/bench/soak --signal interruption --replacement-every 1.5s || rc=1; \
+	go run ./tests/bench/soak --signal interruption --replacement-every 1.5s --drainer kubectl-drain || rc=1; \
+	exit $$rc
+
 .PHONY: lint
 lint: ## gofmt and go vet
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi

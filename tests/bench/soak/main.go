@@ -5,6 +5,14 @@
 // a counting proxy to the API server, and reports whether everything ended
 // drained, whether any budget was exceeded, the controller's memory and its
 // request rate against its client rate limit.
+//
+// With --signal interruption (`make soak-itn`) the nodes get interruption
+// notices instead, all at once, with a two-minute deadline, and the run
+// reports what stands at the deadline: the pods Ready elsewhere, the pods
+// still on the reclaimed nodes, deletions at the deadline and budget
+// breaches before it. --drainer kubectl-drain runs `kubectl drain` on every
+// node at once instead of the controller, as AWS Node Termination Handler
+// does, for comparison.
 package main
 
 import (
@@ -57,7 +65,19 @@ type options struct {
 	maxConcurrent                       int
 	maxRSSMiB                           int64
 	binary                              string
+	// signal is "rebalance" or "interruption"; drainer "spot-rebalancer"
+	// or "kubectl-drain" (interruption only); notice the interruption's
+	// deadline after the signal.
+	signal, drainer string
+	notice          time.Duration
 }
+
+const (
+	signalRebalance    = "rebalance"
+	signalInterruption = "interruption"
+	drainerOurs        = "spot-rebalancer"
+	drainerKubectl     = "kubectl-drain"
+)
 
 func main() {
 	var o options
@@ -71,13 +91,34 @@ func main() {
 	flag.IntVar(&o.maxConcurrent, "max-concurrent-nodes", 5, "rebalancer.maxConcurrentNodes: nodes of one pool draining at once")
 	flag.Int64Var(&o.maxRSSMiB, "max-rss-mib", 512, "fail when the controller's resident memory ever exceeds this")
 	flag.StringVar(&o.binary, "binary", "bin/spot-rebalancer", "the spot-rebalancer binary")
+	flag.StringVar(&o.signal, "signal", signalRebalance, "the signal every node gets at once: rebalance (run until all drained) or interruption (report at the deadline)")
+	flag.StringVar(&o.drainer, "drainer", drainerOurs, "with --signal interruption: spot-rebalancer, or kubectl-drain (every node drained at once, as NTH does)")
+	flag.DurationVar(&o.notice, "notice", 2*time.Minute, "with --signal interruption: the time from the notice to the deadline")
 	flag.Parse()
+	if err := o.validate(); err != nil {
+		fmt.Fprintln(os.Stderr, "soak:", err)
+		os.Exit(2)
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := run(ctx, o, os.Stdout); err != nil {
 		fmt.Fprintln(os.Stderr, "soak:", err)
 		os.Exit(1)
 	}
+}
+
+func (o options) validate() error {
+	switch {
+	case o.signal != signalRebalance && o.signal != signalInterruption:
+		return fmt.Errorf("--signal %q: want %s or %s", o.signal, signalRebalance, signalInterruption)
+	case o.drainer != drainerOurs && o.drainer != drainerKubectl:
+		return fmt.Errorf("--drainer %q: want %s or %s", o.drainer, drainerOurs, drainerKubectl)
+	case o.drainer == drainerKubectl && o.signal != signalInterruption:
+		return fmt.Errorf("--drainer %s needs --signal %s", drainerKubectl, signalInterruption)
+	case o.notice <= 0:
+		return fmt.Errorf("--notice %s: want a positive duration", o.notice)
+	}
+	return nil
 }
 
 // counter counts the requests passing through the proxy, per second.
@@ -179,7 +220,6 @@ func run(ctx context.Context, o options, out io.Writer) (err error) {
 		}
 	}()
 
-	spotTaint := corev1.Taint{Key: config.EKSCapacityTypeLabel, Value: "SPOT", Effect: corev1.TaintEffectNoSchedule}
 	var atRisk []string
 	for _, pool := range []string{"soak-a", "soak-b"} {
 		for i := range o.nodesPerPool {
@@ -247,53 +287,16 @@ func run(ctx context.Context, o options, out io.Writer) (err error) {
 	}
 	say("%d pods of %d Deployments Ready, each Deployment with a PDB", total, o.deployments)
 
+	if o.signal == signalInterruption {
+		return storm(ctx, o, out, c, bin, ns, atRisk, minReady, dir, say)
+	}
 	// The controller, through the counting proxy.
-	cnt := &counter{perSec: map[int64]int{}, byKind: map[string]int{}}
-	proxyURL, closeProxy, err := proxy(c.Config, cnt)
+	ctlRun, err := startController(ctx, c, o, bin, ns, dir)
 	if err != nil {
 		return err
 	}
-	defer closeProxy()
-	kubeconfig := filepath.Join(dir, "kubeconfig")
-	if err := os.WriteFile(kubeconfig, []byte(fmt.Sprintf(`apiVersion: v1
-kind: Config
-clusters: [{name: soak, cluster: {server: %q}}]
-contexts: [{name: soak, context: {cluster: soak, user: soak}}]
-users: [{name: soak, user: {}}]
-current-context: soak
-`, proxyURL)), 0o600); err != nil {
-		return err
-	}
-	cfg := config.Default()
-	cfg.Webhook.Namespace = ns
-	cfg.Certs.Mode = config.CertModeExternal
-	cfg.Rebalancer.MaxConcurrentNodes = int32(o.maxConcurrent)
-	cfgPath := filepath.Join(dir, "config.yaml")
-	if err := config.WriteFile(cfgPath, cfg); err != nil {
-		return err
-	}
-	metricsPort, err := cluster.FreePort()
-	if err != nil {
-		return err
-	}
-	logFile, err := os.Create(filepath.Join(dir, "controller.log"))
-	if err != nil {
-		return err
-	}
-	ctl := exec.Command(bin, "controller", "--kubeconfig", kubeconfig, "--config", cfgPath, "--leader-elect=false",
-		"--metrics-bind-address", fmt.Sprintf("127.0.0.1:%d", metricsPort), "--metrics-secure=false", "--health-probe-bind-address", "0",
-		"--kube-api-qps", strconv.FormatFloat(o.qps, 'f', -1, 64), "--kube-api-burst", strconv.Itoa(o.burst), "--log-level", "info")
-	ctl.Stdout, ctl.Stderr = logFile, logFile
-	if err := ctl.Start(); err != nil {
-		return err
-	}
-	defer func() { _ = ctl.Process.Signal(syscall.SIGTERM); _ = ctl.Wait(); logFile.Close() }()
-	if err := cluster.WaitFor(ctx, time.Minute, func(ctx context.Context) (bool, error) {
-		_, err := scrape(metricsPort)
-		return err == nil, nil
-	}); err != nil {
-		return fmt.Errorf("the controller's metrics never answered: %w", err)
-	}
+	defer ctlRun.stop()
+	ctl, cnt, metricsPort := ctlRun.cmd, ctlRun.cnt, ctlRun.metricsPort
 	baseline := cnt.total.Load()
 
 	// The signal, on every node at once.
@@ -307,20 +310,7 @@ current-context: soak
 	say("rebalance recommendations on all %d nodes", len(atRisk))
 
 	// Replacements join one by one, alternating pools.
-	replacementsDone := make(chan struct{})
-	go func() {
-		defer close(replacementsDone)
-		for i := range len(atRisk) {
-			select {
-			case <-ctx.Done():
-				return
-			case <-time.After(o.replacementEvery):
-			}
-			pool := []string{"soak-a", "soak-b"}[i%2]
-			n := cluster.Node{Name: fmt.Sprintf("%s-new-%02d", pool, i/2), Spot: true, Pool: pool, CPU: "16", Memory: "64Gi", Taints: []corev1.Taint{spotTaint}}
-			_, _ = kube.CoreV1().Nodes().Create(ctx, cluster.NodeObject(n, "soak"), metav1.CreateOptions{})
-		}
-	}()
+	replacementsDone := joinReplacements(ctx, kube, len(atRisk), o.replacementEvery)
 
 	var peakRSS, lastRSS int64
 	breaches, samples := 0, 0
@@ -455,6 +445,95 @@ current-context: soak
 	return nil
 }
 
+// controllerRun is the controller binary running behind the counting proxy.
+type controllerRun struct {
+	cmd         *exec.Cmd
+	cnt         *counter
+	metricsPort int
+	stop        func()
+}
+
+// startController runs the controller with its defaults (but
+// maxConcurrentNodes and the client rate limit from o) against c, through
+// a proxy counting its requests, and waits until it serves its metrics.
+func startController(ctx context.Context, c *cluster.Cluster, o options, bin, ns, dir string) (_ *controllerRun, err error) {
+	cnt := &counter{perSec: map[int64]int{}, byKind: map[string]int{}}
+	proxyURL, closeProxy, err := proxy(c.Config, cnt)
+	if err != nil {
+		return nil, err
+	}
+	r := &controllerRun{cnt: cnt, stop: closeProxy}
+	defer func() {
+		if err != nil {
+			r.stop()
+		}
+	}()
+	kubeconfig := filepath.Join(dir, "kubeconfig")
+	if err := os.WriteFile(kubeconfig, []byte(fmt.Sprintf(`apiVersion: v1
+kind: Config
+clusters: [{name: soak, cluster: {server: %q}}]
+contexts: [{name: soak, context: {cluster: soak, user: soak}}]
+users: [{name: soak, user: {}}]
+current-context: soak
+`, proxyURL)), 0o600); err != nil {
+		return nil, err
+	}
+	cfg := config.Default()
+	cfg.Webhook.Namespace = ns
+	cfg.Certs.Mode = config.CertModeExternal
+	cfg.Rebalancer.MaxConcurrentNodes = int32(o.maxConcurrent)
+	cfgPath := filepath.Join(dir, "config.yaml")
+	if err := config.WriteFile(cfgPath, cfg); err != nil {
+		return nil, err
+	}
+	metricsPort, err := cluster.FreePort()
+	if err != nil {
+		return nil, err
+	}
+	logFile, err := os.Create(filepath.Join(dir, "controller.log"))
+	if err != nil {
+		return nil, err
+	}
+	ctl := exec.Command(bin, "controller", "--kubeconfig", kubeconfig, "--config", cfgPath, "--leader-elect=false",
+		"--metrics-bind-address", fmt.Sprintf("127.0.0.1:%d", metricsPort), "--metrics-secure=false", "--health-probe-bind-address", "0",
+		"--kube-api-qps", strconv.FormatFloat(o.qps, 'f', -1, 64), "--kube-api-burst", strconv.Itoa(o.burst), "--log-level", "info")
+	ctl.Stdout, ctl.Stderr = logFile, logFile
+	if err := ctl.Start(); err != nil {
+		return nil, err
+	}
+	r.cmd, r.metricsPort = ctl, metricsPort
+	r.stop = func() { _ = ctl.Process.Signal(syscall.SIGTERM); _ = ctl.Wait(); logFile.Close(); closeProxy() }
+	if err := cluster.WaitFor(ctx, time.Minute, func(ctx context.Context) (bool, error) {
+		_, err := scrape(metricsPort)
+		return err == nil, nil
+	}); err != nil {
+		return nil, fmt.Errorf("the controller's metrics never answered: %w", err)
+	}
+	return r, nil
+}
+
+// joinReplacements adds one replacement node to each pool in turn, every
+// every, n in all; the channel closes when the last has joined.
+func joinReplacements(ctx context.Context, kube kubernetes.Interface, n int, every time.Duration) <-chan struct{} {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := range n {
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(every):
+			}
+			pool := []string{"soak-a", "soak-b"}[i%2]
+			node := cluster.Node{Name: fmt.Sprintf("%s-new-%02d", pool, i/2), Spot: true, Pool: pool, CPU: "16", Memory: "64Gi", Taints: []corev1.Taint{spotTaint}}
+			_, _ = kube.CoreV1().Nodes().Create(ctx, cluster.NodeObject(node, "soak"), metav1.CreateOptions{})
+		}
+	}()
+	return done
+}
+
+var spotTaint = corev1.Taint{Key: config.EKSCapacityTypeLabel, Value: "SPOT", Effect: corev1.TaintEffectNoSchedule}
+
 // checkEnd fails when the rebalancer left something behind: a Deployment
 // not back at its replica count, a surge record, or a
 // node tainted by us that is not drained.
@@ -557,4 +636,212 @@ func rssKB(pid int) (int64, error) {
 		}
 	}
 	return 0, fmt.Errorf("no VmRSS for pid %d", pid)
+}
+
+// storm is the interruption storm: notices on every node at once with a
+// deadline o.notice later, replacements joining meanwhile, and either the
+// controller or `kubectl drain` of every node at once. It reports what
+// stands at the deadline, when the nodes would be reclaimed.
+func storm(ctx context.Context, o options, out io.Writer, c *cluster.Cluster, bin, ns string, atRisk []string, minReady map[string]int, dir string, say func(string, ...any)) error {
+	kube := c.Client
+	var ctl *controllerRun
+	var baseline int64
+	if o.drainer == drainerOurs {
+		var err error
+		if ctl, err = startController(ctx, c, o, bin, ns, dir); err != nil {
+			return err
+		}
+		defer ctl.stop()
+		baseline = ctl.cnt.total.Load()
+	}
+	total := 0
+	for range minReady {
+		total += o.replicas
+	}
+	reclaimed := map[string]bool{}
+	for _, n := range atRisk {
+		reclaimed[n] = true
+	}
+
+	// The notices, as the agent writes them: the termination time, then
+	// the condition.
+	signalAt := time.Now()
+	deadline := signalAt.Add(o.notice).Truncate(time.Second)
+	for _, name := range atRisk {
+		patch := fmt.Sprintf(`{"metadata":{"annotations":{%q:%q}}}`, signals.AnnotationTerminationTime, deadline.UTC().Format(time.RFC3339))
+		if _, err := kube.CoreV1().Nodes().Patch(ctx, name, "application/merge-patch+json", []byte(patch), metav1.PatchOptions{}); err != nil {
+			return err
+		}
+		n, err := kube.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		n.Status.Conditions = append(n.Status.Conditions, corev1.NodeCondition{Type: signals.ConditionInterruption, Status: corev1.ConditionTrue,
+			Reason: "InstanceActionTerminate", Message: "soak", LastTransitionTime: metav1.NewTime(signalAt), LastHeartbeatTime: metav1.NewTime(signalAt)})
+		if _, err := kube.CoreV1().Nodes().UpdateStatus(ctx, n, metav1.UpdateOptions{}); err != nil {
+			return err
+		}
+	}
+	say("interruption notices on all %d nodes, deadline %s (%.0fs)", len(atRisk), deadline.UTC().Format("15:04:05"), time.Until(deadline).Seconds())
+
+	refusals := &retryCounter{}
+	var drains sync.WaitGroup
+	if o.drainer == drainerKubectl {
+		for _, name := range atRisk {
+			cmd := exec.CommandContext(ctx, filepath.Join(c.BinDir, "kubectl"), "--kubeconfig", c.Kubeconfig, "drain", name,
+				"--ignore-daemonsets", "--delete-emptydir-data", "--force", fmt.Sprintf("--timeout=%ds", int(time.Until(deadline).Seconds())))
+			cmd.Stdout, cmd.Stderr = refusals, refusals
+			if err := cmd.Start(); err != nil {
+				return err
+			}
+			drains.Go(func() { _ = cmd.Wait() })
+		}
+		defer drains.Wait()
+	}
+	replacementsDone := joinReplacements(ctx, kube, len(atRisk), o.replacementEvery)
+
+	// Sample until the deadline, then once at it.
+	type sample struct {
+		elsewhere, onReclaimed, readyOnReclaimed int
+		elsewhereByApp                           map[string]int
+	}
+	take := func() (sample, map[string]int, error) {
+		pods, err := kube.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{})
+		if err != nil {
+			return sample{}, nil, err
+		}
+		sm := sample{elsewhereByApp: map[string]int{}}
+		ready := map[string]int{}
+		for i := range pods.Items {
+			p := &pods.Items[i]
+			if _, reservation := p.Labels[reserve.LabelNode]; reservation {
+				continue
+			}
+			isReady := cluster.PodIsReady(p)
+			if isReady {
+				ready[p.Labels["app"]]++
+			}
+			switch {
+			case reclaimed[p.Spec.NodeName]:
+				sm.onReclaimed++
+				if isReady {
+					sm.readyOnReclaimed++
+				}
+			case isReady:
+				sm.elsewhere++
+				sm.elsewhereByApp[p.Labels["app"]]++
+			}
+		}
+		return sm, ready, nil
+	}
+	// The controller deletes what is left deadlineSafety before the
+	// termination time; breaches are counted before that moment and in
+	// the last stretch apart (for kubectl drain too, to compare).
+	forceAt := deadline.Add(-config.Default().Rebalancer.DeadlineSafety.Duration)
+	breaches, lateBreaches, samples, lowestHeadroom, lowestLate := 0, 0, 0, 1<<30, 1<<30
+	allElsewhereAt := time.Duration(-1)
+	var peakRSS int64
+	lastReport := time.Now()
+	for time.Now().Before(deadline) {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if ctl != nil {
+			if ctl.cmd.ProcessState != nil {
+				return fmt.Errorf("the controller exited")
+			}
+			rss, _ := rssKB(ctl.cmd.Process.Pid)
+			peakRSS = max(peakRSS, rss)
+		}
+		sm, ready, err := take()
+		if err == nil {
+			samples++
+			late := !time.Now().Before(forceAt)
+			for name, want := range minReady {
+				switch {
+				case late:
+					lowestLate = min(lowestLate, ready[name]-want)
+					if ready[name] < want {
+						lateBreaches++
+					}
+				default:
+					lowestHeadroom = min(lowestHeadroom, ready[name]-want)
+					if ready[name] < want {
+						breaches++
+					}
+				}
+			}
+			if sm.elsewhere == total && allElsewhereAt < 0 {
+				allElsewhereAt = time.Since(signalAt)
+			}
+			if time.Since(lastReport) > 15*time.Second {
+				lastReport = time.Now()
+				say("%3.0fs: %d of %d pods Ready elsewhere, %d still on the reclaimed nodes", time.Since(signalAt).Seconds(), sm.elsewhere, total, sm.onReclaimed)
+			}
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(min(500*time.Millisecond, time.Until(deadline))):
+		}
+	}
+	at, _, err := take()
+	if err != nil {
+		return err
+	}
+	<-replacementsDone
+	belowBudget := 0
+	for name, want := range minReady {
+		if at.elsewhereByApp[name] < want {
+			belowBudget++
+		}
+	}
+	// Deletions at the deadline happen at it: let the controller finish
+	// them before reading its counters.
+	var metrics map[string]string
+	if ctl != nil {
+		_ = cluster.WaitFor(ctx, 15*time.Second, func(ctx context.Context) (bool, error) {
+			sm, _, err := take()
+			return err == nil && sm.onReclaimed == 0, nil
+		})
+		if metrics, err = scrape(ctl.metricsPort); err != nil {
+			return err
+		}
+	}
+
+	fmt.Fprintf(out, "\n=== Interruption storm: %s ===\n", o.drainer)
+	fmt.Fprintf(out, "nodes                       %d in 2 pools, notices at once, deadline %.0fs after; a replacement every %s (all %d joined by %.0fs)\n",
+		len(atRisk), deadline.Sub(signalAt).Seconds(), o.replacementEvery, len(atRisk), (time.Duration(len(atRisk)) * o.replacementEvery).Seconds())
+	fmt.Fprintf(out, "pods                        %d of %d Deployments, every one with a PDB\n", total, len(minReady))
+	fmt.Fprintf(out, "Ready elsewhere             %d of %d (%.1f%%) at the deadline\n", at.elsewhere, total, 100*float64(at.elsewhere)/float64(total))
+	if allElsewhereAt >= 0 {
+		fmt.Fprintf(out, "all Ready elsewhere         %.0fs after the notices\n", allElsewhereAt.Seconds())
+	} else {
+		fmt.Fprintf(out, "all Ready elsewhere         not before the deadline\n")
+	}
+	fmt.Fprintf(out, "on the reclaimed nodes      %d at the deadline (%d of them Ready): lost when the nodes go\n", at.onReclaimed, at.readyOnReclaimed)
+	fmt.Fprintf(out, "Deployments below budget    %d of %d once the reclaimed nodes' pods are gone\n", belowBudget, len(minReady))
+	fmt.Fprintf(out, "budget breaches             %d before the controller's deadline (%.0fs, the termination time less deadlineSafety; lowest headroom %d), %d after it (lowest headroom %d); %d samples\n",
+		breaches, forceAt.Sub(signalAt).Seconds(), lowestHeadroom, lateBreaches, lowestLate, samples)
+	if ctl != nil {
+		requests := ctl.cnt.total.Load() - baseline
+		fmt.Fprintf(out, "evictions / surges          %s / %s (abandoned %s)\n", metrics[`spot_rebalancer_evictions_total{result="evicted"}`],
+			metrics[`spot_rebalancer_surges_total{result="completed"}`], metrics[`spot_rebalancer_surges_total{result="abandoned"}`])
+		fmt.Fprintf(out, "deleted at the deadline     %s\n", metrics[`spot_rebalancer_evictions_total{result="deleted"}`])
+		fmt.Fprintf(out, "controller                  peak RSS %d MiB; %d requests to the deadline and after (%.1f per pod), --kube-api-qps %.0f, --kube-api-burst %d\n",
+			peakRSS/1024, requests, float64(requests)/float64(total), o.qps, o.burst)
+	} else {
+		fmt.Fprintf(out, "evictions refused           %d (kubectl drain: \"will retry\")\n", refusals.count.Load())
+	}
+	if o.drainer == drainerOurs && breaches > 0 {
+		return fmt.Errorf("%d samples below a budget before the controller's deadline", breaches)
+	}
+	return nil
+}
+
+// retryCounter counts kubectl drain's refused evictions in its output.
+type retryCounter struct{ count atomic.Int64 }
+
+func (r *retryCounter) Write(p []byte) (int, error) {
+	r.count.Add(int64(strings.Count(string(p), "will retry after")))
+	return len(p), nil
 }
