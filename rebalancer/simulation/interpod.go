@@ -3,11 +3,11 @@ package simulation
 import (
 	"fmt"
 	"iter"
-	"maps"
 	"slices"
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
+	apiequality "k8s.io/apimachinery/pkg/api/equality"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/util/sets"
@@ -84,23 +84,6 @@ func (s *Simulator) podsIn(namespace string) iter.Seq[placedPod] {
 		}
 		for _, pp := range s.added[namespace] {
 			if !yield(pp) {
-				return
-			}
-		}
-	}
-}
-
-// antiTermsIn are the anti-affinity terms of staying or placed pods that
-// select pods in namespace.
-func (s *Simulator) antiTermsIn(namespace string) iter.Seq[antiTerm] {
-	return func(yield func(antiTerm) bool) {
-		for _, t := range s.base.antiTerms[namespace] {
-			if !s.removed.Has(t.pod.UID) && !yield(t) {
-				return
-			}
-		}
-		for _, t := range s.addedAnti[namespace] {
-			if !yield(t) {
 				return
 			}
 		}
@@ -186,11 +169,10 @@ func (f *podFilter) rules() *interPodRules {
 	return r
 }
 
-// othersAnti is what other pods' required anti-affinity forbids the pods
-// of one controller (which share namespace and labels), kept up to date by
-// reading only the terms placed since.
+// othersAnti is what other pods' required anti-affinity forbids pods of
+// one namespace and one set of labels (a ReplicaSet's pods share them),
+// kept up to date by reading only the terms placed since.
 type othersAnti struct {
-	namespace string
 	labels    map[string]string
 	forbidden map[string]sets.Set[string]
 	// seen are how many of addedAnti's terms for the namespace and for
@@ -201,13 +183,10 @@ type othersAnti struct {
 // forbiddenByOthers maps topology keys to the values where the required
 // anti-affinity of staying and placed pods keeps p off.
 func (s *Simulator) forbiddenByOthers(p *corev1.Pod) map[string]sets.Set[string] {
-	var cached *othersAnti
-	o := metav1.GetControllerOfNoCopy(p)
-	if o != nil {
-		cached = s.othersAnti[o.UID]
-	}
-	if cached == nil || cached.namespace != p.Namespace || !maps.Equal(cached.labels, p.Labels) {
-		cached = &othersAnti{namespace: p.Namespace, labels: p.Labels, forbidden: map[string]sets.Set[string]{}}
+	key := p.Namespace + "\x00" + labels.Set(p.Labels).String()
+	cached := s.othersAnti[key]
+	if cached == nil {
+		cached = &othersAnti{labels: p.Labels, forbidden: map[string]sets.Set[string]{}}
 		for _, ns := range []string{p.Namespace, allNamespaces} {
 			for _, t := range s.base.antiTerms[ns] {
 				if !s.removed.Has(t.pod.UID) {
@@ -215,9 +194,7 @@ func (s *Simulator) forbiddenByOthers(p *corev1.Pod) map[string]sets.Set[string]
 				}
 			}
 		}
-		if o != nil {
-			s.othersAnti[o.UID] = cached
-		}
+		s.othersAnti[key] = cached
 	}
 	for i, ns := range []string{p.Namespace, allNamespaces} {
 		added := s.addedAnti[ns]
@@ -244,8 +221,13 @@ func (c *othersAnti) add(t antiTerm) {
 // pods of a controller (their terms are their template's) and kept up to
 // date as pods are placed.
 type termDomains struct {
-	term   compiledTerm
-	values map[string]int
+	term compiledTerm
+	// source and namespace are what the term was compiled from: a pod of
+	// the same controller with another term (a StatefulSet mid-update, an
+	// edited ReplicaSet) does not share it.
+	source    *corev1.PodAffinityTerm
+	namespace string
+	values    map[string]int
 }
 
 func (s *Simulator) domainsOf(p *corev1.Pod, i int, term *corev1.PodAffinityTerm) *termDomains {
@@ -253,10 +235,13 @@ func (s *Simulator) domainsOf(p *corev1.Pod, i int, term *corev1.PodAffinityTerm
 	if o := metav1.GetControllerOfNoCopy(p); o != nil {
 		key = fmt.Sprintf("%s|%d", o.UID, i)
 		if d, ok := s.antiDomains[key]; ok {
-			return d
+			if d.namespace == p.Namespace && apiequality.Semantic.DeepEqual(d.source, term) {
+				return d
+			}
+			key = "" // this pod's term differs: counted for it alone
 		}
 	}
-	d := &termDomains{term: compile(p, term), values: map[string]int{}}
+	d := &termDomains{term: compile(p, term), source: term, namespace: p.Namespace, values: map[string]int{}}
 	for pp := range s.candidatesFor(d.term) {
 		d.add(pp)
 	}

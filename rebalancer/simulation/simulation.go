@@ -90,9 +90,10 @@ type Simulator struct {
 	// affinity terms, for InterPodAffinity scoring.
 	addedAll      []placedPod
 	addedAffinity []affinityPod
-	// othersAnti and antiDomains cache inter-pod anti-affinity by
-	// controller; antiDomainList holds each of antiDomains once.
-	othersAnti     map[types.UID]*othersAnti
+	// othersAnti caches what others' anti-affinity forbids by namespace
+	// and labels, antiDomains pods' own terms by controller;
+	// antiDomainList holds each of antiDomains once.
+	othersAnti     map[string]*othersAnti
 	antiDomains    map[string]*termDomains
 	antiDomainList []*termDomains
 	// nextStart is where the next search for a node begins.
@@ -211,7 +212,7 @@ func New(snap *snapshot.Snapshot, atRisk sets.Set[string], moving []*corev1.Pod)
 	}
 	s := &Simulator{snap: snap, base: b, nodes: make([]*nodeState, len(b.nodes)), removed: removed,
 		added: map[string][]placedPod{}, addedAnti: map[string][]antiTerm{}, spreadCache: map[string]*spreadCounts{}, softCache: map[string]*softCounts{},
-		softByOwner: map[types.UID]*softCounts{}, othersAnti: map[types.UID]*othersAnti{}, antiDomains: map[string]*termDomains{}, softByNamespace: map[string][]*softCounts{}, topologies: map[string]*topology{},
+		softByOwner: map[types.UID]*softCounts{}, othersAnti: map[string]*othersAnti{}, antiDomains: map[string]*termDomains{}, softByNamespace: map[string][]*softCounts{}, topologies: map[string]*topology{},
 		storage: snap.Memo("simulation.storage", func() any { return buildStorage(snap, b) }).(*storage), attachedAdded: make([]map[string]sets.Set[string], len(b.nodes))}
 	s.attachedCount = s.storage.attachedCount
 	states := slices.Clone(b.nodes)

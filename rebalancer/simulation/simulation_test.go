@@ -140,6 +140,12 @@ func ownedBy(rs string) podOpt {
 	}
 }
 
+func ownedByJob(job string) podOpt {
+	return func(p *corev1.Pod) {
+		p.OwnerReferences = []metav1.OwnerReference{{APIVersion: "batch/v1", Kind: "Job", Name: job, UID: types.UID(job), Controller: ptr.To(true)}}
+	}
+}
+
 func TestPlacement(t *testing.T) {
 	tests := map[string]struct {
 		nodes []*corev1.Node
@@ -316,6 +322,19 @@ func TestPlacement(t *testing.T) {
 				pod("cache", "risky", app("cache"), req("1")),
 				pod("web-2", "risky", app("web"), ownedBy("rs-web"), req("500m"), antiAffinity("cache", "kubernetes.io/hostname"))},
 			want: map[string]string{"web-1": "a", "cache": "b", "web-2": "a"},
+		},
+		"two pods of one controller with different anti-affinity terms each keep their own": {
+			// A controller mid-update: db-0 still has the hostname term,
+			// db-1 the zone term; db-2 stays in zone-a. db-1 must leave
+			// zone-a (for the fuller b1) though db-0's term would allow a3.
+			// (Owned by a Job: no default spreading to hide the difference.)
+			nodes: []*corev1.Node{node("risky"), node("a1", cpu("16")), node("a2"), node("a3", cpu("16")), node("b1", zone("zone-b"))},
+			pods: []*corev1.Pod{
+				pod("db-0", "risky", app("db"), ownedByJob("db"), req("2"), antiAffinity("db", "kubernetes.io/hostname")),
+				pod("db-1", "risky", app("db"), ownedByJob("db"), req("1"), antiAffinity("db", corev1.LabelTopologyZone)),
+				pod("db-2", "a2", app("db"), ownedByJob("db")),
+				pod("filler", "b1", req("1"))},
+			want: map[string]string{"db-0": "a1", "db-1": "b1"},
 		},
 		"affinity places a pod next to its match": {
 			nodes: []*corev1.Node{node("risky"), node("a", zone("zone-a")), node("b", zone("zone-b"))},
