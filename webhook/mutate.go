@@ -118,8 +118,17 @@ func covers(have, want corev1.Toleration) bool {
 // server decodes it; nil pointers are parts the JSON does not have (or has
 // as null).
 type PodDocument struct {
-	Metadata *metav1.ObjectMeta `json:"metadata"`
+	Metadata *PodMetadataFields `json:"metadata"`
 	Spec     *PodSpecFields     `json:"spec"`
+}
+
+// PodMetadataFields are the parts of a pod's metadata the webhook reads
+// (profile selection, spread labels); the rest (managed fields, times) is
+// skipped, never decoded.
+type PodMetadataFields struct {
+	Labels          map[string]string       `json:"labels"`
+	Annotations     map[string]string       `json:"annotations"`
+	OwnerReferences []metav1.OwnerReference `json:"ownerReferences"`
 }
 
 // PodSpecFields are the parts of a pod's spec the webhook reads and adds
@@ -138,8 +147,8 @@ func DecodePod(raw []byte) (*PodDocument, *corev1.Pod, error) {
 		return nil, nil, fmt.Errorf("decoding pod: %w", err)
 	}
 	pod := &corev1.Pod{}
-	if doc.Metadata != nil {
-		pod.ObjectMeta = *doc.Metadata
+	if m := doc.Metadata; m != nil {
+		pod.ObjectMeta = metav1.ObjectMeta{Labels: m.Labels, Annotations: m.Annotations, OwnerReferences: m.OwnerReferences}
 	}
 	if doc.Spec != nil {
 		pod.Spec = corev1.PodSpec{Tolerations: doc.Spec.Tolerations, Affinity: doc.Spec.Affinity,
