@@ -23,6 +23,7 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"math"
 	"net"
 	"net/http"
 	"net/http/httputil"
@@ -313,6 +314,7 @@ func run(ctx context.Context, o options, out io.Writer) (err error) {
 	replacementsDone := joinReplacements(ctx, kube, len(atRisk), o.replacementEvery)
 
 	var peakRSS, lastRSS int64
+	seen := newPhases()
 	breaches, samples := 0, 0
 	peakDraining, overConcurrent := 0, 0
 	lowestHeadroom := 1 << 30
@@ -354,6 +356,7 @@ func run(ctx context.Context, o options, out io.Writer) (err error) {
 		for _, n := range nodes.Items {
 			if n.Annotations[signals.AnnotationAtRisk] == "true" {
 				states[n.Annotations[signals.AnnotationState]]++
+				seen.see(n.Name, signals.StateOf(n.Annotations), time.Since(signalAt))
 				if signals.StateOf(n.Annotations) == signals.StateDraining {
 					drainingIn[n.Labels[cluster.PoolLabel]]++
 				}
@@ -408,6 +411,7 @@ func run(ctx context.Context, o options, out io.Writer) (err error) {
 	fmt.Fprintf(out, "signal to all drained     %.0fs\n", elapsed.Seconds())
 	fmt.Fprintf(out, "evictions / surges        %s / %s (abandoned %s)\n", metrics[`spot_rebalancer_evictions_total{result="evicted"}`],
 		metrics[`spot_rebalancer_surges_total{result="completed"}`], metrics[`spot_rebalancer_surges_total{result="abandoned"}`])
+	seen.report(out, atRisk)
 	fmt.Fprintf(out, "budget breaches           %d in %d samples (lowest headroom %d)\n", breaches, samples, lowestHeadroom)
 	fmt.Fprintf(out, "nodes draining per pool   at most %d (maxConcurrentNodes %d; %d samples over)\n", peakDraining, o.maxConcurrent, overConcurrent)
 	fmt.Fprintf(out, "controller RSS            peak %d MiB, at the end %d MiB\n", peakRSS/1024, lastRSS/1024)
@@ -443,6 +447,72 @@ func run(ctx context.Context, o options, out io.Writer) (err error) {
 		return fmt.Errorf("the controller exceeded its client rate limit: %s", strings.Join(over, "; "))
 	}
 	return nil
+}
+
+// phases records when the soak first saw each node draining and drained,
+// to split its time into waiting for capacity (the signal to draining) and
+// moving pods (draining to drained), at the samples' resolution.
+type phases struct {
+	draining, drained map[string]time.Duration
+}
+
+func newPhases() *phases {
+	return &phases{draining: map[string]time.Duration{}, drained: map[string]time.Duration{}}
+}
+
+func (p *phases) see(node string, st signals.State, at time.Duration) {
+	switch st {
+	case signals.StateDraining:
+		if _, ok := p.draining[node]; !ok {
+			p.draining[node] = at
+		}
+	case signals.StateDrained:
+		if _, ok := p.drained[node]; !ok {
+			p.drained[node] = at
+			if _, ok := p.draining[node]; !ok {
+				p.draining[node] = at // drained between two samples
+			}
+		}
+	}
+}
+
+func (p *phases) report(out io.Writer, nodes []string) {
+	var waiting, moving []time.Duration
+	for _, n := range nodes {
+		start, ok := p.draining[n]
+		if !ok {
+			continue
+		}
+		waiting = append(waiting, start)
+		if end, ok := p.drained[n]; ok {
+			moving = append(moving, end-start)
+		}
+	}
+	for _, row := range []struct {
+		name string
+		ds   []time.Duration
+	}{{"waiting for capacity", waiting}, {"moving pods (draining)", moving}} {
+		med, p90, most, sum := summarize(row.ds)
+		fmt.Fprintf(out, "  %-23s %d nodes: median %.0fs, p90 %.0fs, max %.0fs; %.0f node-seconds in all\n",
+			row.name, len(row.ds), med.Seconds(), p90.Seconds(), most.Seconds(), sum.Seconds())
+	}
+}
+
+// summarize returns the median, the 90th percentile (nearest rank), the
+// maximum and the sum of ds.
+func summarize(ds []time.Duration) (median, p90, most, sum time.Duration) {
+	if len(ds) == 0 {
+		return 0, 0, 0, 0
+	}
+	sorted := slices.Sorted(slices.Values(ds))
+	for _, d := range sorted {
+		sum += d
+	}
+	rank := func(q float64) time.Duration {
+		i := int(math.Ceil(q*float64(len(sorted)))) - 1
+		return sorted[max(i, 0)]
+	}
+	return rank(0.5), rank(0.9), sorted[len(sorted)-1], sum
 }
 
 // controllerRun is the controller binary running behind the counting proxy.

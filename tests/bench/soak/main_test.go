@@ -4,6 +4,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/spot-rebalancer/spot-rebalancer/rebalancer/signals"
 )
 
 func TestResourceOf(t *testing.T) {
@@ -50,5 +52,41 @@ func TestOptionsAreValidated(t *testing.T) {
 				t.Fatalf("got %v, want an error containing %q", err, tc.want)
 			}
 		})
+	}
+}
+
+func TestPhasesSplitWaitingFromMoving(t *testing.T) {
+	p := newPhases()
+	// a: draining at 10 s, drained at 40 s; b: drained between two
+	// samples at 20 s; c: still waiting.
+	p.see("a", signals.StateAwaitingReplacement, 5*time.Second)
+	p.see("a", signals.StateDraining, 10*time.Second)
+	p.see("a", signals.StateDraining, 12*time.Second)
+	p.see("a", signals.StateDrained, 40*time.Second)
+	p.see("b", signals.StateDrained, 20*time.Second)
+	p.see("c", signals.StateAwaitingReplacement, 20*time.Second)
+	var out strings.Builder
+	p.report(&out, []string{"a", "b", "c"})
+	for _, want := range []string{
+		"waiting for capacity    2 nodes: median 10s, p90 20s, max 20s; 30 node-seconds in all",
+		"moving pods (draining)  2 nodes: median 0s, p90 30s, max 30s; 30 node-seconds in all",
+	} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("report lacks %q:\n%s", want, out.String())
+		}
+	}
+}
+
+func TestSummarize(t *testing.T) {
+	var ds []time.Duration
+	for i := 10; i >= 1; i-- {
+		ds = append(ds, time.Duration(i)*time.Second)
+	}
+	med, p90, most, sum := summarize(ds)
+	if med != 5*time.Second || p90 != 9*time.Second || most != 10*time.Second || sum != 55*time.Second {
+		t.Errorf("summarize = %s %s %s %s, want 5s 9s 10s 55s", med, p90, most, sum)
+	}
+	if med, p90, most, sum := summarize(nil); med+p90+most+sum != 0 {
+		t.Errorf("summarize(nil) = %s %s %s %s, want zeros", med, p90, most, sum)
 	}
 }
