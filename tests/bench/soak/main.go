@@ -450,7 +450,8 @@ func run(ctx context.Context, o options, out io.Writer) (err error) {
 }
 
 // phases records when the soak first saw each node draining and drained,
-// to split its time into waiting for capacity (the signal to draining) and
+// to split its time into waiting to drain (for capacity or, queued, for a
+// maxConcurrentNodes slot: the signal to draining) and
 // moving pods (draining to drained), at the samples' resolution.
 type phases struct {
 	draining, drained map[string]time.Duration
@@ -491,7 +492,7 @@ func (p *phases) report(out io.Writer, nodes []string) {
 	for _, row := range []struct {
 		name string
 		ds   []time.Duration
-	}{{"waiting for capacity", waiting}, {"moving pods (draining)", moving}} {
+	}{{"waiting to drain", waiting}, {"moving pods (draining)", moving}} {
 		med, p90, most, sum := summarize(row.ds)
 		fmt.Fprintf(out, "  %-23s %d nodes: median %.0fs, p90 %.0fs, max %.0fs; %.0f node-seconds in all\n",
 			row.name, len(row.ds), med.Seconds(), p90.Seconds(), most.Seconds(), sum.Seconds())

@@ -68,7 +68,7 @@ func TestPhasesSplitWaitingFromMoving(t *testing.T) {
 	var out strings.Builder
 	p.report(&out, []string{"a", "b", "c"})
 	for _, want := range []string{
-		"waiting for capacity    2 nodes: median 10s, p90 20s, max 20s; 30 node-seconds in all",
+		"waiting to drain        2 nodes: median 10s, p90 20s, max 20s; 30 node-seconds in all",
 		"moving pods (draining)  2 nodes: median 0s, p90 30s, max 30s; 30 node-seconds in all",
 	} {
 		if !strings.Contains(out.String(), want) {
