@@ -304,6 +304,8 @@ func (f *podFilter) checkInterPod(ns *nodeState) string {
 // spreadCounts counts, per topology domain, the pods a spread constraint
 // selects on the nodes that count for it.
 type spreadCounts struct {
+	// from is the pod the counts were built for.
+	from      *corev1.Pod
 	namespace string
 	selector  labels.Selector
 	topo      *topology
@@ -388,12 +390,14 @@ func constraintSelector(pod *corev1.Pod, c corev1.TopologySpreadConstraint) labe
 // its tolerations, and that carry every constraint's topology key. As in
 // the scheduler, cordoned and at-risk nodes still form domains.
 func (f *podFilter) spreadCountsFor(i int, c corev1.TopologySpreadConstraint) *spreadCounts {
-	// Pods of one controller share their template, so their constraints
-	// share counts; keyed by owner, nothing needs parsing twice.
+	// Pods of one controller usually share their template, so their
+	// constraints share counts; keyed by owner, nothing needs parsing
+	// twice. A pod whose inputs differ from those the counts were built
+	// from (a controller mid-update) takes the long way.
 	var ownerKey string
 	if o := metav1.GetControllerOfNoCopy(f.pod); o != nil {
 		ownerKey = fmt.Sprintf("owner|%s|%d", o.UID, i)
-		if cached, ok := f.s.spreadCache[ownerKey]; ok {
+		if cached, ok := f.s.spreadCache[ownerKey]; ok && sameSpreadInputs(cached.from, f.pod) {
 			return cached
 		}
 	}
@@ -421,7 +425,7 @@ func (f *podFilter) spreadCountsFor(i int, c corev1.TopologySpreadConstraint) *s
 	for k := range keys {
 		others = append(others, f.s.topology(k))
 	}
-	counts := &spreadCounts{namespace: f.pod.Namespace, selector: sel, topo: topo,
+	counts := &spreadCounts{namespace: f.pod.Namespace, selector: sel, topo: topo, from: f.pod,
 		eligible: make([]bool, len(f.s.nodes)), domain: make([]bool, topo.values), counts: make([]int, topo.values)}
 	for i, ns := range f.s.nodes {
 		n := ns.node
@@ -459,6 +463,32 @@ func (f *podFilter) spreadCountsFor(i int, c corev1.TopologySpreadConstraint) *s
 		f.s.spreadCache[ownerKey] = counts
 	}
 	return counts
+}
+
+// sameSpreadInputs tells whether two pods have everything the counts of
+// their hard spread constraints depend on in common: namespace,
+// constraints, node selector and required node affinity, tolerations, and
+// the labels when a constraint has matchLabelKeys.
+func sameSpreadInputs(a, b *corev1.Pod) bool {
+	eq := apiequality.Semantic.DeepEqual
+	if a.Namespace != b.Namespace || !eq(a.Spec.TopologySpreadConstraints, b.Spec.TopologySpreadConstraints) ||
+		!eq(a.Spec.NodeSelector, b.Spec.NodeSelector) || !eq(requiredNodeAffinity(a), requiredNodeAffinity(b)) ||
+		!eq(a.Spec.Tolerations, b.Spec.Tolerations) {
+		return false
+	}
+	for _, c := range a.Spec.TopologySpreadConstraints {
+		if len(c.MatchLabelKeys) > 0 {
+			return eq(a.Labels, b.Labels)
+		}
+	}
+	return true
+}
+
+func requiredNodeAffinity(p *corev1.Pod) *corev1.NodeSelector {
+	if p.Spec.Affinity == nil || p.Spec.Affinity.NodeAffinity == nil {
+		return nil
+	}
+	return p.Spec.Affinity.NodeAffinity.RequiredDuringSchedulingIgnoredDuringExecution
 }
 
 func affinityKey(p *corev1.Pod) string {

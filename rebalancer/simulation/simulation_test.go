@@ -323,6 +323,17 @@ func TestPlacement(t *testing.T) {
 				pod("web-2", "risky", app("web"), ownedBy("rs-web"), req("500m"), antiAffinity("cache", "kubernetes.io/hostname"))},
 			want: map[string]string{"web-1": "a", "cache": "b", "web-2": "a"},
 		},
+		"two pods of one controller with different spread constraints each count their own": {
+			// m1's constraint counts web pods (2 in zone-a): it goes to b.
+			// m2's counts cache pods (none): it may go to the emptier a.
+			// (Owned by a Job: no default spreading to hide the difference.)
+			nodes: []*corev1.Node{node("risky"), node("a", cpu("16")), node("b", zone("zone-b"))},
+			pods: []*corev1.Pod{
+				pod("m1", "risky", app("web"), ownedByJob("web"), req("2"), spread(corev1.LabelTopologyZone, 1, "web")),
+				pod("m2", "risky", app("web"), ownedByJob("web"), req("1"), spread(corev1.LabelTopologyZone, 1, "cache")),
+				pod("web-x", "a", app("web")), pod("web-y", "a", app("web"))},
+			want: map[string]string{"m1": "b", "m2": "a"},
+		},
 		"two pods of one controller with different anti-affinity terms each keep their own": {
 			// A controller mid-update: db-0 still has the hostname term,
 			// db-1 the zone term; db-2 stays in zone-a. db-1 must leave
