@@ -7,7 +7,6 @@ import (
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
-	apiequality "k8s.io/apimachinery/pkg/api/equality"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/util/sets"
@@ -115,7 +114,7 @@ func (f *podFilter) rules() *interPodRules {
 	var own []*termDomains
 	if a := f.pod.Spec.Affinity; a != nil && a.PodAntiAffinity != nil {
 		for i := range a.PodAntiAffinity.RequiredDuringSchedulingIgnoredDuringExecution {
-			own = append(own, s.domainsOf(f.pod, i, &a.PodAntiAffinity.RequiredDuringSchedulingIgnoredDuringExecution[i]))
+			own = append(own, s.domainsOf(f.pod, &a.PodAntiAffinity.RequiredDuringSchedulingIgnoredDuringExecution[i]))
 		}
 	}
 	keys := sets.KeySet(byOthers)
@@ -218,37 +217,26 @@ func (c *othersAnti) add(t antiTerm) {
 
 // termDomains are the topology values of the nodes running pods that one
 // of a pod's required anti-affinity terms selects, counted; shared by the
-// pods of a controller (their terms are their template's) and kept up to
-// date as pods are placed.
+// pods whose terms compile alike (a ReplicaSet's) and kept up to date as
+// pods are placed.
 type termDomains struct {
-	term compiledTerm
-	// source and namespace are what the term was compiled from: a pod of
-	// the same controller with another term (a StatefulSet mid-update, an
-	// edited ReplicaSet) does not share it.
-	source    *corev1.PodAffinityTerm
-	namespace string
-	values    map[string]int
+	term   compiledTerm
+	values map[string]int
 }
 
-func (s *Simulator) domainsOf(p *corev1.Pod, i int, term *corev1.PodAffinityTerm) *termDomains {
-	var key string
-	if o := metav1.GetControllerOfNoCopy(p); o != nil {
-		key = fmt.Sprintf("%s|%d", o.UID, i)
-		if d, ok := s.antiDomains[key]; ok {
-			if d.namespace == p.Namespace && apiequality.Semantic.DeepEqual(d.source, term) {
-				return d
-			}
-			key = "" // this pod's term differs: counted for it alone
-		}
+func (s *Simulator) domainsOf(p *corev1.Pod, term *corev1.PodAffinityTerm) *termDomains {
+	t := compile(p, term)
+	// What the domains depend on: the namespaces, the key, the selector.
+	key := strings.Join(t.namespaces, ",") + "|" + t.key + "|" + t.selector.String()
+	if d, ok := s.antiDomains[key]; ok {
+		return d
 	}
-	d := &termDomains{term: compile(p, term), source: term, namespace: p.Namespace, values: map[string]int{}}
+	d := &termDomains{term: t, values: map[string]int{}}
 	for pp := range s.candidatesFor(d.term) {
 		d.add(pp)
 	}
-	if key != "" {
-		s.antiDomains[key] = d
-		s.antiDomainList = append(s.antiDomainList, d)
-	}
+	s.antiDomains[key] = d
+	s.antiDomainList = append(s.antiDomainList, d)
 	return d
 }
 
@@ -304,8 +292,6 @@ func (f *podFilter) checkInterPod(ns *nodeState) string {
 // spreadCounts counts, per topology domain, the pods a spread constraint
 // selects on the nodes that count for it.
 type spreadCounts struct {
-	// from is the pod the counts were built for.
-	from      *corev1.Pod
 	namespace string
 	selector  labels.Selector
 	topo      *topology
@@ -336,7 +322,7 @@ func (f *podFilter) spread(ns *nodeState) string {
 		f.spreadCounts = make([]*spreadCounts, len(f.hardSpread))
 		f.spreadBase = make([]int, len(f.hardSpread))
 		for i, c := range f.hardSpread {
-			counts := f.spreadCountsFor(i, c)
+			counts := f.spreadCountsFor(c)
 			minCount := -1
 			for id, n := range counts.counts {
 				if counts.domain[id] && (minCount < 0 || n < minCount) {
@@ -389,18 +375,7 @@ func constraintSelector(pod *corev1.Pod, c corev1.TopologySpreadConstraint) labe
 // (nodeAffinityPolicy Honor, the default) and, with nodeTaintsPolicy Honor,
 // its tolerations, and that carry every constraint's topology key. As in
 // the scheduler, cordoned and at-risk nodes still form domains.
-func (f *podFilter) spreadCountsFor(i int, c corev1.TopologySpreadConstraint) *spreadCounts {
-	// Pods of one controller usually share their template, so their
-	// constraints share counts; keyed by owner, nothing needs parsing
-	// twice. A pod whose inputs differ from those the counts were built
-	// from (a controller mid-update) takes the long way.
-	var ownerKey string
-	if o := metav1.GetControllerOfNoCopy(f.pod); o != nil {
-		ownerKey = fmt.Sprintf("owner|%s|%d", o.UID, i)
-		if cached, ok := f.s.spreadCache[ownerKey]; ok && sameSpreadInputs(cached.from, f.pod) {
-			return cached
-		}
-	}
+func (f *podFilter) spreadCountsFor(c corev1.TopologySpreadConstraint) *spreadCounts {
 	sel := constraintSelector(f.pod, c)
 	honorAffinity := c.NodeAffinityPolicy == nil || *c.NodeAffinityPolicy == corev1.NodeInclusionPolicyHonor
 	honorTaints := c.NodeTaintsPolicy != nil && *c.NodeTaintsPolicy == corev1.NodeInclusionPolicyHonor
@@ -414,9 +389,6 @@ func (f *podFilter) spreadCountsFor(i int, c corev1.TopologySpreadConstraint) *s
 		cacheKey += fmt.Sprintf("|%v", f.pod.Spec.Tolerations)
 	}
 	if cached, ok := f.s.spreadCache[cacheKey]; ok {
-		if ownerKey != "" {
-			f.s.spreadCache[ownerKey] = cached
-		}
 		return cached
 	}
 	required := nodeaffinity.GetRequiredNodeAffinity(f.pod)
@@ -425,7 +397,7 @@ func (f *podFilter) spreadCountsFor(i int, c corev1.TopologySpreadConstraint) *s
 	for k := range keys {
 		others = append(others, f.s.topology(k))
 	}
-	counts := &spreadCounts{namespace: f.pod.Namespace, selector: sel, topo: topo, from: f.pod,
+	counts := &spreadCounts{namespace: f.pod.Namespace, selector: sel, topo: topo,
 		eligible: make([]bool, len(f.s.nodes)), domain: make([]bool, topo.values), counts: make([]int, topo.values)}
 	for i, ns := range f.s.nodes {
 		n := ns.node
@@ -459,36 +431,7 @@ func (f *podFilter) spreadCountsFor(i int, c corev1.TopologySpreadConstraint) *s
 	}
 	f.s.spreadCache[cacheKey] = counts
 	f.s.spreadList = append(f.s.spreadList, counts)
-	if ownerKey != "" {
-		f.s.spreadCache[ownerKey] = counts
-	}
 	return counts
-}
-
-// sameSpreadInputs tells whether two pods have everything the counts of
-// their hard spread constraints depend on in common: namespace,
-// constraints, node selector and required node affinity, tolerations, and
-// the labels when a constraint has matchLabelKeys.
-func sameSpreadInputs(a, b *corev1.Pod) bool {
-	eq := apiequality.Semantic.DeepEqual
-	if a.Namespace != b.Namespace || !eq(a.Spec.TopologySpreadConstraints, b.Spec.TopologySpreadConstraints) ||
-		!eq(a.Spec.NodeSelector, b.Spec.NodeSelector) || !eq(requiredNodeAffinity(a), requiredNodeAffinity(b)) ||
-		!eq(a.Spec.Tolerations, b.Spec.Tolerations) {
-		return false
-	}
-	for _, c := range a.Spec.TopologySpreadConstraints {
-		if len(c.MatchLabelKeys) > 0 {
-			return eq(a.Labels, b.Labels)
-		}
-	}
-	return true
-}
-
-func requiredNodeAffinity(p *corev1.Pod) *corev1.NodeSelector {
-	if p.Spec.Affinity == nil || p.Spec.Affinity.NodeAffinity == nil {
-		return nil
-	}
-	return p.Spec.Affinity.NodeAffinity.RequiredDuringSchedulingIgnoredDuringExecution
 }
 
 func affinityKey(p *corev1.Pod) string {

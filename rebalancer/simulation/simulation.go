@@ -80,10 +80,8 @@ type Simulator struct {
 	// volumes placements attached, by node index and driver.
 	storage       *storage
 	attachedAdded []map[string]sets.Set[string]
-	// attachedCount is storage.attachedCount, copied before the first
-	// placement changes it (ownCounts).
+	// attachedCount is storage.attachedCount with the placements'.
 	attachedCount []int32
-	ownCounts     bool
 	// chosenPVs are the static volumes placed pods' claims would bind.
 	chosenPVs map[string]*corev1.PersistentVolume
 	// addedAll and addedAffinity are the placements, and those with pod
@@ -91,8 +89,8 @@ type Simulator struct {
 	addedAll      []placedPod
 	addedAffinity []affinityPod
 	// othersAnti caches what others' anti-affinity forbids by namespace
-	// and labels, antiDomains pods' own terms by controller;
-	// antiDomainList holds each of antiDomains once.
+	// and labels, antiDomains the domains of pods' own terms by what they
+	// compile to; antiDomainList holds each of antiDomains.
 	othersAnti     map[string]*othersAnti
 	antiDomains    map[string]*termDomains
 	antiDomainList []*termDomains
@@ -214,7 +212,7 @@ func New(snap *snapshot.Snapshot, atRisk sets.Set[string], moving []*corev1.Pod)
 		added: map[string][]placedPod{}, addedAnti: map[string][]antiTerm{}, spreadCache: map[string]*spreadCounts{}, softCache: map[string]*softCounts{},
 		softByOwner: map[types.UID]*softCounts{}, othersAnti: map[string]*othersAnti{}, antiDomains: map[string]*termDomains{}, softByNamespace: map[string][]*softCounts{}, topologies: map[string]*topology{},
 		storage: snap.Memo("simulation.storage", func() any { return buildStorage(snap, b) }).(*storage), attachedAdded: make([]map[string]sets.Set[string], len(b.nodes))}
-	s.attachedCount = s.storage.attachedCount
+	s.attachedCount = slices.Clone(s.storage.attachedCount)
 	states := slices.Clone(b.nodes)
 	for i := range states {
 		ns := &states[i]

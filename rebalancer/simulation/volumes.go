@@ -319,9 +319,8 @@ func (f *podFilter) volumeTopology() *volumeTopology {
 	for _, a := range v.affinities {
 		c := compiledAffinity{fallback: a.fallback}
 		for _, term := range a.terms {
-			reqs, _ := term.Requirements()
-			tests := make([]*labelTest, len(reqs))
-			for i, r := range reqs {
+			tests := make([]*labelTest, len(term))
+			for i, r := range term {
 				tests[i] = newLabelTest(s.topology(r.Key()), func(value string) bool { return r.Matches(labels.Set{r.Key(): value}) }, r.Matches(labels.Set{}))
 			}
 			c.terms = append(c.terms, tests)
@@ -468,11 +467,11 @@ func (s *Simulator) exceedsLimits(ns *nodeState, attach []driverVolumes) bool {
 	return false
 }
 
-// volumeAffinity is a volume's required node affinity, compiled: terms
-// ORed, each a label selector; a term on node fields (or one that does not
-// parse) falls back to component-helpers' matcher.
+// volumeAffinity is a volume's required node affinity, parsed: terms
+// ORed, each a list of label requirements ANDed; a term on node fields (or
+// one that does not parse) falls back to component-helpers' matcher.
 type volumeAffinity struct {
-	terms    []labels.Selector
+	terms    [][]labels.Requirement
 	fallback *nodeaffinity.LazyErrorNodeSelector
 }
 
@@ -485,7 +484,7 @@ func compileVolumeAffinity(ns *corev1.NodeSelector) volumeAffinity {
 		if len(t.MatchExpressions) == 0 {
 			continue // an empty term matches nothing
 		}
-		sel := labels.NewSelector()
+		var reqs []labels.Requirement
 		for _, e := range t.MatchExpressions {
 			op, ok := selectionOps[e.Operator]
 			if !ok {
@@ -495,9 +494,9 @@ func compileVolumeAffinity(ns *corev1.NodeSelector) volumeAffinity {
 			if err != nil {
 				return volumeAffinity{fallback: nodeaffinity.NewLazyErrorNodeSelector(ns)}
 			}
-			sel = sel.Add(*r)
+			reqs = append(reqs, *r)
 		}
-		a.terms = append(a.terms, sel)
+		a.terms = append(a.terms, reqs)
 	}
 	return a
 }
@@ -533,9 +532,6 @@ func (s *Simulator) attach(i int, attach []driverVolumes) {
 			s.attachedAdded[i][a.name] = set
 		}
 		set.Insert(a.ids...)
-		if !s.ownCounts {
-			s.attachedCount, s.ownCounts = slices.Clone(s.attachedCount), true
-		}
 		s.attachedCount[i*nd+a.driver] = int32(set.Len())
 	}
 }
