@@ -48,6 +48,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
+	"k8s.io/utils/clock"
 	"k8s.io/utils/ptr"
 
 	"github.com/spot-rebalancer/spot-rebalancer/config"
@@ -315,9 +316,8 @@ func run(ctx context.Context, o options, out io.Writer) (err error) {
 
 	var peakRSS, lastRSS int64
 	seen := newPhases()
-	breaches, samples := 0, 0
+	budget, samples := newTally(), 0
 	peakDraining, overConcurrent := 0, 0
-	lowestHeadroom := 1 << 30
 	lastReport := time.Now()
 	err = cluster.WaitFor(ctx, o.timeout, func(ctx context.Context) (bool, error) {
 		if ctl.ProcessState != nil {
@@ -337,12 +337,9 @@ func run(ctx context.Context, o options, out io.Writer) (err error) {
 			}
 		}
 		samples++
+		budget.add(ready, minReady)
 		whole := true
-		for name, want := range minReady {
-			lowestHeadroom = min(lowestHeadroom, ready[name]-want)
-			if ready[name] < want {
-				breaches++
-			}
+		for name := range minReady {
 			if ready[name] != o.replicas {
 				whole = false
 			}
@@ -356,8 +353,9 @@ func run(ctx context.Context, o options, out io.Writer) (err error) {
 		for _, n := range nodes.Items {
 			if n.Annotations[signals.AnnotationAtRisk] == "true" {
 				states[n.Annotations[signals.AnnotationState]]++
-				seen.see(n.Name, signals.StateOf(n.Annotations), time.Since(signalAt))
-				if signals.StateOf(n.Annotations) == signals.StateDraining {
+				state := signals.StateOf(n.Annotations)
+				seen.see(n.Name, state, time.Since(signalAt))
+				if state == signals.StateDraining {
 					drainingIn[n.Labels[cluster.PoolLabel]]++
 				}
 			}
@@ -412,7 +410,7 @@ func run(ctx context.Context, o options, out io.Writer) (err error) {
 	fmt.Fprintf(out, "evictions / surges        %s / %s (abandoned %s)\n", metrics[`spot_rebalancer_evictions_total{result="evicted"}`],
 		metrics[`spot_rebalancer_surges_total{result="completed"}`], metrics[`spot_rebalancer_surges_total{result="abandoned"}`])
 	seen.report(out, atRisk)
-	fmt.Fprintf(out, "budget breaches           %d in %d samples (lowest headroom %d)\n", breaches, samples, lowestHeadroom)
+	fmt.Fprintf(out, "budget breaches           %d in %d samples (lowest headroom %d)\n", budget.breaches, samples, budget.lowest)
 	fmt.Fprintf(out, "nodes draining per pool   at most %d (maxConcurrentNodes %d; %d samples over)\n", peakDraining, o.maxConcurrent, overConcurrent)
 	fmt.Fprintf(out, "controller RSS            peak %d MiB, at the end %d MiB\n", peakRSS/1024, lastRSS/1024)
 	fmt.Fprintf(out, "controller requests       %d (%d watches) in %.0fs: mean %.1f/s; --kube-api-qps %.0f, --kube-api-burst %d\n",
@@ -431,8 +429,8 @@ func run(ctx context.Context, o options, out io.Writer) (err error) {
 			over = append(over, fmt.Sprintf("%d requests in %d s, over the %d allowed", peaks[i], w, allowed))
 		}
 	}
-	if breaches > 0 {
-		return fmt.Errorf("%d samples below a budget", breaches)
+	if budget.breaches > 0 {
+		return fmt.Errorf("%d samples below a budget", budget.breaches)
 	}
 	if overConcurrent > 0 {
 		return fmt.Errorf("%d samples with a pool draining more than maxConcurrentNodes %d nodes", overConcurrent, o.maxConcurrent)
@@ -447,6 +445,21 @@ func run(ctx context.Context, o options, out io.Writer) (err error) {
 		return fmt.Errorf("the controller exceeded its client rate limit: %s", strings.Join(over, "; "))
 	}
 	return nil
+}
+
+// tally counts, over samples, the Deployments below their budget (a
+// breach each) and the lowest headroom any had.
+type tally struct{ breaches, lowest int }
+
+func newTally() tally { return tally{lowest: 1 << 30} }
+
+func (t *tally) add(ready, minReady map[string]int) {
+	for name, want := range minReady {
+		t.lowest = min(t.lowest, ready[name]-want)
+		if ready[name] < want {
+			t.breaches++
+		}
+	}
 }
 
 // phases records when the soak first saw each node draining and drained,
@@ -725,31 +738,18 @@ func storm(ctx context.Context, o options, out io.Writer, c *cluster.Cluster, bi
 		defer ctl.stop()
 		baseline = ctl.cnt.total.Load()
 	}
-	total := 0
-	for range minReady {
-		total += o.replicas
-	}
+	total := len(minReady) * o.replicas
 	reclaimed := map[string]bool{}
 	for _, n := range atRisk {
 		reclaimed[n] = true
 	}
 
-	// The notices, as the agent writes them: the termination time, then
-	// the condition.
+	// The notices, written as the agent writes them.
 	signalAt := time.Now()
 	deadline := signalAt.Add(o.notice).Truncate(time.Second)
+	notices := signals.Writer{Kube: kube, Clock: clock.RealClock{}}
 	for _, name := range atRisk {
-		patch := fmt.Sprintf(`{"metadata":{"annotations":{%q:%q}}}`, signals.AnnotationTerminationTime, deadline.UTC().Format(time.RFC3339))
-		if _, err := kube.CoreV1().Nodes().Patch(ctx, name, "application/merge-patch+json", []byte(patch), metav1.PatchOptions{}); err != nil {
-			return err
-		}
-		n, err := kube.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{})
-		if err != nil {
-			return err
-		}
-		n.Status.Conditions = append(n.Status.Conditions, corev1.NodeCondition{Type: signals.ConditionInterruption, Status: corev1.ConditionTrue,
-			Reason: "InstanceActionTerminate", Message: "soak", LastTransitionTime: metav1.NewTime(signalAt), LastHeartbeatTime: metav1.NewTime(signalAt)})
-		if _, err := kube.CoreV1().Nodes().UpdateStatus(ctx, n, metav1.UpdateOptions{}); err != nil {
+		if _, err := notices.Interruption(ctx, name, deadline, "InstanceActionTerminate", "soak"); err != nil {
 			return err
 		}
 	}
@@ -809,7 +809,7 @@ func storm(ctx context.Context, o options, out io.Writer, c *cluster.Cluster, bi
 	// termination time; breaches are counted before that moment and in
 	// the last stretch apart (for kubectl drain too, to compare).
 	forceAt := deadline.Add(-config.Default().Rebalancer.DeadlineSafety.Duration)
-	breaches, lateBreaches, samples, lowestHeadroom, lowestLate := 0, 0, 0, 1<<30, 1<<30
+	early, late, samples := newTally(), newTally(), 0
 	allElsewhereAt := time.Duration(-1)
 	var peakRSS int64
 	lastReport := time.Now()
@@ -827,20 +827,10 @@ func storm(ctx context.Context, o options, out io.Writer, c *cluster.Cluster, bi
 		sm, ready, err := take()
 		if err == nil {
 			samples++
-			late := !time.Now().Before(forceAt)
-			for name, want := range minReady {
-				switch {
-				case late:
-					lowestLate = min(lowestLate, ready[name]-want)
-					if ready[name] < want {
-						lateBreaches++
-					}
-				default:
-					lowestHeadroom = min(lowestHeadroom, ready[name]-want)
-					if ready[name] < want {
-						breaches++
-					}
-				}
+			if time.Now().Before(forceAt) {
+				early.add(ready, minReady)
+			} else {
+				late.add(ready, minReady)
 			}
 			if sm.elsewhere == total && allElsewhereAt < 0 {
 				allElsewhereAt = time.Since(signalAt)
@@ -892,7 +882,7 @@ func storm(ctx context.Context, o options, out io.Writer, c *cluster.Cluster, bi
 	fmt.Fprintf(out, "on the reclaimed nodes      %d at the deadline (%d of them Ready): lost when the nodes go\n", at.onReclaimed, at.readyOnReclaimed)
 	fmt.Fprintf(out, "Deployments below budget    %d of %d once the reclaimed nodes' pods are gone\n", belowBudget, len(minReady))
 	fmt.Fprintf(out, "budget breaches             %d before the controller's deadline (%.0fs, the termination time less deadlineSafety; lowest headroom %d), %d after it (lowest headroom %d); %d samples\n",
-		breaches, forceAt.Sub(signalAt).Seconds(), lowestHeadroom, lateBreaches, lowestLate, samples)
+		early.breaches, forceAt.Sub(signalAt).Seconds(), early.lowest, late.breaches, late.lowest, samples)
 	if ctl != nil {
 		requests := ctl.cnt.total.Load() - baseline
 		fmt.Fprintf(out, "evictions / surges          %s / %s (abandoned %s)\n", metrics[`spot_rebalancer_evictions_total{result="evicted"}`],
@@ -903,8 +893,8 @@ func storm(ctx context.Context, o options, out io.Writer, c *cluster.Cluster, bi
 	} else {
 		fmt.Fprintf(out, "evictions refused           %d (kubectl drain: \"will retry\")\n", refusals.count.Load())
 	}
-	if o.drainer == drainerOurs && breaches > 0 {
-		return fmt.Errorf("%d samples below a budget before the controller's deadline", breaches)
+	if o.drainer == drainerOurs && early.breaches > 0 {
+		return fmt.Errorf("%d samples below a budget before the controller's deadline", early.breaches)
 	}
 	return nil
 }

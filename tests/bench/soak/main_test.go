@@ -90,3 +90,13 @@ func TestSummarize(t *testing.T) {
 		t.Errorf("summarize(nil) = %s %s %s %s, want zeros", med, p90, most, sum)
 	}
 }
+
+func TestTallyCountsDeploymentsBelowBudget(t *testing.T) {
+	minReady := map[string]int{"web": 24, "api": 20}
+	b := newTally()
+	b.add(map[string]int{"web": 25, "api": 20}, minReady) // headroom 1 and 0
+	b.add(map[string]int{"web": 23, "api": 18}, minReady) // both below
+	if b.breaches != 2 || b.lowest != -2 {
+		t.Errorf("breaches %d, lowest %d; want 2 and -2", b.breaches, b.lowest)
+	}
+}
