@@ -207,7 +207,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (result ct
 	if err != nil {
 		return ctrl.Result{}, err
 	}
-	in.Plan, in.Snapshot = nodePlan(plan, node.Name), snap
+	in.Plan, in.Snapshot, in.PlannedSurges = nodePlan(plan, node.Name), snap, plan.SurgesWith(node.Name)
 	if in.Plan == nil {
 		return ctrl.Result{}, fmt.Errorf("node %s is at risk but not in the plan", node.Name)
 	}

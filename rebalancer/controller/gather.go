@@ -9,6 +9,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/sets"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -125,22 +126,31 @@ func (r *Reconciler) surge(ctx context.Context, cached *coordinationv1.Lease, no
 	return fresh, nil
 }
 
-// surgeOf reads the record of d and counts d's pods.
+// surgeOf reads the record of d, owned by node, and counts d's pods on
+// the nodes it moves pods off and elsewhere.
 func surgeOf(record *coordinationv1.Lease, d *appsv1.Deployment, node string, snap *snapshot.Snapshot) decide.Surge {
 	s := decide.Surge{Deployment: d, Lease: record, Replicas: ptr.Deref(d.Spec.Replicas, 1)}
 	st, err := signals.SurgeOf(record)
 	s.Record, s.Unreadable = st, err != nil
+	off, moving := sets.New(node), sets.New[string]()
+	if st != nil {
+		off.Insert(st.OffNodes()...)
+		moving.Insert(st.Pods...)
+	}
 	for _, p := range snap.PodsIn(d.Namespace) {
 		if !sameDeployment(snap.DeploymentOf(p), d) {
 			continue
 		}
 		switch {
-		case p.Spec.NodeName == node:
+		case off.Has(p.Spec.NodeName):
 			if p.Annotations[signals.AnnotationPodDeletionCost] == signals.SurgeDeletionCost {
 				s.Marked = append(s.Marked, p.Name)
 			}
-			if p.DeletionTimestamp == nil {
+			if p.Spec.NodeName == node && p.DeletionTimestamp == nil {
 				s.OnNode = append(s.OnNode, p.Name)
+			}
+			if moving.Has(p.Name) && p.DeletionTimestamp == nil {
+				s.Leaving++
 			}
 		case p.Spec.NodeName != "" && p.DeletionTimestamp == nil && snapshot.PodReady(p):
 			s.ReadyElsewhere++

@@ -158,7 +158,7 @@ func (c *cluster) input(t *testing.T, at time.Time) Input {
 	if err != nil {
 		t.Fatal(err)
 	}
-	in.Plan = &plan.Nodes[0]
+	in.Plan, in.PlannedSurges = &plan.Nodes[0], plan.SurgesWith(c.risky.Name)
 	return in
 }
 

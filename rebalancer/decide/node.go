@@ -2,10 +2,10 @@ package decide
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
-	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
@@ -15,7 +15,6 @@ import (
 	"github.com/spot-rebalancer/spot-rebalancer/rebalancer/reserve"
 	"github.com/spot-rebalancer/spot-rebalancer/rebalancer/signals"
 	"github.com/spot-rebalancer/spot-rebalancer/rebalancer/simulation"
-	"github.com/spot-rebalancer/spot-rebalancer/rebalancer/snapshot"
 )
 
 // How often a node is looked at again while it waits or drains.
@@ -355,43 +354,18 @@ func stepSurges(in Input, start bool) ([]SurgeAction, bool) {
 	if !start {
 		return out, running
 	}
-	for _, g := range surgeGroups(in.Plan, in.Snapshot) {
-		if inProgress[g.key] || g.deployment == nil {
+	for _, g := range in.PlannedSurges {
+		d := in.Snapshot.Deployment(g.Namespace, g.Deployment)
+		if d == nil || inProgress[g.Namespace+"/"+g.Deployment] {
 			continue
 		}
-		out = append(out, SurgeAction{Op: SurgeStart, Deployment: g.deployment,
-			Record: &signals.SurgeState{Node: in.Node.Name, Phase: signals.SurgeScalingUp, Since: in.Now.UTC(), Pods: g.pods}})
+		// This node owns it: first among the nodes it moves pods off.
+		nodes := append([]string{in.Node.Name}, slices.DeleteFunc(slices.Clone(g.Nodes), func(n string) bool { return n == in.Node.Name })...)
+		out = append(out, SurgeAction{Op: SurgeStart, Deployment: d,
+			Record: &signals.SurgeState{Node: in.Node.Name, Nodes: nodes, Phase: signals.SurgeScalingUp, Since: in.Now.UTC(), Pods: slices.Clone(g.Pods)}})
 		running = true
 	}
 	return out, running
-}
-
-// group is a Deployment the node's plan moves by surge, with its pods.
-type group struct {
-	key        string
-	deployment *appsv1.Deployment
-	pods       []string
-}
-
-// surgeGroups are the plan's surges, in the plan's order.
-func surgeGroups(np *planner.NodePlan, snap *snapshot.Snapshot) []group {
-	var out []group
-	index := map[string]int{}
-	for _, p := range np.Pods {
-		if p.Action != planner.ActionSurge {
-			continue
-		}
-		name := strings.TrimPrefix(p.Workload, "Deployment/")
-		key := p.Namespace + "/" + name
-		i, ok := index[key]
-		if !ok {
-			i = len(out)
-			index[key] = i
-			out = append(out, group{key: key, deployment: snap.Deployment(p.Namespace, name)})
-		}
-		out[i].pods = append(out[i].pods, p.Name)
-	}
-	return out
 }
 
 // Retirable tells whether the node is one to give back now: drained by

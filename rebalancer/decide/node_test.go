@@ -1,6 +1,7 @@
 package decide
 
 import (
+	"slices"
 	"testing"
 	"time"
 
@@ -11,6 +12,7 @@ import (
 	"k8s.io/utils/ptr"
 
 	"github.com/spot-rebalancer/spot-rebalancer/config"
+	"github.com/spot-rebalancer/spot-rebalancer/rebalancer/planner"
 	"github.com/spot-rebalancer/spot-rebalancer/rebalancer/signals"
 )
 
@@ -384,5 +386,35 @@ func TestGrace(t *testing.T) {
 				t.Errorf("Grace = %d, want %d", got, tc.want)
 			}
 		})
+	}
+}
+
+// A draining node starts the plan's surges that move its pods, with the
+// pods on the nodes draining beside it: the record names the node as its
+// owner, first among the nodes the pods move off.
+func TestADrainingNodeOwnsTheSurgesItStarts(t *testing.T) {
+	c := newCluster().rebalance(now.Add(-time.Minute)).state(signals.StateDraining, signals.ReasonReplacementReady).
+		deploy("web", 4, 2).replacement("new", now)
+	c.config.Surge.Enabled = ptr.To(true)
+	in := c.input(t, now)
+	in.PlannedSurges = []planner.SurgePlan{{Namespace: c.deployments[0].Namespace, Deployment: "web",
+		Nodes: []string{"beside", c.risky.Name}, Pods: []string{"web-h-9", "web-h-0", "web-h-1"}}}
+	d := Node(in)
+	if len(d.Surges) != 1 || d.Surges[0].Op != SurgeStart {
+		t.Fatalf("surges %+v, want one start", summarize(d).Surges)
+	}
+	want := &signals.SurgeState{Node: c.risky.Name, Nodes: []string{c.risky.Name, "beside"}, Phase: signals.SurgeScalingUp, Since: now,
+		Pods: []string{"web-h-9", "web-h-0", "web-h-1"}}
+	if diff := cmp.Diff(want, d.Surges[0].Record); diff != "" {
+		t.Errorf("record (-want +got):\n%s", diff)
+	}
+	if d.Evictions != nil {
+		t.Errorf("a rebalance evicted %d pod(s) while its surge starts", len(d.Evictions))
+	}
+	// A surge of the Deployment under way off this node is stepped, not
+	// started again.
+	in.Surges = []Surge{surging(c, signals.SurgeWaiting, 6, 4)}
+	if got := summarize(Node(in)).Surges; !slices.Equal(got, []string{"web:scale-down"}) {
+		t.Errorf("with a surge under way: %v, want [web:scale-down]", got)
 	}
 }

@@ -20,7 +20,7 @@ import (
 //     nodes;
 //  4. record phase scaling-down and scale back: the ReplicaSet controller
 //     removes the pods with the lowest deletion cost, the ones on the node;
-//  5. remove the record.
+//  5. remove the record once the moved pods are gone (or terminating).
 //
 // Every step reads the live replica count first. If it is neither what the
 // record expects nor what the step writes, someone else (an HPA, GitOps, a
@@ -86,6 +86,10 @@ func Step(s Surge, now time.Time, timeout time.Duration) SurgeAction {
 			return a
 		case st.From:
 			a.Op = SurgeComplete
+			if s.Leaving > 0 && now.Sub(st.Since) < timeout {
+				// Scaled back; the ReplicaSet controller removes them.
+				a.Op = SurgeWait
+			}
 			return a
 		}
 		return abandon(a, s, someoneElse, false, true)

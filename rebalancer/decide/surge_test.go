@@ -42,6 +42,11 @@ func record(phase string, replicas int32, ready int) Surge {
 
 var marked = []string{"web-h-0", "web-h-1"}
 
+func leaving(s Surge, n int) Surge {
+	s.Leaving = n
+	return s
+}
+
 func TestSurgeStep(t *testing.T) {
 	const timeout = 5 * time.Minute
 	someoneElse := "its replica count was changed to 9 by someone else (expected 4 or 6)"
@@ -72,6 +77,11 @@ func TestSurgeStep(t *testing.T) {
 			surge: record(signals.SurgeScalingDown, 6, 4), want: step{Op: SurgeResumeScaleDown, Phase: signals.SurgeScalingDown}},
 		"scaling down, back at its own count: done": {
 			surge: record(signals.SurgeScalingDown, 4, 4), want: step{Op: SurgeComplete, Phase: signals.SurgeScalingDown}},
+		"scaled back, the moved pods not removed yet: wait for the ReplicaSet controller": {
+			surge: leaving(record(signals.SurgeScalingDown, 4, 4), 2), want: step{Op: SurgeWait, Phase: signals.SurgeScalingDown}},
+		"scaled back, the moved pods still there past the surge timeout: done (they are planned again)": {
+			surge: leaving(record(signals.SurgeScalingDown, 4, 4), 2), at: now.Add(timeout),
+			want: step{Op: SurgeComplete, Phase: signals.SurgeScalingDown}},
 		"scaling down, the count changed by someone else: give up, restore nothing": {
 			surge: record(signals.SurgeScalingDown, 9, 4),
 			want:  step{Op: SurgeAbandon, Phase: signals.SurgeScalingDown, Fallback: true, Unmark: marked, Why: someoneElse}},

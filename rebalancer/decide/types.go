@@ -28,6 +28,10 @@ type Input struct {
 	// needed when AtRisk).
 	Plan     *planner.NodePlan
 	Snapshot *snapshot.Snapshot
+	// PlannedSurges are the plan's surges that would move pods off the
+	// node (planner.Plan.SurgesWith): a draining node starts them, with
+	// the pods on the nodes draining beside it.
+	PlannedSurges []planner.SurgePlan
 	// Surges are the surges recorded off the node (and records that do
 	// not parse, which no node owns).
 	Surges []Surge
@@ -100,13 +104,19 @@ type Surge struct {
 	NoDeployment bool
 	// Replicas is the Deployment's replica count.
 	Replicas int32
-	// ReadyElsewhere counts its Ready pods not on the node and not
-	// terminating.
+	// ReadyElsewhere counts its Ready pods not terminating and not on
+	// the nodes the surge moves pods off.
 	ReadyElsewhere int
-	// Marked are its pods on the node that carry the surge's deletion
-	// cost; OnNode all of its pods on the node not terminating yet.
+	// Marked are its pods on those nodes that carry the surge's deletion
+	// cost; OnNode all of its pods on the node that owns the surge, not
+	// terminating yet.
 	Marked []string
 	OnNode []string
+	// Leaving counts the pods the record names that are still on those
+	// nodes and not terminating: scaled back, the surge ends once the
+	// ReplicaSet controller has removed them (a pod still there when the
+	// record goes would be planned again, as if it had never moved).
+	Leaving int
 }
 
 // Decision is what to do about one node now. The executor applies it in

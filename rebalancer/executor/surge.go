@@ -57,7 +57,7 @@ func (w *Writer) Surge(ctx context.Context, node *corev1.Node, a decide.SurgeAct
 		}
 		w.Metrics.Surges.WithLabelValues("completed").Inc()
 		w.Recorder.Eventf(d, corev1.EventTypeNormal, "SurgeCompleted", "moved %d pod(s) off at-risk node %s; back at %d replicas",
-			a.Record.To-a.Record.From, a.Record.Node, a.Record.From)
+			a.Record.To-a.Record.From, nodeList(a.Record), a.Record.From)
 		return nil
 	case decide.SurgeAbandon:
 		return w.abandonSurge(ctx, node, a)
@@ -112,9 +112,13 @@ func (w *Writer) startSurge(ctx context.Context, node *corev1.Node, a decide.Sur
 	}
 	w.Metrics.Surges.WithLabelValues("started").Inc()
 	w.Recorder.Eventf(d, corev1.EventTypeNormal, "SurgeStarted",
-		"moving %d pod(s) off at-risk node %s: scaled from %d to %d; they leave once %d pods are Ready elsewhere", len(st.Pods), node.Name, st.From, st.To, st.From)
-	w.Recorder.Eventf(node, corev1.EventTypeNormal, "SurgeStarted", "deployment %s/%s scaled from %d to %d to move %d pod(s) off this node",
-		d.Namespace, d.Name, st.From, st.To, len(st.Pods))
+		"moving %d pod(s) off at-risk node %s: scaled from %d to %d; they leave once %d pods are Ready elsewhere", len(st.Pods), nodeList(&st), st.From, st.To, st.From)
+	also := ""
+	if others := st.OffNodes()[1:]; len(others) > 0 {
+		also = " and " + names(others)
+	}
+	w.Recorder.Eventf(node, corev1.EventTypeNormal, "SurgeStarted", "deployment %s/%s scaled from %d to %d to move %d pod(s) off this node%s",
+		d.Namespace, d.Name, st.From, st.To, len(st.Pods), also)
 	return nil
 }
 
@@ -136,17 +140,28 @@ func (w *Writer) abandonSurge(ctx context.Context, node *corev1.Node, a decide.S
 	if err := w.clearRecord(ctx, a.Lease); err != nil {
 		return err
 	}
-	if a.Fallback && node != nil {
-		if err := w.addSurgeFallback(ctx, node.Name, d.Namespace+"/"+d.Name); err != nil {
-			return err
+	if a.Fallback {
+		// Every node the surge moved pods off evicts them now (the
+		// node's own when the record does not say).
+		var nodes []string
+		switch {
+		case a.Record != nil:
+			nodes = a.Record.OffNodes()
+		case node != nil:
+			nodes = []string{node.Name}
+		}
+		for _, name := range nodes {
+			if err := w.addSurgeFallback(ctx, name, d.Namespace+"/"+d.Name); err != nil {
+				return err
+			}
 		}
 	}
 	nodeName := "(unknown)"
 	switch {
+	case a.Record != nil:
+		nodeName = nodeList(a.Record)
 	case node != nil:
 		nodeName = node.Name
-	case a.Record != nil:
-		nodeName = a.Record.Node
 	}
 	w.Metrics.Surges.WithLabelValues("abandoned").Inc()
 	w.Recorder.Eventf(d, corev1.EventTypeWarning, "SurgeAbandoned", "surge off node %s given up: %s", nodeName, a.Why)
@@ -155,6 +170,20 @@ func (w *Writer) abandonSurge(ctx context.Context, node *corev1.Node, a decide.S
 	}
 	ctrllog.FromContext(ctx).Info("Surge abandoned", "deployment", klog.KObj(d), "node", nodeName, "reason", a.Why)
 	return nil
+}
+
+// nodeList names the nodes a surge moves pods off, for people: the first
+// few, so that an event stays short.
+func nodeList(st *signals.SurgeState) string {
+	return names(st.OffNodes())
+}
+
+func names(list []string) string {
+	const shown = 5
+	if len(list) <= shown {
+		return strings.Join(list, ", ")
+	}
+	return fmt.Sprintf("%s and %d more", strings.Join(list[:shown], ", "), len(list)-shown)
 }
 
 // markPods sets (or, with nil, removes) the pods' deletion cost. Marking

@@ -2,6 +2,7 @@ package planner
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -18,26 +19,40 @@ import (
 // evicted with the rest, in parallel.
 const SurgeMinTimeToDeadline = time.Minute
 
-// surge turns the evictions of a Deployment's pods on a node into one
-// surge, where the Deployment allows it (surgeBlocker): all of its pods
-// there placed by the simulation, none blocked. The pods a surge moves take
-// no part in eviction waves: no pod leaves before its replacement is Ready,
-// so no budget is spent.
+// surge turns the evictions of a Deployment's pods on the planned nodes
+// into one surge, where the Deployment allows it (surgeBlocker) and, on
+// each node, all of its pods there are placed by the simulation. One surge
+// moves the Deployment's pods off every node draining together: one
+// record, one scale-up, one wait. The pods a surge moves take no part in
+// eviction waves: no pod leaves before its replacement is Ready, so no
+// budget is spent. The pods of a surge under way follow its record; the
+// Deployment's other pods are evicted (one Deployment has one surge at a
+// time).
 func (p *planning) surge(plan *Plan) {
 	if p.cfg.Surge.Enabled == nil || !*p.cfg.Surge.Enabled {
 		return
 	}
 	hpas := p.hpaTargets()
+	type member struct {
+		node int
+		pod  *PodPlan
+	}
+	type group struct {
+		d       *appsv1.Deployment
+		members []member
+	}
+	groups := map[string]*group{}
+	var order []string
+	// blocked holds node index and Deployment for the pods that fit nowhere.
+	type nodeDeployment struct {
+		node int
+		key  string
+	}
+	blocked := sets.New[nodeDeployment]()
+	fallbacks := make([]sets.Set[string], len(plan.Nodes))
 	for i := range plan.Nodes {
 		np := &plan.Nodes[i]
-		fallback := surgeFallback(p.snap.Node(np.Name).Annotations[signals.AnnotationSurgeFallback])
-		type group struct {
-			d    *appsv1.Deployment
-			pods []*PodPlan
-		}
-		groups := map[string]*group{}
-		var order []string
-		blocked := sets.New[string]()
+		fallbacks[i] = surgeFallback(p.snap.Node(np.Name).Annotations[signals.AnnotationSurgeFallback])
 		for j, pod := range p.snap.PodsOn(np.Name) {
 			d := p.snap.DeploymentOf(pod)
 			if d == nil {
@@ -50,39 +65,74 @@ func (p *planning) surge(plan *Plan) {
 					groups[key] = &group{d: d}
 					order = append(order, key)
 				}
-				groups[key].pods = append(groups[key].pods, &np.Pods[j])
+				groups[key].members = append(groups[key].members, member{node: i, pod: &np.Pods[j]})
 			case ActionBlocked:
-				blocked.Insert(key)
-			}
-		}
-		for _, key := range order {
-			g := groups[key]
-			why := p.surgeBlocker(g.d, np.Name, hpas)
-			st, _ := p.surgeOf(g.d)
-			ours := st != nil && st.Node == np.Name
-			switch {
-			case why == "" && !ours && np.Deadline != nil && np.Deadline.Sub(p.snap.Now) < SurgeMinTimeToDeadline:
-				why = fmt.Sprintf("less than %s to the interruption deadline", SurgeMinTimeToDeadline)
-			case blocked.Has(key):
-				why = "some of its pods here fit nowhere"
-			case fallback.Has(key):
-				why = "a surge off this node was given up"
-			}
-			for _, pp := range g.pods {
-				if why != "" {
-					pp.Reasons = append(pp.Reasons, "no surge: "+why)
-					continue
-				}
-				pp.Action, pp.Wave, pp.Workload = ActionSurge, 0, "Deployment/"+g.d.Name
-				pp.Reasons = append(pp.Reasons, fmt.Sprintf("Deployment %s scales up by %d, then back", g.d.Name, len(g.pods)))
+				blocked.Insert(nodeDeployment{i, key})
 			}
 		}
 	}
+	for _, key := range order {
+		g := groups[key]
+		st, _ := p.surgeOf(g.d)
+		blocker := p.surgeBlocker(g.d, hpas)
+		var recorded sets.Set[string]
+		if st != nil {
+			recorded = sets.New(st.Pods...)
+		}
+		var moving []*PodPlan
+		surge := SurgePlan{Namespace: g.d.Namespace, Deployment: g.d.Name}
+		for _, m := range g.members {
+			np := &plan.Nodes[m.node]
+			why := blocker
+			switch {
+			case why != "":
+			case st != nil && recorded.Has(m.pod.Name):
+				// Under way: it follows its record.
+				m.pod.Action, m.pod.Wave, m.pod.Workload = ActionSurge, 0, "Deployment/"+g.d.Name
+				off := "node " + st.Node
+				if n := len(st.OffNodes()) - 1; n > 0 {
+					off += fmt.Sprintf(" and %d other node(s)", n)
+				}
+				m.pod.Reasons = append(m.pod.Reasons, fmt.Sprintf("moving in the surge of Deployment %s off %s (scaled from %d to %d)",
+					g.d.Name, off, st.From, st.To))
+				continue
+			case st != nil:
+				why = "already surging off node " + st.Node
+			case blocked.Has(nodeDeployment{m.node, key}):
+				why = "some of its pods here fit nowhere"
+			case fallbacks[m.node].Has(key):
+				why = "a surge off this node was given up"
+			case np.Deadline != nil && np.Deadline.Sub(p.snap.Now) < SurgeMinTimeToDeadline:
+				why = fmt.Sprintf("less than %s to the interruption deadline", SurgeMinTimeToDeadline)
+			}
+			if why != "" {
+				m.pod.Reasons = append(m.pod.Reasons, "no surge: "+why)
+				continue
+			}
+			moving = append(moving, m.pod)
+			surge.Pods = append(surge.Pods, m.pod.Name)
+			if !slices.Contains(surge.Nodes, np.Name) {
+				surge.Nodes = append(surge.Nodes, np.Name)
+			}
+		}
+		if len(moving) == 0 {
+			continue
+		}
+		why := fmt.Sprintf("Deployment %s scales up by %d, then back", g.d.Name, len(moving))
+		if len(surge.Nodes) > 1 {
+			why = fmt.Sprintf("Deployment %s scales up by %d for its pods on %d nodes draining together, then back", g.d.Name, len(moving), len(surge.Nodes))
+		}
+		for _, pp := range moving {
+			pp.Action, pp.Wave, pp.Workload = ActionSurge, 0, "Deployment/"+g.d.Name
+			pp.Reasons = append(pp.Reasons, why)
+		}
+		plan.Surges = append(plan.Surges, surge)
+	}
 }
 
-// surgeBlocker says why the Deployment's pods on node must be evicted
-// instead of surged, or "".
-func (p *planning) surgeBlocker(d *appsv1.Deployment, node string, hpas sets.Set[string]) string {
+// surgeBlocker says why the Deployment's pods must be evicted instead of
+// surged, or "" (also for a surge under way).
+func (p *planning) surgeBlocker(d *appsv1.Deployment, hpas sets.Set[string]) string {
 	replicas := ptr.Deref(d.Spec.Replicas, 1)
 	st, err := p.surgeOf(d)
 	switch {
@@ -93,10 +143,8 @@ func (p *planning) surgeBlocker(d *appsv1.Deployment, node string, hpas sets.Set
 			"): run `spot-rebalancer migrate surge-records`"
 	case err != nil:
 		return "its surge record does not parse"
-	case st != nil && st.Node != node:
-		return "already surging off node " + st.Node
 	case st != nil:
-		return "" // ours, in progress
+		return "" // in progress
 	case d.Spec.Paused:
 		return "paused"
 	case d.Status.ObservedGeneration < d.Generation || d.Status.UpdatedReplicas != replicas || d.Status.Replicas != replicas:

@@ -1,9 +1,12 @@
 package planner
 
 import (
+	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/google/go-cmp/cmp"
 
 	appsv1 "k8s.io/api/apps/v1"
 	autoscalingv2 "k8s.io/api/autoscaling/v2"
@@ -141,5 +144,87 @@ func TestNoSurgeWhenSomePodFitsNowhere(t *testing.T) {
 		if pp.Action == ActionSurge {
 			t.Errorf("pod %s surges although its sibling fits nowhere", pp.Name)
 		}
+	}
+}
+
+// A Deployment's pods on several planned nodes move in one surge: one
+// record, one scale-up by all of them. A node where the surge may not run
+// (too close to its deadline) keeps its pods out; a surge under way takes
+// only the pods its record names.
+func TestOneSurgePerDeploymentAcrossTheNodesDrainingTogether(t *testing.T) {
+	interrupted := func(in time.Duration) func(*corev1.Node) {
+		return func(n *corev1.Node) {
+			n.Status.Conditions = append(n.Status.Conditions, corev1.NodeCondition{Type: signals.ConditionInterruption, Status: corev1.ConditionTrue,
+				LastTransitionTime: metav1.NewTime(now)})
+			n.Annotations = map[string]string{signals.AnnotationTerminationTime: now.Add(in).Format(time.RFC3339)}
+		}
+	}
+	tests := map[string]struct {
+		b      func(*corev1.Node)
+		record string
+		// want is the action of each pod by name; surge the plan's surge.
+		want  map[string]Action
+		surge *SurgePlan
+		// reasons each pod's reasons must contain.
+		reasons map[string]string
+	}{
+		"two nodes, one surge": {b: rebalanceCondition,
+			want:    map[string]Action{"web-h-0": ActionSurge, "web-h-1": ActionSurge, "web-h-2": ActionSurge, "web-h-3": ActionSurge},
+			surge:   &SurgePlan{Namespace: "shop", Deployment: "web", Nodes: []string{"risky-a", "risky-b"}, Pods: []string{"web-h-0", "web-h-1", "web-h-2", "web-h-3"}},
+			reasons: map[string]string{"web-h-3": "Deployment web scales up by 4 for its pods on 2 nodes draining together, then back"}},
+		"a node too close to its deadline keeps its pods out": {b: interrupted(70 * time.Second),
+			want:    map[string]Action{"web-h-0": ActionSurge, "web-h-1": ActionSurge, "web-h-2": ActionEvict, "web-h-3": ActionEvict},
+			surge:   &SurgePlan{Namespace: "shop", Deployment: "web", Nodes: []string{"risky-a"}, Pods: []string{"web-h-0", "web-h-1"}},
+			reasons: map[string]string{"web-h-0": "Deployment web scales up by 2, then back", "web-h-2": "no surge: less than 1m0s to the interruption deadline"}},
+		"a surge under way takes only the pods it names": {b: rebalanceCondition,
+			record: `{"node":"risky-a","nodes":["risky-a","risky-b"],"from":5,"to":8,"phase":"waiting","since":"2026-11-26T12:00:00Z","pods":["web-h-0","web-h-1","web-h-2"]}`,
+			want:   map[string]Action{"web-h-0": ActionSurge, "web-h-1": ActionSurge, "web-h-2": ActionSurge, "web-h-3": ActionEvict},
+			reasons: map[string]string{"web-h-2": "moving in the surge of Deployment web off node risky-a and 1 other node(s) (scaled from 5 to 8)",
+				"web-h-3": "no surge: already surging off node risky-a"}},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			d, rs := deployment("web", 5)
+			nodes := []*corev1.Node{node("risky-a", "spot-a", now.Add(-time.Hour), rebalanceCondition),
+				node("risky-b", "spot-a", now.Add(-time.Hour), tc.b), node("other", "spot-a", now.Add(-time.Hour))}
+			pods := []*corev1.Pod{rsPod("web", 0, "risky-a"), rsPod("web", 1, "risky-a"), rsPod("web", 2, "risky-b"), rsPod("web", 3, "risky-b"), rsPod("web", 4, "other")}
+			var records []*coordinationv1.Lease
+			if tc.record != "" {
+				records = append(records, &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Name: signals.SurgeRecordName(d.UID), Namespace: "spot-rebalancer",
+					Annotations: map[string]string{signals.AnnotationSurgeState: tc.record}}})
+			}
+			snap := snapshot.New(now, snapshot.Objects{Nodes: nodes, Pods: pods, Deployments: []*appsv1.Deployment{d}, ReplicaSets: []*appsv1.ReplicaSet{rs},
+				SurgeRecords: records})
+			plan, err := New(snap, Options{Config: cfg()})
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := map[string]Action{}
+			for _, np := range plan.Nodes {
+				for _, pp := range np.Pods {
+					got[pp.Name] = pp.Action
+					if want := tc.reasons[pp.Name]; want != "" && !strings.Contains(strings.Join(pp.Reasons, "; "), want) {
+						t.Errorf("pod %s: reasons %q lack %q", pp.Name, pp.Reasons, want)
+					}
+				}
+			}
+			if diff := cmp.Diff(tc.want, got); diff != "" {
+				t.Errorf("actions (-want +got):\n%s", diff)
+			}
+			var want []SurgePlan
+			if tc.surge != nil {
+				want = append(want, *tc.surge)
+			}
+			if diff := cmp.Diff(want, plan.Surges); diff != "" {
+				t.Errorf("surges (-want +got):\n%s", diff)
+			}
+			if tc.surge != nil {
+				for _, n := range []string{"risky-a", "risky-b"} {
+					if got, want := len(plan.SurgesWith(n)), len(slices.DeleteFunc(slices.Clone(tc.surge.Nodes), func(s string) bool { return s != n })); got != want {
+						t.Errorf("SurgesWith(%s) has %d surges, want %d", n, got, want)
+					}
+				}
+			}
+		})
 	}
 }

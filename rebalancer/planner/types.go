@@ -7,6 +7,7 @@
 package planner
 
 import (
+	"slices"
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -38,6 +39,32 @@ type Plan struct {
 	// a destination and a wave.
 	Complete bool       `json:"complete"`
 	Nodes    []NodePlan `json:"nodes"`
+	// Surges are the surges the plan would start: each moves a
+	// Deployment's pods off every planned node it may surge them off, in
+	// one scale-up.
+	Surges []SurgePlan `json:"surges,omitempty"`
+}
+
+// SurgePlan is one surge to start: a Deployment scaled up by its pods on
+// the nodes, and back once as many new pods are Ready elsewhere.
+type SurgePlan struct {
+	Namespace  string `json:"namespace"`
+	Deployment string `json:"deployment"`
+	// Nodes the pods move off, in the plan's order.
+	Nodes []string `json:"nodes"`
+	// Pods are the names of the pods that move.
+	Pods []string `json:"pods"`
+}
+
+// SurgesWith are the plan's surges that move pods off node.
+func (p *Plan) SurgesWith(node string) []SurgePlan {
+	var out []SurgePlan
+	for _, s := range p.Surges {
+		if slices.Contains(s.Nodes, node) {
+			out = append(out, s)
+		}
+	}
+	return out
 }
 
 // NodePlan is the decision for one at-risk node.

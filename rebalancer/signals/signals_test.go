@@ -226,6 +226,11 @@ func TestSurgeRecordsAreCheckedBeforeTheyAreBelieved(t *testing.T) {
 		"no pods":                         {state: `{"node":"a","from":4,"to":4,"phase":"waiting","pods":[]}`},
 		"not JSON":                        {state: `{`},
 		"a negative count":                {state: `{"node":"a","from":-2,"to":0,"phase":"waiting","pods":["p","q"]}`},
+		"off two nodes, its owner first":  {state: `{"node":"a","nodes":["a","b"],"from":4,"to":6,"phase":"waiting","pods":["p","q"]}`, ok: true},
+		"nodes without its owner first":   {state: `{"node":"a","nodes":["b","a"],"from":4,"to":6,"phase":"waiting","pods":["p","q"]}`},
+		"nodes without its owner":         {state: `{"node":"a","nodes":["b"],"from":4,"to":6,"phase":"waiting","pods":["p","q"]}`},
+		"a node twice":                    {state: `{"node":"a","nodes":["a","b","b"],"from":4,"to":6,"phase":"waiting","pods":["p","q"]}`},
+		"an empty node name":              {state: `{"node":"a","nodes":["a",""],"from":4,"to":6,"phase":"waiting","pods":["p","q"]}`},
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {

@@ -3,6 +3,7 @@ package signals
 import (
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -10,6 +11,7 @@ import (
 	coordinationv1 "k8s.io/api/coordination/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/sets"
 	"k8s.io/utils/ptr"
 )
 
@@ -50,9 +52,15 @@ const (
 	SurgeScalingDown = "scaling-down"
 )
 
-// SurgeState is one surge of a Deployment's pods off one node.
+// SurgeState is one surge of a Deployment's pods off the nodes draining
+// together.
 type SurgeState struct {
+	// Node owns the surge: its drain steps it, and sweeps it up when the
+	// node is gone or drained.
 	Node string `json:"node"`
+	// Nodes are all the nodes the pods move off, Node first; records of
+	// versions before 0.3 have none, meaning Node alone.
+	Nodes []string `json:"nodes,omitempty"`
 	// From is the replica count before the surge, restored at its end;
 	// To is From plus the pods moving.
 	From  int32     `json:"from"`
@@ -61,6 +69,14 @@ type SurgeState struct {
 	Since time.Time `json:"since"`
 	// Pods are the names of the pods that move.
 	Pods []string `json:"pods"`
+}
+
+// OffNodes are the nodes the surge moves pods off, its owner first.
+func (s *SurgeState) OffNodes() []string {
+	if len(s.Nodes) == 0 {
+		return []string{s.Node}
+	}
+	return s.Nodes
 }
 
 // SurgeRecordName names the record of a surge of the Deployment with uid:
@@ -145,7 +161,9 @@ func parseSurge(annotations map[string]string, what string) (*SurgeState, error)
 	}
 	// A surge moves at least one pod of a Deployment that has some, and
 	// scales up by exactly as many as it moves.
-	if s.Node == "" || s.From < 1 || int(s.To-s.From) != len(s.Pods) || len(s.Pods) == 0 {
+	// Its nodes, when listed, begin with its owner and name no node twice.
+	if s.Node == "" || s.From < 1 || int(s.To-s.From) != len(s.Pods) || len(s.Pods) == 0 ||
+		len(s.Nodes) > 0 && (s.Nodes[0] != s.Node || slices.Contains(s.Nodes, "") || len(sets.New(s.Nodes...)) != len(s.Nodes)) {
 		return nil, fmt.Errorf("%s: annotation %s: incomplete or inconsistent record %q", what, AnnotationSurgeState, raw)
 	}
 	return &s, nil

@@ -2,7 +2,9 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -14,6 +16,8 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/sets"
 	"k8s.io/utils/ptr"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
@@ -349,5 +353,127 @@ func TestNoSurgeForHPATargetsAndOptOuts(t *testing.T) {
 	}
 	if len(evicted.Items) != 4 {
 		t.Errorf("%d Evicted events in the namespace, want 4 (2 pods of each Deployment)", len(evicted.Items))
+	}
+}
+
+// A Deployment with pods on two nodes draining together moves them in one
+// surge: one record naming both nodes, one scale-up by all four pods, one
+// wait. The controller is stopped mid-surge and the next one finishes it
+// from the record. Ready pods never fall below the replica count.
+func TestOneSurgeMovesADeploymentOffTwoDrainingNodes(t *testing.T) {
+	c := cluster.Get(t)
+	ctx := cluster.Context(t)
+	ns := c.Namespace(t, nil)
+	// Room for two 500m pods each: the four pods split two and two.
+	a := c.AddNode(t, cluster.Node{Spot: true, Pool: "surge-m", CPU: "1", Taints: []corev1.Taint{spotTaint}})
+	b := c.AddNode(t, cluster.Node{Spot: true, Pool: "surge-m", CPU: "1", Taints: []corev1.Taint{spotTaint}})
+	deploySlow(t, c, ns, "pair", 4, nil)
+	pods, err := podsOf(ctx, c, ns, "pair")
+	if err != nil {
+		t.Fatal(err)
+	}
+	on := map[string]int{}
+	for _, p := range pods {
+		on[p.Spec.NodeName]++
+	}
+	if on[a.Name] != 2 || on[b.Name] != 2 {
+		t.Fatalf("pods per node %v, want 2 on %s and 2 on %s", on, a.Name, b.Name)
+	}
+	// A budget that allows one eviction at a time: moved by surge, no pod
+	// is evicted.
+	pdbFor(t, c, ns, "pair", "pair", 3)
+	s := sampleReady(t, c, ns, "pair")
+	c.AddNode(t, cluster.Node{Spot: true, Pool: "surge-m", Taints: []corev1.Taint{spotTaint}})
+	c.AddNode(t, cluster.Node{Spot: true, Pool: "surge-m", Taints: []corev1.Taint{spotTaint}})
+	// Both nodes draining, as a controller that admitted both and stopped
+	// leaves them: whichever node the next one looks at first starts the
+	// surge, with the pods of both. (Admitted by a running controller, the
+	// first could start its surge before the second drains.)
+	for _, n := range []*corev1.Node{a, b} {
+		markDraining(t, c, n)
+	}
+
+	two := func(cfg *config.Rebalancer) { cfg.MaxConcurrentNodes = 2 }
+	surging := func(cfg *config.Rebalancer) { two(cfg); withSurge(cfg) }
+	_, stop := startStoppableRebalancer(t, c, surging)
+	var st *signals.SurgeState
+	c.WaitFor(t, 30*time.Second, "one surge recorded off both nodes and the Deployment scaled to 8", func(ctx context.Context) (bool, error) {
+		record, d, err := surgeRecord(ctx, c, c.RecordsNamespace(t), ns, "pair")
+		if err != nil || record == nil {
+			return false, err
+		}
+		if st, err = signals.SurgeOf(record); err != nil {
+			return false, err
+		}
+		return ptr.Deref(d.Spec.Replicas, 0) == 8, nil
+	})
+	if got := sets.New(st.OffNodes()...); !got.Equal(sets.New(a.Name, b.Name)) || st.From != 4 || st.To != 8 || len(st.Pods) != 4 {
+		t.Fatalf("surge record %+v, want one off %s and %s from 4 to 8 with 4 pods", st, a.Name, b.Name)
+	}
+	// Stopped mid-surge: the next controller resumes from the record.
+	stop()
+	startRebalancer(t, c, surging)
+	waitDrained(t, c, a.Name)
+	waitDrained(t, c, b.Name)
+	c.WaitFor(t, 30*time.Second, "the Deployment back at 4 Ready replicas with nothing left behind", func(ctx context.Context) (bool, error) {
+		left, err := surgeLeftovers(ctx, c, c.RecordsNamespace(t), ns, "pair", 4)
+		if err != nil || left != "" {
+			return false, err
+		}
+		pods, err := c.ReadyPods(ctx, ns, "app=pair")
+		for _, p := range pods {
+			if p.Spec.NodeName == a.Name || p.Spec.NodeName == b.Name {
+				return false, err
+			}
+		}
+		return len(pods) == 4, err
+	})
+	minReady, maxReplicas, samples := s.read()
+	t.Logf("%d samples: lowest Ready %d, highest replica count %d", samples, minReady, maxReplicas)
+	if minReady < 4 {
+		t.Errorf("Ready replicas fell to %d, below 4", minReady)
+	}
+	if maxReplicas != 8 {
+		t.Errorf("the Deployment peaked at %d replicas, want 8 (one surge of 4)", maxReplicas)
+	}
+	events, err := deploymentEvents(ctx, c, ns, "pair")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if events["SurgeStarted"] != 1 || events["SurgeCompleted"] != 1 || events["SurgeAbandoned"] != 0 {
+		t.Errorf("surge events on the Deployment: %v, want one started and one completed", events)
+	}
+	evicted, err := c.Client.CoreV1().Events(ns).List(ctx, metav1.ListOptions{FieldSelector: "reason=Evicted"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range evicted.Items {
+		t.Errorf("pod %s evicted (%s, by %s): the pods were to move by surge only", e.InvolvedObject.Name, e.Message, e.Source.Component+e.ReportingController)
+	}
+}
+
+// markDraining writes on node the state a controller leaves on a node it
+// admitted to drain for a rebalance recommendation: the signal, the state
+// with its reason, the draining taint and the cordon.
+func markDraining(t *testing.T, c *cluster.Cluster, node *corev1.Node) {
+	t.Helper()
+	patch, err := json.Marshal(map[string]any{
+		"metadata": map[string]any{"annotations": map[string]string{
+			signals.AnnotationAtRisk:          "true",
+			signals.AnnotationState:           string(signals.StateDraining),
+			signals.AnnotationStateReasonCode: string(signals.ReasonReplacementReady),
+			signals.AnnotationStateReason:     "admitted by the test",
+		}},
+		"spec": map[string]any{
+			"unschedulable": true,
+			"taints": append(slices.Clone(node.Spec.Taints),
+				corev1.Taint{Key: signals.TaintDraining, Value: string(signals.StateDraining), Effect: corev1.TaintEffectNoSchedule}),
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Client.CoreV1().Nodes().Patch(cluster.Context(t), node.Name, types.MergePatchType, patch, metav1.PatchOptions{}); err != nil {
+		t.Fatal(err)
 	}
 }
