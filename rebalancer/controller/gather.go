@@ -152,6 +152,9 @@ func surgeOf(record *coordinationv1.Lease, d *appsv1.Deployment, node string, sn
 			if moving.Has(p.Name) && p.DeletionTimestamp == nil {
 				s.Leaving++
 			}
+			if p.Spec.NodeName != node && p.DeletionTimestamp == nil && snap.Node(p.Spec.NodeName) == nil {
+				s.Stranded = append(s.Stranded, p.Name)
+			}
 		case p.Spec.NodeName != "" && p.DeletionTimestamp == nil && snapshot.PodReady(p):
 			s.ReadyElsewhere++
 		}

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
+	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
@@ -35,7 +36,9 @@ type cluster struct {
 	pdbs        []*policyv1.PodDisruptionBudget
 	deployments []*appsv1.Deployment
 	replicaSets []*appsv1.ReplicaSet
-	config      config.Rebalancer
+	// records are surge records (of any node).
+	records []*coordinationv1.Lease
+	config  config.Rebalancer
 }
 
 func newCluster() *cluster {
@@ -146,7 +149,7 @@ func (c *cluster) nodeNamed(name string) *corev1.Node {
 func (c *cluster) input(t *testing.T, at time.Time) Input {
 	t.Helper()
 	snap := snapshot.New(at, snapshot.Objects{Nodes: append([]*corev1.Node{c.risky}, c.nodes...), Pods: c.pods, PDBs: c.pdbs,
-		Deployments: c.deployments, ReplicaSets: c.replicaSets, Namespace: componentsNS})
+		Deployments: c.deployments, ReplicaSets: c.replicaSets, SurgeRecords: c.records, Namespace: componentsNS})
 	cfg := c.config
 	in := Input{Now: at, Config: &cfg, Node: c.risky, Snapshot: snap, Evicted: sets.New[types.UID](),
 		Reservations: snap.Reservations(c.risky.Name), Namespace: componentsNS}

@@ -255,8 +255,9 @@ func drain(in Input) Decision {
 	}
 	surges, running := stepSurges(in, true)
 	interruption := in.Signal.Kind == signals.InterruptionNotice
-	if running && !interruption {
-		// A rebalance moves its surges first; the rest waits for them.
+	if (running || np.Surges() > 0) && !interruption {
+		// A rebalance moves its surges first, and those of other nodes
+		// that move its pods; the rest waits for them.
 		return Decision{Surges: surges, Requeue: drainPoll}
 	}
 	var wave []planner.PodPlan

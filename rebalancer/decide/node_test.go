@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -259,6 +260,18 @@ func TestNode(t *testing.T) {
 				return c
 			},
 			want: outcome{Surges: []string{"web:start"}, RequeueIn: time.Second},
+		},
+		"under a rebalance, evictions wait while another node's surge moves pods of this one": {
+			cluster: func() *cluster {
+				c := newCluster().rebalance(signalled).state(signals.StateDraining, signals.ReasonReplacementReady).
+					deploy("web", 4, 2).deploy("api", 2, 1).replacement("new", now)
+				c.config.Surge.Enabled = ptr.To(true)
+				c.deployments[1].Annotations[signals.AnnotationSurge] = "false"
+				c.records = append(c.records, &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Name: signals.SurgeRecordName(c.deployments[0].UID), Namespace: componentsNS,
+					Annotations: map[string]string{signals.AnnotationSurgeState: `{"node":"beside","nodes":["beside","risky"],"from":4,"to":7,"phase":"waiting","since":"2026-11-26T11:59:00Z","pods":["web-h-0","web-h-1","web-h-9"]}`}}})
+				return c
+			},
+			want: outcome{RequeueIn: time.Second},
 		},
 		"a surge under way is stepped, not started again": {
 			cluster: func() *cluster {

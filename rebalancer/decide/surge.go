@@ -2,6 +2,7 @@ package decide
 
 import (
 	"fmt"
+	"slices"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -29,15 +30,25 @@ import (
 // rebalancer.surge.timeout, the Deployment is scaled back and the pods fall
 // back to eviction. A restart or a new leader resumes from the record.
 
-// Quiet tells whether a surge seen in the cache can only go on waiting: in
-// its waiting phase, at the surged count, within its timeout, fewer of its
-// pods Ready elsewhere than it had replicas. The controller reads nothing
+// Quiet tells whether a surge seen in the cache can only go on waiting,
+// within its timeout: in its waiting phase, at the surged count, fewer of
+// its pods Ready elsewhere than it had replicas; or scaled back, its moved
+// pods not removed yet. The controller reads nothing
 // live for it then (a draining node is looked at every second, and reading
 // each surge live was the controller's biggest use of its rate limit).
 func Quiet(s Surge, now time.Time, timeout time.Duration) bool {
 	st := s.Record
-	return st != nil && !s.Unreadable && st.Phase == signals.SurgeWaiting && s.Replicas == st.To &&
-		now.Sub(st.Since) < timeout && s.ReadyElsewhere < int(st.From)
+	if st == nil || s.Unreadable || now.Sub(st.Since) >= timeout || len(s.Stranded) > 0 {
+		return false
+	}
+	switch st.Phase {
+	case signals.SurgeWaiting:
+		return s.Replicas == st.To && s.ReadyElsewhere < int(st.From)
+	case signals.SurgeScalingDown:
+		// Scaled back, waiting for the ReplicaSet controller.
+		return s.Replicas == st.From && s.Leaving > 0
+	}
+	return false
 }
 
 // Step is the next step of a surge under way.
@@ -51,6 +62,9 @@ func Step(s Surge, now time.Time, timeout time.Duration) SurgeAction {
 		a.Op = SurgeForget
 		return a
 	}
+	// Pods on a node of the surge that is gone cannot run: deleted now,
+	// not after the pod garbage collector's delay.
+	a.Delete = s.Stranded
 	if s.Unreadable {
 		return abandon(a, s, "its surge record does not parse", false, true)
 	}
@@ -123,7 +137,7 @@ func Orphan(s Surge, nodeGone bool, now time.Time, timeout time.Duration) SurgeA
 	a := Step(s, now, timeout)
 	if nodeGone && !s.Stale {
 		// All of them, marked or not: the cache may not show the marks yet.
-		a.Delete, a.Unmark = s.OnNode, nil
+		a.Delete, a.Unmark = append(slices.Clone(s.OnNode), s.Stranded...), nil
 	}
 	return a
 }

@@ -1,6 +1,7 @@
 package decide
 
 import (
+	"slices"
 	"testing"
 	"time"
 
@@ -41,6 +42,11 @@ func record(phase string, replicas int32, ready int) Surge {
 }
 
 var marked = []string{"web-h-0", "web-h-1"}
+
+func stranded(s Surge, pods ...string) Surge {
+	s.Stranded = pods
+	return s
+}
 
 func leaving(s Surge, n int) Surge {
 	s.Leaving = n
@@ -126,6 +132,11 @@ func TestSurgeQuiet(t *testing.T) {
 		"a changed count is not":                                       {surge: record(signals.SurgeWaiting, 5, 3)},
 		"past the timeout is not":                                      {surge: record(signals.SurgeWaiting, 6, 3), at: now.Add(timeout)},
 		"another phase is not":                                         {surge: record(signals.SurgeScalingUp, 6, 3)},
+		"scaled back, waiting for the moved pods to go, is quiet":      {surge: leaving(record(signals.SurgeScalingDown, 4, 4), 2), want: true},
+		"scaled back with the moved pods gone is not":                  {surge: record(signals.SurgeScalingDown, 4, 4)},
+		"scaling down, not scaled back yet, is not":                    {surge: leaving(record(signals.SurgeScalingDown, 6, 4), 2)},
+		"scaled back past the timeout is not":                          {surge: leaving(record(signals.SurgeScalingDown, 4, 4), 2), at: now.Add(timeout)},
+		"pods stranded on a node that is gone are not":                 {surge: stranded(record(signals.SurgeWaiting, 6, 3), "web-h-9")},
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
@@ -165,6 +176,12 @@ func TestOrphanedSurgesGoOn(t *testing.T) {
 		"a record that is gone or another node's now deletes nothing": {
 			surge: stale, nodeGone: true,
 			want: step{Op: SurgeWait, Phase: signals.SurgeWaiting}},
+		"another node of the surge gone: its pods there are deleted too": {
+			surge: stranded(record(signals.SurgeWaiting, 6, 3), "web-h-9"), nodeGone: true,
+			want: step{Op: SurgeWait, Phase: signals.SurgeWaiting, Delete: append(slices.Clone(onNode), "web-h-9")}},
+		"the owner drained, another node of the surge gone: the pods there are deleted": {
+			surge: stranded(record(signals.SurgeWaiting, 6, 3), "web-h-9"),
+			want:  step{Op: SurgeWait, Phase: signals.SurgeWaiting, Delete: []string{"web-h-9"}}},
 		"a node gone with a Deployment gone too: the record goes": {
 			surge: Surge{Record: record(signals.SurgeWaiting, 6, 4).Record, NoDeployment: true}, nodeGone: true,
 			want: step{Op: SurgeForget, Phase: signals.SurgeWaiting}},

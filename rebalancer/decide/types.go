@@ -117,6 +117,9 @@ type Surge struct {
 	// ReplicaSet controller has removed them (a pod still there when the
 	// record goes would be planned again, as if it had never moved).
 	Leaving int
+	// Stranded are its pods, not terminating, on nodes of the surge
+	// other than its owner that are gone: they are deleted.
+	Stranded []string
 }
 
 // Decision is what to do about one node now. The executor applies it in

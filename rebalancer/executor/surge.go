@@ -137,12 +137,10 @@ func (w *Writer) abandonSurge(ctx context.Context, node *corev1.Node, a decide.S
 			return err
 		}
 	}
-	if err := w.clearRecord(ctx, a.Lease); err != nil {
-		return err
-	}
 	if a.Fallback {
 		// Every node the surge moved pods off evicts them now (the
-		// node's own when the record does not say).
+		// node's own when the record does not say), written before the
+		// record goes: nothing would write them after.
 		var nodes []string
 		switch {
 		case a.Record != nil:
@@ -155,6 +153,9 @@ func (w *Writer) abandonSurge(ctx context.Context, node *corev1.Node, a decide.S
 				return err
 			}
 		}
+	}
+	if err := w.clearRecord(ctx, a.Lease); err != nil {
+		return err
 	}
 	nodeName := "(unknown)"
 	switch {
@@ -264,26 +265,33 @@ func (w *Writer) clearRecord(ctx context.Context, record *coordinationv1.Lease) 
 }
 
 // addSurgeFallback records on the node that the Deployment's pods there
-// are evicted, not surged.
+// are evicted, not surged: only on a node the rebalancer has a state on (a
+// record's list of nodes is not trusted to name only those), retried when
+// the node changed since read.
 func (w *Writer) addSurgeFallback(ctx context.Context, node, key string) error {
-	current, err := w.Kube.CoreV1().Nodes().Get(ctx, node, metav1.GetOptions{})
-	if apierrors.IsNotFound(err) {
+	return retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		current, err := w.Kube.CoreV1().Nodes().Get(ctx, node, metav1.GetOptions{})
+		if apierrors.IsNotFound(err) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("reading node %s: %w", node, err)
+		}
+		if signals.StateOf(current.Annotations) == "" {
+			return nil
+		}
+		var list []string
+		if v := current.Annotations[signals.AnnotationSurgeFallback]; v != "" {
+			list = strings.Split(v, ",")
+		}
+		if slices.Contains(list, key) {
+			return nil
+		}
+		value := strings.Join(append(list, key), ",")
+		if _, err := w.Kube.CoreV1().Nodes().Patch(ctx, node, types.MergePatchType,
+			signals.AnnotationPatch(signals.AnnotationSurgeFallback, &value, current.ResourceVersion), metav1.PatchOptions{}); err != nil {
+			return fmt.Errorf("recording the surge fallback on node %s: %w", node, err)
+		}
 		return nil
-	}
-	if err != nil {
-		return err
-	}
-	var list []string
-	if v := current.Annotations[signals.AnnotationSurgeFallback]; v != "" {
-		list = strings.Split(v, ",")
-	}
-	if slices.Contains(list, key) {
-		return nil
-	}
-	value := strings.Join(append(list, key), ",")
-	if _, err := w.Kube.CoreV1().Nodes().Patch(ctx, node, types.MergePatchType,
-		signals.AnnotationPatch(signals.AnnotationSurgeFallback, &value, current.ResourceVersion), metav1.PatchOptions{}); err != nil {
-		return fmt.Errorf("recording the surge fallback on node %s: %w", node, err)
-	}
-	return nil
+	})
 }

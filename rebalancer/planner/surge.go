@@ -79,25 +79,26 @@ func (p *planning) surge(plan *Plan) {
 		if st != nil {
 			recorded = sets.New(st.Pods...)
 		}
-		var moving []*PodPlan
+		var moving, waiting []*PodPlan
 		surge := SurgePlan{Namespace: g.d.Namespace, Deployment: g.d.Name}
 		for _, m := range g.members {
 			np := &plan.Nodes[m.node]
-			why := blocker
-			switch {
-			case why != "":
-			case st != nil && recorded.Has(m.pod.Name):
+			if st != nil && recorded.Has(m.pod.Name) {
 				// Under way: it follows its record.
-				m.pod.Action, m.pod.Wave, m.pod.Workload = ActionSurge, 0, "Deployment/"+g.d.Name
 				off := "node " + st.Node
 				if n := len(st.OffNodes()) - 1; n > 0 {
 					off += fmt.Sprintf(" and %d other node(s)", n)
 				}
+				m.pod.Action, m.pod.Wave, m.pod.Workload = ActionSurge, 0, "Deployment/"+g.d.Name
 				m.pod.Reasons = append(m.pod.Reasons, fmt.Sprintf("moving in the surge of Deployment %s off %s (scaled from %d to %d)",
 					g.d.Name, off, st.From, st.To))
 				continue
+			}
+			why := blocker
+			switch {
 			case st != nil:
 				why = "already surging off node " + st.Node
+			case why != "":
 			case blocked.Has(nodeDeployment{m.node, key}):
 				why = "some of its pods here fit nowhere"
 			case fallbacks[m.node].Has(key):
@@ -107,12 +108,24 @@ func (p *planning) surge(plan *Plan) {
 			}
 			if why != "" {
 				m.pod.Reasons = append(m.pod.Reasons, "no surge: "+why)
+				waiting = append(waiting, m.pod)
 				continue
 			}
 			moving = append(moving, m.pod)
 			surge.Pods = append(surge.Pods, m.pod.Name)
 			if !slices.Contains(surge.Nodes, np.Name) {
 				surge.Nodes = append(surge.Nodes, np.Name)
+			}
+		}
+		if st != nil || len(moving) > 0 {
+			// No pod of a Deployment is evicted while it surges: the
+			// scale-down removes the moved pods outside the Eviction API,
+			// so an eviction its PDB allowed a moment before (counting
+			// them healthy) would take the Deployment below its budget.
+			// They wait for the surge to end (or for the deadline).
+			for _, pp := range waiting {
+				pp.Action, pp.Wave, pp.Workload = ActionSurge, 0, "Deployment/"+g.d.Name
+				pp.Reasons = append(pp.Reasons, fmt.Sprintf("waits for the surge of Deployment %s to end: not evicted while it runs", g.d.Name))
 			}
 		}
 		if len(moving) == 0 {

@@ -60,8 +60,12 @@ func TestSurgeOnlyWhereTheDeploymentAllows(t *testing.T) {
 		"an HPA target is evicted":           {hpa: true, want: ActionEvict, reason: "no surge: a HorizontalPodAutoscaler scales it"},
 		"an HPA target surges with withHPA":  {hpa: true, withHPA: true, want: ActionSurge},
 		"a given-up surge is not retried":    {fallback: true, want: ActionEvict, reason: "no surge: a surge off this node was given up"},
-		"one surge at a time per Deployment": {record: `{"node":"elsewhere","from":4,"to":5,"phase":"waiting","since":"2026-11-26T12:00:00Z","pods":["x"]}`,
-			want: ActionEvict, reason: "no surge: already surging off node elsewhere"},
+		"one surge at a time per Deployment; the others wait for it, not evicted": {record: `{"node":"elsewhere","from":4,"to":5,"phase":"waiting","since":"2026-11-26T12:00:00Z","pods":["x"]}`,
+			want: ActionSurge, reason: "no surge: already surging off node elsewhere; waits for the surge of Deployment web to end: not evicted while it runs"},
+		"a surge under way is followed even if the Deployment opted out since": {
+			mod:    func(d *appsv1.Deployment) { d.Annotations[signals.AnnotationSurge] = "false" },
+			record: `{"node":"risky","from":4,"to":6,"phase":"waiting","since":"2026-11-26T12:00:00Z","pods":["web-h-0","web-h-1"]}`, want: ActionSurge,
+			reason: "moving in the surge of Deployment web off node risky (scaled from 4 to 6)"},
 		"a record of an older version on the Deployment is left to the migration": {mod: func(d *appsv1.Deployment) {
 			d.Annotations[signals.AnnotationSurgeState] = `{"node":"risky","from":4,"to":6,"phase":"waiting","since":"2026-11-26T12:00:00Z","pods":["web-h-0","web-h-1"]}`
 		}, want: ActionEvict, reason: "no surge: it carries a surge record of a version before 0.2"},
@@ -160,7 +164,9 @@ func TestOneSurgePerDeploymentAcrossTheNodesDrainingTogether(t *testing.T) {
 		}
 	}
 	tests := map[string]struct {
-		b      func(*corev1.Node)
+		// a and b are the two at-risk nodes' signals (a: a rebalance
+		// recommendation when nil).
+		a, b   func(*corev1.Node)
 		record string
 		// want is the action of each pod by name; surge the plan's surge.
 		want  map[string]Action
@@ -172,20 +178,27 @@ func TestOneSurgePerDeploymentAcrossTheNodesDrainingTogether(t *testing.T) {
 			want:    map[string]Action{"web-h-0": ActionSurge, "web-h-1": ActionSurge, "web-h-2": ActionSurge, "web-h-3": ActionSurge},
 			surge:   &SurgePlan{Namespace: "shop", Deployment: "web", Nodes: []string{"risky-a", "risky-b"}, Pods: []string{"web-h-0", "web-h-1", "web-h-2", "web-h-3"}},
 			reasons: map[string]string{"web-h-3": "Deployment web scales up by 4 for its pods on 2 nodes draining together, then back"}},
-		"a node too close to its deadline keeps its pods out": {b: interrupted(70 * time.Second),
-			want:    map[string]Action{"web-h-0": ActionSurge, "web-h-1": ActionSurge, "web-h-2": ActionEvict, "web-h-3": ActionEvict},
-			surge:   &SurgePlan{Namespace: "shop", Deployment: "web", Nodes: []string{"risky-a"}, Pods: []string{"web-h-0", "web-h-1"}},
-			reasons: map[string]string{"web-h-0": "Deployment web scales up by 2, then back", "web-h-2": "no surge: less than 1m0s to the interruption deadline"}},
+		"a node too close to its deadline keeps its pods out; they wait, not evicted during the surge": {b: interrupted(70 * time.Second),
+			want:  map[string]Action{"web-h-0": ActionSurge, "web-h-1": ActionSurge, "web-h-2": ActionSurge, "web-h-3": ActionSurge},
+			surge: &SurgePlan{Namespace: "shop", Deployment: "web", Nodes: []string{"risky-a"}, Pods: []string{"web-h-0", "web-h-1"}},
+			reasons: map[string]string{"web-h-0": "Deployment web scales up by 2, then back",
+				"web-h-2": "no surge: less than 1m0s to the interruption deadline; waits for the surge of Deployment web to end"}},
+		"both nodes too close to their deadline: evicted": {b: interrupted(70 * time.Second), a: interrupted(70 * time.Second),
+			want:    map[string]Action{"web-h-0": ActionEvict, "web-h-1": ActionEvict, "web-h-2": ActionEvict, "web-h-3": ActionEvict},
+			reasons: map[string]string{"web-h-0": "no surge: less than 1m0s to the interruption deadline"}},
 		"a surge under way takes only the pods it names": {b: rebalanceCondition,
 			record: `{"node":"risky-a","nodes":["risky-a","risky-b"],"from":5,"to":8,"phase":"waiting","since":"2026-11-26T12:00:00Z","pods":["web-h-0","web-h-1","web-h-2"]}`,
-			want:   map[string]Action{"web-h-0": ActionSurge, "web-h-1": ActionSurge, "web-h-2": ActionSurge, "web-h-3": ActionEvict},
+			want:   map[string]Action{"web-h-0": ActionSurge, "web-h-1": ActionSurge, "web-h-2": ActionSurge, "web-h-3": ActionSurge},
 			reasons: map[string]string{"web-h-2": "moving in the surge of Deployment web off node risky-a and 1 other node(s) (scaled from 5 to 8)",
-				"web-h-3": "no surge: already surging off node risky-a"}},
+				"web-h-3": "no surge: already surging off node risky-a; waits for the surge of Deployment web to end"}},
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
 			d, rs := deployment("web", 5)
-			nodes := []*corev1.Node{node("risky-a", "spot-a", now.Add(-time.Hour), rebalanceCondition),
+			if tc.a == nil {
+				tc.a = rebalanceCondition
+			}
+			nodes := []*corev1.Node{node("risky-a", "spot-a", now.Add(-time.Hour), tc.a),
 				node("risky-b", "spot-a", now.Add(-time.Hour), tc.b), node("other", "spot-a", now.Add(-time.Hour))}
 			pods := []*corev1.Pod{rsPod("web", 0, "risky-a"), rsPod("web", 1, "risky-a"), rsPod("web", 2, "risky-b"), rsPod("web", 3, "risky-b"), rsPod("web", 4, "other")}
 			var records []*coordinationv1.Lease

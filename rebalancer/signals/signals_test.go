@@ -230,6 +230,7 @@ func TestSurgeRecordsAreCheckedBeforeTheyAreBelieved(t *testing.T) {
 		"nodes without its owner first":   {state: `{"node":"a","nodes":["b","a"],"from":4,"to":6,"phase":"waiting","pods":["p","q"]}`},
 		"nodes without its owner":         {state: `{"node":"a","nodes":["b"],"from":4,"to":6,"phase":"waiting","pods":["p","q"]}`},
 		"a node twice":                    {state: `{"node":"a","nodes":["a","b","b"],"from":4,"to":6,"phase":"waiting","pods":["p","q"]}`},
+		"more nodes than pods":            {state: `{"node":"a","nodes":["a","b","c"],"from":4,"to":6,"phase":"waiting","pods":["p","q"]}`},
 		"an empty node name":              {state: `{"node":"a","nodes":["a",""],"from":4,"to":6,"phase":"waiting","pods":["p","q"]}`},
 	}
 	for name, tc := range tests {

@@ -161,9 +161,11 @@ func parseSurge(annotations map[string]string, what string) (*SurgeState, error)
 	}
 	// A surge moves at least one pod of a Deployment that has some, and
 	// scales up by exactly as many as it moves.
-	// Its nodes, when listed, begin with its owner and name no node twice.
+	// Its nodes, when listed, begin with its owner, name no node twice and
+	// are no more than its pods (each holds one at least).
 	if s.Node == "" || s.From < 1 || int(s.To-s.From) != len(s.Pods) || len(s.Pods) == 0 ||
-		len(s.Nodes) > 0 && (s.Nodes[0] != s.Node || slices.Contains(s.Nodes, "") || len(sets.New(s.Nodes...)) != len(s.Nodes)) {
+		len(s.Nodes) > 0 && (s.Nodes[0] != s.Node || slices.Contains(s.Nodes, "") || len(sets.New(s.Nodes...)) != len(s.Nodes) ||
+			len(s.Nodes) > len(s.Pods)) {
 		return nil, fmt.Errorf("%s: annotation %s: incomplete or inconsistent record %q", what, AnnotationSurgeState, raw)
 	}
 	return &s, nil
