@@ -127,7 +127,11 @@ func (r *Reconciler) surge(ctx context.Context, cached *coordinationv1.Lease, no
 }
 
 // surgeOf reads the record of d, owned by node, and counts d's pods on
-// the nodes it moves pods off and elsewhere.
+// the nodes it moves pods off and elsewhere. A pod on another draining
+// node is not counted Ready elsewhere: it is leaving too (evicted beside
+// the surge, or in a later one), and the scale-down, which removes the
+// moved pods outside the Eviction API, must leave as many Ready pods as
+// the Deployment had once it has gone as well.
 func surgeOf(record *coordinationv1.Lease, d *appsv1.Deployment, node string, snap *snapshot.Snapshot) decide.Surge {
 	s := decide.Surge{Deployment: d, Lease: record, Replicas: ptr.Deref(d.Spec.Replicas, 1)}
 	st, err := signals.SurgeOf(record)
@@ -155,7 +159,7 @@ func surgeOf(record *coordinationv1.Lease, d *appsv1.Deployment, node string, sn
 			if p.Spec.NodeName != node && p.DeletionTimestamp == nil && snap.Node(p.Spec.NodeName) == nil {
 				s.Stranded = append(s.Stranded, p.Name)
 			}
-		case p.Spec.NodeName != "" && p.DeletionTimestamp == nil && snapshot.PodReady(p):
+		case p.Spec.NodeName != "" && p.DeletionTimestamp == nil && snapshot.PodReady(p) && !draining(snap.Node(p.Spec.NodeName)):
 			s.ReadyElsewhere++
 		}
 	}
@@ -186,6 +190,11 @@ func (r *Reconciler) sweepOrphans(ctx context.Context, name string, node *corev1
 		}
 	}
 	return running, nil
+}
+
+// draining tells whether the rebalancer drains node now.
+func draining(node *corev1.Node) bool {
+	return node != nil && signals.StateOf(node.Annotations) == signals.StateDraining
 }
 
 // sameDeployment compares by UID: the live object and the cached one are

@@ -253,13 +253,12 @@ func drain(in Input) Decision {
 	if np.Deadline != nil && !in.Now.Before(*np.Deadline) {
 		return deadline(in)
 	}
-	surges, running := stepSurges(in, true)
-	interruption := in.Signal.Kind == signals.InterruptionNotice
-	if (running || np.Surges() > 0) && !interruption {
-		// A rebalance moves its surges first, and those of other nodes
-		// that move its pods; the rest waits for them.
-		return Decision{Surges: surges, Requeue: drainPoll}
-	}
+	// Surges and the waves run side by side. A surge spends no budget,
+	// the evictions are the PDBs' to allow, and a surge scales back only
+	// once as many pods are Ready off every draining node as the
+	// Deployment had (gather). Holding a node's waves for its surges
+	// would deadlock two nodes each waiting for the other's evictions.
+	surges := stepSurges(in, true)
 	var wave []planner.PodPlan
 	remaining := 0
 	for _, p := range np.Pods {
@@ -303,7 +302,7 @@ func drain(in Input) Decision {
 // deadline removes what is left at an interruption's deadline.
 func deadline(in Input) Decision {
 	if in.Config.ForceAtDeadline == nil || !*in.Config.ForceAtDeadline {
-		surges, _ := stepSurges(in, false)
+		surges := stepSurges(in, false)
 		d := in.to(signals.StateBlocked, signals.ReasonDeadlineNotForced, "deadline reached; forceAtDeadline is false, so the remaining pods are left", blockedPoll)
 		d.Surges = surges
 		return d
@@ -321,7 +320,7 @@ func deadline(in Input) Decision {
 	// Surges go on: scaling back now would make the ReplicaSet controller
 	// remove the new pods still starting on healthy nodes before anything
 	// else. Once the node is drained they are stepped as orphans.
-	surges, _ := stepSurges(in, false)
+	surges := stepSurges(in, false)
 	d := in.to(signals.StateDrained, signals.ReasonDeadline, fmt.Sprintf("deadline reached: %d pod(s) deleted", len(deletions)), 0)
 	d.Deletions, d.Surges = deletions, surges
 	return d
@@ -338,22 +337,19 @@ func Grace(pod *corev1.Pod, left time.Duration) int64 {
 }
 
 // stepSurges steps every surge off the node and, when start is set,
-// starts those the plan asks for. It reports whether any is under way.
-func stepSurges(in Input, start bool) ([]SurgeAction, bool) {
+// starts those the plan asks for.
+func stepSurges(in Input, start bool) []SurgeAction {
 	var out []SurgeAction
-	running := false
 	inProgress := map[string]bool{}
 	timeout := in.Config.Surge.Timeout.Duration
 	for _, s := range in.Surges {
 		if s.Deployment != nil {
 			inProgress[s.Deployment.Namespace+"/"+s.Deployment.Name] = true
 		}
-		a := Step(s, in.Now, timeout)
-		running = running || a.Running()
-		out = append(out, a)
+		out = append(out, Step(s, in.Now, timeout))
 	}
 	if !start {
-		return out, running
+		return out
 	}
 	for _, g := range in.PlannedSurges {
 		d := in.Snapshot.Deployment(g.Namespace, g.Deployment)
@@ -364,9 +360,8 @@ func stepSurges(in Input, start bool) ([]SurgeAction, bool) {
 		nodes := append([]string{in.Node.Name}, slices.DeleteFunc(slices.Clone(g.Nodes), func(n string) bool { return n == in.Node.Name })...)
 		out = append(out, SurgeAction{Op: SurgeStart, Deployment: d,
 			Record: &signals.SurgeState{Node: in.Node.Name, Nodes: nodes, Phase: signals.SurgeScalingUp, Since: in.Now.UTC(), Pods: slices.Clone(g.Pods)}})
-		running = true
 	}
-	return out, running
+	return out
 }
 
 // Retirable tells whether the node is one to give back now: drained by

@@ -104,8 +104,8 @@ type Surge struct {
 	NoDeployment bool
 	// Replicas is the Deployment's replica count.
 	Replicas int32
-	// ReadyElsewhere counts its Ready pods not terminating and not on
-	// the nodes the surge moves pods off.
+	// ReadyElsewhere counts its Ready pods not terminating, not on the
+	// nodes the surge moves pods off and not on other draining nodes.
 	ReadyElsewhere int
 	// Marked are its pods on those nodes that carry the surge's deletion
 	// cost; OnNode all of its pods on the node that owns the surge, not

@@ -27,7 +27,7 @@ const SurgeMinTimeToDeadline = time.Minute
 // eviction waves: no pod leaves before its replacement is Ready, so no
 // budget is spent. The pods of a surge under way follow its record; the
 // Deployment's other pods are evicted (one Deployment has one surge at a
-// time).
+// time), and the surge counts them as leaving (see decide.Surge).
 func (p *planning) surge(plan *Plan) {
 	if p.cfg.Surge.Enabled == nil || !*p.cfg.Surge.Enabled {
 		return
@@ -79,7 +79,7 @@ func (p *planning) surge(plan *Plan) {
 		if st != nil {
 			recorded = sets.New(st.Pods...)
 		}
-		var moving, waiting []*PodPlan
+		var moving []*PodPlan
 		surge := SurgePlan{Namespace: g.d.Namespace, Deployment: g.d.Name}
 		for _, m := range g.members {
 			np := &plan.Nodes[m.node]
@@ -108,24 +108,12 @@ func (p *planning) surge(plan *Plan) {
 			}
 			if why != "" {
 				m.pod.Reasons = append(m.pod.Reasons, "no surge: "+why)
-				waiting = append(waiting, m.pod)
 				continue
 			}
 			moving = append(moving, m.pod)
 			surge.Pods = append(surge.Pods, m.pod.Name)
 			if !slices.Contains(surge.Nodes, np.Name) {
 				surge.Nodes = append(surge.Nodes, np.Name)
-			}
-		}
-		if st != nil || len(moving) > 0 {
-			// No pod of a Deployment is evicted while it surges: the
-			// scale-down removes the moved pods outside the Eviction API,
-			// so an eviction its PDB allowed a moment before (counting
-			// them healthy) would take the Deployment below its budget.
-			// They wait for the surge to end (or for the deadline).
-			for _, pp := range waiting {
-				pp.Action, pp.Wave, pp.Workload = ActionSurge, 0, "Deployment/"+g.d.Name
-				pp.Reasons = append(pp.Reasons, fmt.Sprintf("waits for the surge of Deployment %s to end: not evicted while it runs", g.d.Name))
 			}
 		}
 		if len(moving) == 0 {
