@@ -15,6 +15,10 @@ type Metrics struct {
 	// signal's kind (rebalance-recommendation, interruption-notice).
 	WaitForReplacement *prometheus.HistogramVec
 	SignalToDrained    *prometheus.HistogramVec
+	// Draining is the time from draining to drained (moving pods), by
+	// the signal's kind: the part of SignalToDrained after
+	// WaitForReplacement.
+	Draining *prometheus.HistogramVec
 	// Surges counts surge hand-offs by result (started, completed,
 	// abandoned).
 	Surges *prometheus.CounterVec
@@ -43,6 +47,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "spot_rebalancer_signal_to_drained_seconds", Buckets: buckets,
 			Help: "Time from a node's signal until it is drained, by the signal's kind.",
 		}, []string{"signal"}),
+		Draining: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "spot_rebalancer_draining_seconds", Buckets: buckets,
+			Help: "Time from a node's start of draining until it is drained (moving its pods), by the signal's kind; observed for drains this process saw start.",
+		}, []string{"signal"}),
 		Surges: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "spot_rebalancer_surges_total",
 			Help: "Surge hand-offs of Deployments, by result (started, completed, abandoned).",
@@ -52,7 +60,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Reservation pods asking for replacement capacity, by result (created, deleted, failed).",
 		}, []string{"result"}),
 	}
-	reg.MustRegister(m.Transitions, m.Evictions, m.WaitForReplacement, m.SignalToDrained, m.Surges, m.Reservations)
+	reg.MustRegister(m.Transitions, m.Evictions, m.WaitForReplacement, m.SignalToDrained, m.Draining, m.Surges, m.Reservations)
 	// Every known label value starts at 0, so that rate() and increase()
 	// see the first event (the alerts on deadline deletions and abandoned
 	// surges) and the dashboards have their series from the start.

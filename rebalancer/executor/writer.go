@@ -43,6 +43,11 @@ type Writer struct {
 	ASG asg.API
 
 	groupMu sync.Mutex
+	// drainingSince holds when this process wrote each node's draining
+	// state, for the Draining histogram (a drain begun before a restart
+	// is not observed: the node's annotations are not trusted for it).
+	drainingMu    sync.Mutex
+	drainingSince map[string]time.Time
 }
 
 // Result is what the API answered to a decision's writes.
@@ -194,11 +199,15 @@ func (w *Writer) transition(ctx context.Context, node *corev1.Node, sig signals.
 		return nil
 	}
 	w.Metrics.Transitions.WithLabelValues(string(t.State)).Inc()
+	began, drained := w.drainingBegan(node.Name, t.State)
 	switch t.State {
 	case signals.StateDraining:
 		w.Metrics.WaitForReplacement.WithLabelValues(string(sig.Kind)).Observe(w.Clock.Since(sig.Since).Seconds())
 	case signals.StateDrained:
 		w.Metrics.SignalToDrained.WithLabelValues(string(sig.Kind)).Observe(w.Clock.Since(sig.Since).Seconds())
+		if drained {
+			w.Metrics.Draining.WithLabelValues(string(sig.Kind)).Observe(w.Clock.Since(began).Seconds())
+		}
 	}
 	eventType := corev1.EventTypeNormal
 	if t.State == signals.StateBlocked {
@@ -207,6 +216,23 @@ func (w *Writer) transition(ctx context.Context, node *corev1.Node, sig signals.
 	w.Recorder.Eventf(node, eventType, "Rebalance"+camel(string(t.State)), "%s: %s", t.State, t.Message)
 	ctrllog.FromContext(ctx).Info("Node state changed", "node", klog.KObj(node), "from", old, "to", t.State, "reason", t.Reason, "message", t.Message)
 	return nil
+}
+
+// drainingBegan notes that node entered state: the time it entered
+// draining is kept until it leaves it, and returned with true then.
+func (w *Writer) drainingBegan(node string, state signals.State) (time.Time, bool) {
+	w.drainingMu.Lock()
+	defer w.drainingMu.Unlock()
+	if state == signals.StateDraining {
+		if w.drainingSince == nil {
+			w.drainingSince = map[string]time.Time{}
+		}
+		w.drainingSince[node] = w.Clock.Now()
+		return time.Time{}, false
+	}
+	began, ok := w.drainingSince[node]
+	delete(w.drainingSince, node)
+	return began, ok
 }
 
 // clear removes the rebalancer's state and taint from a node whose signal
@@ -224,6 +250,7 @@ func (w *Writer) clear(ctx context.Context, node *corev1.Node, from signals.Stat
 	if err := patchNode(ctx, w.Kube, node, updated); err != nil {
 		return fmt.Errorf("clearing the state of node %s: %w", node.Name, err)
 	}
+	w.drainingBegan(node.Name, "")
 	w.Metrics.Transitions.WithLabelValues("cleared").Inc()
 	w.Recorder.Eventf(node, corev1.EventTypeNormal, "RebalanceCancelled", "the Spot signal went away while %s: node schedulable again", from)
 	return nil

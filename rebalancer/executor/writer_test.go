@@ -8,6 +8,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -63,5 +64,39 @@ func TestTransitionPatchesOnlyWhatChanged(t *testing.T) {
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("patch (-want +got):\n%s", diff)
+	}
+}
+
+// The time a node spends draining is observed when it is drained, for
+// drains this writer saw begin.
+func TestDrainingTimeIsObservedFromDrainingToDrained(t *testing.T) {
+	now := time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC)
+	clock := clocktesting.NewFakeClock(now)
+	kube := fake.NewClientset(&corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "a", ResourceVersion: "1"}}, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "b", ResourceVersion: "1"}})
+	m := NewMetrics(prometheus.NewRegistry())
+	w := &Writer{Kube: kube, Recorder: record.NewFakeRecorder(100), Metrics: m, Clock: clock}
+	sig := signals.Signal{Kind: signals.RebalanceRecommendation, Since: now.Add(-time.Minute)}
+	to := func(name string, state signals.State) {
+		t.Helper()
+		node, err := kube.CoreV1().Nodes().Get(context.Background(), name, metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := w.Apply(context.Background(), node, sig, decide.Decision{Transition: &decide.Transition{State: state, Reason: signals.ReasonReplacementReady}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	to("a", signals.StateDraining)
+	clock.Step(90 * time.Second)
+	to("a", signals.StateDrained)
+	// b was draining before this writer started: not observed.
+	to("b", signals.StateDrained)
+	h := m.Draining.WithLabelValues(string(signals.RebalanceRecommendation)).(prometheus.Histogram)
+	var got dto.Metric
+	if err := h.Write(&got); err != nil {
+		t.Fatal(err)
+	}
+	if n, sum := got.GetHistogram().GetSampleCount(), got.GetHistogram().GetSampleSum(); n != 1 || sum != 90 {
+		t.Errorf("draining histogram: %d observations summing to %vs, want 1 of 90s", n, sum)
 	}
 }

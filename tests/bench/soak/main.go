@@ -266,17 +266,7 @@ func run(ctx context.Context, o options, out io.Writer) (err error) {
 			Spec: policyv1.PodDisruptionBudgetSpec{MaxUnavailable: &budget, Selector: &metav1.LabelSelector{MatchLabels: labels}}}, metav1.CreateOptions{}); err != nil {
 			return err
 		}
-		if _, err := kube.AppsV1().Deployments(ns).Create(ctx, &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Name: name},
-			Spec: appsv1.DeploymentSpec{Replicas: ptr.To(int32(o.replicas)), Selector: &metav1.LabelSelector{MatchLabels: labels},
-				Template: corev1.PodTemplateSpec{
-					ObjectMeta: metav1.ObjectMeta{Labels: labels, Annotations: map[string]string{cluster.PodReadyDelayAnnotation: "1s"}},
-					Spec: corev1.PodSpec{
-						NodeSelector:                  map[string]string{cluster.OwnerLabel: "soak"},
-						Tolerations:                   []corev1.Toleration{{Key: config.EKSCapacityTypeLabel, Operator: corev1.TolerationOpExists}},
-						TerminationGracePeriodSeconds: ptr.To[int64](0),
-						Containers: []corev1.Container{{Name: "app", Image: "registry.example/app:1", Resources: corev1.ResourceRequirements{
-							Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("100m"), corev1.ResourceMemory: resource.MustParse("128Mi")}}}},
-					}}}}, metav1.CreateOptions{}); err != nil {
+		if _, err := kube.AppsV1().Deployments(ns).Create(ctx, appDeployment(name, o.replicas), metav1.CreateOptions{}); err != nil {
 			return err
 		}
 	}
@@ -313,6 +303,11 @@ func run(ctx context.Context, o options, out io.Writer) (err error) {
 
 	// Replacements join one by one, alternating pools.
 	replacementsDone := joinReplacements(ctx, kube, len(atRisk), o.replacementEvery)
+	var lastJoined atomic.Int64 // since the signal, in ns
+	go func() {
+		<-replacementsDone
+		lastJoined.Store(int64(time.Since(signalAt)))
+	}()
 
 	var peakRSS, lastRSS int64
 	seen := newPhases()
@@ -385,6 +380,15 @@ func run(ctx context.Context, o options, out io.Writer) (err error) {
 	if err != nil {
 		return err
 	}
+	// The physical limit: the last replacement joined, then the same pods
+	// started at once (scheduling and start-up), measured now.
+	say("all drained in %.0fs; measuring the same %d pods created at once", elapsed.Seconds(), total)
+	atOnce, err := podsAtOnce(ctx, c, o.deployments, o.replicas)
+	if err != nil {
+		return err
+	}
+	joined := time.Duration(lastJoined.Load())
+	limit := joined + atOnce
 
 	// Request rate: a token bucket of qps and burst allows at most
 	// burst + qps*w requests in any w seconds.
@@ -407,6 +411,8 @@ func run(ctx context.Context, o options, out io.Writer) (err error) {
 	fmt.Fprintf(out, "nodes at risk             %d in 2 pools, replacements joining every %s, maxConcurrentNodes %d\n", len(atRisk), o.replacementEvery, o.maxConcurrent)
 	fmt.Fprintf(out, "pods                      %d of %d Deployments, every one with a PDB\n", total, o.deployments)
 	fmt.Fprintf(out, "signal to all drained     %.0fs\n", elapsed.Seconds())
+	fmt.Fprintf(out, "physical limit            %.0fs: the last replacement joined at %.0fs, and the same %d pods created at once were all Ready in %.0fs; the drain took %.2f times that\n",
+		limit.Seconds(), joined.Seconds(), total, atOnce.Seconds(), elapsed.Seconds()/limit.Seconds())
 	fmt.Fprintf(out, "evictions / surges        %s / %s (abandoned %s)\n", metrics[`spot_rebalancer_evictions_total{result="evicted"}`],
 		metrics[`spot_rebalancer_surges_total{result="completed"}`], metrics[`spot_rebalancer_surges_total{result="abandoned"}`])
 	seen.report(out, atRisk)
@@ -445,6 +451,56 @@ func run(ctx context.Context, o options, out io.Writer) (err error) {
 		return fmt.Errorf("the controller exceeded its client rate limit: %s", strings.Join(over, "; "))
 	}
 	return nil
+}
+
+// appDeployment is one of the soak's Deployments: pods of 100m CPU and
+// 128Mi that are Ready 1 s after they start.
+func appDeployment(name string, replicas int) *appsv1.Deployment {
+	labels := map[string]string{"app": name}
+	return &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Name: name},
+		Spec: appsv1.DeploymentSpec{Replicas: ptr.To(int32(replicas)), Selector: &metav1.LabelSelector{MatchLabels: labels},
+			Template: corev1.PodTemplateSpec{
+				ObjectMeta: metav1.ObjectMeta{Labels: labels, Annotations: map[string]string{cluster.PodReadyDelayAnnotation: "1s"}},
+				Spec: corev1.PodSpec{
+					NodeSelector:                  map[string]string{cluster.OwnerLabel: "soak"},
+					Tolerations:                   []corev1.Toleration{{Key: config.EKSCapacityTypeLabel, Operator: corev1.TolerationOpExists}},
+					TerminationGracePeriodSeconds: ptr.To[int64](0),
+					Containers: []corev1.Container{{Name: "app", Image: "registry.example/app:1", Resources: corev1.ResourceRequirements{
+						Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("100m"), corev1.ResourceMemory: resource.MustParse("128Mi")}}}},
+				}}}}
+}
+
+// podsAtOnce measures the other half of the physical limit in the same
+// cluster: the same pods (deployments Deployments of replicas), created at
+// once in a namespace of their own on the nodes that are not at risk, until
+// all are Ready. The namespace is deleted after.
+func podsAtOnce(ctx context.Context, c *cluster.Cluster, deployments, replicas int) (time.Duration, error) {
+	kube := c.Client
+	ns := "soak-limit"
+	if _, err := kube.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
+		return 0, err
+	}
+	defer func() { _ = kube.CoreV1().Namespaces().Delete(context.WithoutCancel(ctx), ns, metav1.DeleteOptions{}) }()
+	if err := cluster.WaitFor(ctx, 30*time.Second, func(ctx context.Context) (bool, error) {
+		_, err := kube.CoreV1().ServiceAccounts(ns).Get(ctx, "default", metav1.GetOptions{})
+		return err == nil, nil
+	}); err != nil {
+		return 0, err
+	}
+	start := time.Now()
+	for i := range deployments {
+		if _, err := kube.AppsV1().Deployments(ns).Create(ctx, appDeployment(fmt.Sprintf("app-%02d", i), replicas), metav1.CreateOptions{}); err != nil {
+			return 0, err
+		}
+	}
+	total := deployments * replicas
+	if err := cluster.WaitFor(ctx, 10*time.Minute, func(ctx context.Context) (bool, error) {
+		ready, err := c.ReadyPods(ctx, ns, "")
+		return len(ready) == total, err
+	}); err != nil {
+		return 0, fmt.Errorf("waiting for %d pods created at once: %w", total, err)
+	}
+	return time.Since(start), nil
 }
 
 // tally counts, over samples, the Deployments below their budget (a
@@ -770,6 +826,11 @@ func storm(ctx context.Context, o options, out io.Writer, c *cluster.Cluster, bi
 		defer drains.Wait()
 	}
 	replacementsDone := joinReplacements(ctx, kube, len(atRisk), o.replacementEvery)
+	var lastJoined atomic.Int64 // since the signal, in ns
+	go func() {
+		<-replacementsDone
+		lastJoined.Store(int64(time.Since(signalAt)))
+	}()
 
 	// Sample until the deadline, then once at it.
 	type sample struct {
