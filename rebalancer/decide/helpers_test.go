@@ -181,10 +181,12 @@ type outcome struct {
 	Delete    map[string]int64
 	Surges    []string
 	RequeueIn time.Duration
+	// Budgets: pods wait on their budgets (WaitingOnBudgets).
+	Budgets bool
 }
 
 func summarize(d Decision) outcome {
-	o := outcome{Clear: d.Clear, Uncordon: d.Uncordon, Seen: d.InterruptionSeen != nil, RequeueIn: d.Requeue}
+	o := outcome{Clear: d.Clear, Uncordon: d.Uncordon, Seen: d.InterruptionSeen != nil, RequeueIn: d.Requeue, Budgets: d.WaitingOnBudgets}
 	if t := d.Transition; t != nil {
 		o.State, o.Reason, o.Taint, o.Cordon = t.State, t.Reason, t.Taint, t.Cordon
 	}

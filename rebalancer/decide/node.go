@@ -274,7 +274,7 @@ func drain(in Input) Decision {
 		case remaining > 0 || len(surges) > 0 || np.Surges() > 0:
 			// The next waves wait for their PDBs to recover, surges for
 			// their pods; a surge that ends now is seen ended next time.
-			return Decision{Surges: surges, Requeue: drainPoll}
+			return Decision{Surges: surges, Requeue: drainPoll, WaitingOnBudgets: remaining > 0}
 		case len(np.Blockers) > 0 && np.Deadline != nil:
 			d := in.to(signals.StateDraining, signals.ReasonWaitingForDeadline, "waiting for the deadline to remove blocked pods", min(drainPoll, np.Deadline.Sub(in.Now)))
 			d.Surges = surges
@@ -286,7 +286,7 @@ func drain(in Input) Decision {
 		}
 	}
 	if in.Backoff > 0 {
-		return Decision{Surges: surges, Requeue: in.Backoff}
+		return Decision{Surges: surges, Requeue: in.Backoff, WaitingOnBudgets: true}
 	}
 	d := Decision{Surges: surges, Requeue: drainPoll}
 	for _, p := range wave {

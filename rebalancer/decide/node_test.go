@@ -174,7 +174,7 @@ func TestNode(t *testing.T) {
 					deploy("web", 4, 2).pdb("web", 1, 4, 3).replacement("new", now)
 			},
 			edit: func(in *Input, _ *cluster) { in.Backoff = 800 * time.Millisecond },
-			want: outcome{RequeueIn: 800 * time.Millisecond},
+			want: outcome{RequeueIn: 800 * time.Millisecond, Budgets: true},
 		},
 		"a pod whose eviction its PDB granted before a restart, with no delete after it, is deleted; the rest waits for the PDB": {
 			cluster: granted,
@@ -192,7 +192,7 @@ func TestNode(t *testing.T) {
 				c.pods[3].Status.Conditions = nil
 				return c
 			},
-			want: outcome{RequeueIn: time.Second},
+			want: outcome{RequeueIn: time.Second, Budgets: true},
 		},
 		"nothing left to evict: drained, cordoned": {
 			cluster: func() *cluster {

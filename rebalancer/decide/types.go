@@ -153,6 +153,10 @@ type Decision struct {
 	Surges []SurgeAction
 	// Requeue is when to look again (0: on the next change).
 	Requeue time.Duration
+	// WaitingOnBudgets: pods that must move wait for their
+	// PodDisruptionBudgets (in a later wave, or after a 429), for the
+	// metric of the time drains spend so.
+	WaitingOnBudgets bool
 }
 
 // Transition is a state recorded on the node with its reason.

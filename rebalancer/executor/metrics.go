@@ -19,6 +19,9 @@ type Metrics struct {
 	// the signal's kind: the part of SignalToDrained after
 	// WaitForReplacement.
 	Draining *prometheus.HistogramVec
+	// BudgetWait adds up the time draining nodes spend with pods waiting
+	// for their PodDisruptionBudgets, by the signal's kind.
+	BudgetWait *prometheus.CounterVec
 	// Surges counts surge hand-offs by result (started, completed,
 	// abandoned).
 	Surges *prometheus.CounterVec
@@ -51,6 +54,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "spot_rebalancer_draining_seconds", Buckets: buckets,
 			Help: "Time from a node's start of draining until it is drained (moving its pods), by the signal's kind; observed for drains this process saw start.",
 		}, []string{"signal"}),
+		BudgetWait: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "spot_rebalancer_budget_wait_seconds_total",
+			Help: "Node-seconds draining nodes spent with pods that must move waiting for their PodDisruptionBudgets (a later wave, or after a 429), by the signal's kind.",
+		}, []string{"signal"}),
 		Surges: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "spot_rebalancer_surges_total",
 			Help: "Surge hand-offs of Deployments, by result (started, completed, abandoned).",
@@ -60,7 +67,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Reservation pods asking for replacement capacity, by result (created, deleted, failed).",
 		}, []string{"result"}),
 	}
-	reg.MustRegister(m.Transitions, m.Evictions, m.WaitForReplacement, m.SignalToDrained, m.Draining, m.Surges, m.Reservations)
+	reg.MustRegister(m.Transitions, m.Evictions, m.WaitForReplacement, m.SignalToDrained, m.Draining, m.BudgetWait, m.Surges, m.Reservations)
 	// Every known label value starts at 0, so that rate() and increase()
 	// see the first event (the alerts on deadline deletions and abandoned
 	// surges) and the dashboards have their series from the start.

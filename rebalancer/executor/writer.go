@@ -48,6 +48,8 @@ type Writer struct {
 	// is not observed: the node's annotations are not trusted for it).
 	drainingMu    sync.Mutex
 	drainingSince map[string]time.Time
+	// budgetLook holds when each node was last seen waiting on budgets.
+	budgetLook map[string]time.Time
 }
 
 // Result is what the API answered to a decision's writes.
@@ -70,6 +72,7 @@ type Result struct {
 // Node as read; sig its signal (for Event texts and the time metrics).
 func (w *Writer) Apply(ctx context.Context, node *corev1.Node, sig signals.Signal, d decide.Decision) (Result, error) {
 	var res Result
+	w.budgetWait(node.Name, sig, d.WaitingOnBudgets)
 	if err := w.Reservations(ctx, node, nil, d.Unreserve); err != nil {
 		return res, err
 	}
@@ -233,6 +236,25 @@ func (w *Writer) drainingBegan(node string, state signals.State) (time.Time, boo
 	began, ok := w.drainingSince[node]
 	delete(w.drainingSince, node)
 	return began, ok
+}
+
+// budgetWait adds the time since the node's last look to the budget-wait
+// metric when it waited on budgets then and now.
+func (w *Writer) budgetWait(node string, sig signals.Signal, waiting bool) {
+	w.drainingMu.Lock()
+	defer w.drainingMu.Unlock()
+	if !waiting {
+		delete(w.budgetLook, node)
+		return
+	}
+	now := w.Clock.Now()
+	if last, ok := w.budgetLook[node]; ok && now.After(last) {
+		w.Metrics.BudgetWait.WithLabelValues(string(sig.Kind)).Add(now.Sub(last).Seconds())
+	}
+	if w.budgetLook == nil {
+		w.budgetLook = map[string]time.Time{}
+	}
+	w.budgetLook[node] = now
 }
 
 // clear removes the rebalancer's state and taint from a node whose signal

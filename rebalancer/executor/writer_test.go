@@ -8,6 +8,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	dto "github.com/prometheus/client_model/go"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -98,5 +99,29 @@ func TestDrainingTimeIsObservedFromDrainingToDrained(t *testing.T) {
 	}
 	if n, sum := got.GetHistogram().GetSampleCount(), got.GetHistogram().GetSampleSum(); n != 1 || sum != 90 {
 		t.Errorf("draining histogram: %d observations summing to %vs, want 1 of 90s", n, sum)
+	}
+}
+
+// The time between two looks at a node that waits on its budgets both
+// times is added up; a look that does not wait ends the episode.
+func TestBudgetWaitAddsTheTimeBetweenLooksThatWait(t *testing.T) {
+	now := time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC)
+	clock := clocktesting.NewFakeClock(now)
+	m := NewMetrics(prometheus.NewRegistry())
+	w := &Writer{Kube: fake.NewClientset(), Recorder: record.NewFakeRecorder(10), Metrics: m, Clock: clock}
+	node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "a"}}
+	sig := signals.Signal{Kind: signals.InterruptionNotice, Since: now}
+	for _, look := range []struct {
+		after   time.Duration
+		waiting bool
+	}{{0, true}, {time.Second, true}, {2 * time.Second, true}, {5 * time.Second, false}, {time.Second, true}, {3 * time.Second, true}} {
+		clock.Step(look.after)
+		if _, err := w.Apply(context.Background(), node, sig, decide.Decision{WaitingOnBudgets: look.waiting}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// 1 s + 2 s, then (after a look that did not wait) 3 s.
+	if got := testutil.ToFloat64(m.BudgetWait.WithLabelValues(string(signals.InterruptionNotice))); got != 6 {
+		t.Errorf("budget wait %vs, want 6s", got)
 	}
 }

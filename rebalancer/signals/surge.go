@@ -58,8 +58,8 @@ type SurgeState struct {
 	// Node owns the surge: its drain steps it, and sweeps it up when the
 	// node is gone or drained.
 	Node string `json:"node"`
-	// Nodes are all the nodes the pods move off, Node first; records of
-	// versions before 0.3 have none, meaning Node alone.
+	// Nodes are all the nodes the pods move off, Node first; records
+	// written before surges spanned nodes have none, meaning Node alone.
 	Nodes []string `json:"nodes,omitempty"`
 	// From is the replica count before the surge, restored at its end;
 	// To is From plus the pods moving.
