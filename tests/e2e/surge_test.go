@@ -113,6 +113,20 @@ func everyTick(t *testing.T, sample func(ctx context.Context)) {
 	t.Cleanup(func() { stop(); <-done })
 }
 
+// expect checks that Ready pods never fell below atLeast and that the
+// replica count peaked at exactly peak (the count plus the pods surged).
+func (s *readySampler) expect(t *testing.T, atLeast int, peak int32) {
+	t.Helper()
+	minReady, maxReplicas, samples := s.read()
+	t.Logf("%d samples: lowest Ready %d, highest replica count %d", samples, minReady, maxReplicas)
+	if minReady < atLeast {
+		t.Errorf("Ready replicas fell to %d, below %d", minReady, atLeast)
+	}
+	if maxReplicas != peak {
+		t.Errorf("the Deployment peaked at %d replicas, want %d", maxReplicas, peak)
+	}
+}
+
 func (s *readySampler) read() (minReady int, maxReplicas int32, samples int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -217,14 +231,7 @@ func TestSurgeMovesASingleReplicaWithoutDowntime(t *testing.T) {
 		pods, err := c.ReadyPods(ctx, ns, "app=solo")
 		return len(pods) == 1 && pods[0].Spec.NodeName == replacement.Name, err
 	})
-	minReady, maxReplicas, samples := s.read()
-	t.Logf("%d samples: lowest Ready %d, highest replica count %d", samples, minReady, maxReplicas)
-	if minReady < 1 {
-		t.Errorf("Ready replicas fell to %d during the surge", minReady)
-	}
-	if maxReplicas != 2 {
-		t.Errorf("the Deployment peaked at %d replicas, want 2 (a surge of 1)", maxReplicas)
-	}
+	s.expect(t, 1, 2)
 	events, err := deploymentEvents(cluster.Context(t), c, ns, "solo")
 	if err != nil {
 		t.Fatal(err)
@@ -271,14 +278,7 @@ func TestSurgeKeepsEveryReplicaReady(t *testing.T) {
 		pods, err := c.ReadyPods(ctx, ns, "app=web4")
 		return len(pods) == 4, err
 	})
-	minReady, maxReplicas, samples := s.read()
-	t.Logf("%d samples: lowest Ready %d, highest replica count %d", samples, minReady, maxReplicas)
-	if minReady < 4 {
-		t.Errorf("Ready replicas fell to %d, below 4", minReady)
-	}
-	if maxReplicas != 7 {
-		t.Errorf("the Deployment peaked at %d replicas, want 7 (a surge of 3)", maxReplicas)
-	}
+	s.expect(t, 4, 7)
 }
 
 // The controller stops mid-surge (the Deployment scaled up, its new pod
@@ -428,14 +428,7 @@ func TestOneSurgeMovesADeploymentOffTwoDrainingNodes(t *testing.T) {
 		}
 		return len(pods) == 4, err
 	})
-	minReady, maxReplicas, samples := s.read()
-	t.Logf("%d samples: lowest Ready %d, highest replica count %d", samples, minReady, maxReplicas)
-	if minReady < 4 {
-		t.Errorf("Ready replicas fell to %d, below 4", minReady)
-	}
-	if maxReplicas != 8 {
-		t.Errorf("the Deployment peaked at %d replicas, want 8 (one surge of 4)", maxReplicas)
-	}
+	s.expect(t, 4, 8) // one surge of all four
 	events, err := deploymentEvents(ctx, c, ns, "pair")
 	if err != nil {
 		t.Fatal(err)
