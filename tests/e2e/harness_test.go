@@ -41,7 +41,13 @@ func TestControlPlaneEnforcesDisruptionBudgets(t *testing.T) {
 			Replicas: ptr.To[int32](4),
 			Selector: &metav1.LabelSelector{MatchLabels: app},
 			Template: corev1.PodTemplateSpec{
-				ObjectMeta: metav1.ObjectMeta{Labels: app},
+				// A replacement is not Ready for 15 s: the second eviction
+				// below must meet the budget the first one spent, even when
+				// a loaded machine delays it and kube-controller-manager
+				// recomputes the PDB in between (a replacement Ready at once
+				// would give the budget back, and the eviction would rightly
+				// succeed).
+				ObjectMeta: metav1.ObjectMeta{Labels: app, Annotations: map[string]string{cluster.PodReadyDelayAnnotation: "15s"}},
 				Spec: corev1.PodSpec{
 					NodeSelector: map[string]string{cluster.OwnerLabel: cluster.Owner(t)},
 					Tolerations:  []corev1.Toleration{{Key: spotTaint.Key, Operator: corev1.TolerationOpEqual, Value: "SPOT", Effect: corev1.TaintEffectNoSchedule}},
