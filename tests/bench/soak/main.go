@@ -303,11 +303,6 @@ func run(ctx context.Context, o options, out io.Writer) (err error) {
 
 	// Replacements join one by one, alternating pools.
 	replacementsDone := joinReplacements(ctx, kube, len(atRisk), o.replacementEvery)
-	var lastJoined atomic.Int64 // since the signal, in ns
-	go func() {
-		<-replacementsDone
-		lastJoined.Store(int64(time.Since(signalAt)))
-	}()
 
 	var peakRSS, lastRSS int64
 	seen := newPhases()
@@ -375,7 +370,7 @@ func run(ctx context.Context, o options, out io.Writer) (err error) {
 		return fmt.Errorf("not every node drained and settled: %w", err)
 	}
 	elapsed := time.Since(signalAt)
-	<-replacementsDone
+	lastJoin := <-replacementsDone
 	metrics, err := scrape(metricsPort)
 	if err != nil {
 		return err
@@ -387,7 +382,7 @@ func run(ctx context.Context, o options, out io.Writer) (err error) {
 	if err != nil {
 		return err
 	}
-	joined := time.Duration(lastJoined.Load())
+	joined := lastJoin.Sub(signalAt)
 	limit := joined + atOnce
 
 	// Request rate: a token bucket of qps and burst allows at most
@@ -662,11 +657,12 @@ current-context: soak
 }
 
 // joinReplacements adds one replacement node to each pool in turn, every
-// every, n in all; the channel closes when the last has joined.
-func joinReplacements(ctx context.Context, kube kubernetes.Interface, n int, every time.Duration) <-chan struct{} {
-	done := make(chan struct{})
+// every, n in all; the channel gives when the last joined, then closes.
+func joinReplacements(ctx context.Context, kube kubernetes.Interface, n int, every time.Duration) <-chan time.Time {
+	done := make(chan time.Time, 1)
 	go func() {
 		defer close(done)
+		defer func() { done <- time.Now() }()
 		for i := range n {
 			select {
 			case <-ctx.Done():
@@ -835,11 +831,6 @@ func storm(ctx context.Context, o options, out io.Writer, c *cluster.Cluster, bi
 		defer drains.Wait()
 	}
 	replacementsDone := joinReplacements(ctx, kube, len(atRisk), o.replacementEvery)
-	var lastJoined atomic.Int64 // since the signal, in ns
-	go func() {
-		<-replacementsDone
-		lastJoined.Store(int64(time.Since(signalAt)))
-	}()
 
 	// Sample until the deadline, then once at it.
 	type sample struct {
