@@ -73,8 +73,8 @@ func (p *planning) surge(plan *Plan) {
 	}
 	for _, key := range order {
 		g := groups[key]
-		st, _ := p.surgeOf(g.d)
-		blocker := p.surgeBlocker(g.d, hpas)
+		st, err := p.surgeOf(g.d)
+		blocker := p.surgeBlocker(g.d, st, err, hpas)
 		var recorded sets.Set[string]
 		if st != nil {
 			recorded = sets.New(st.Pods...)
@@ -132,10 +132,10 @@ func (p *planning) surge(plan *Plan) {
 }
 
 // surgeBlocker says why the Deployment's pods must be evicted instead of
-// surged, or "" (also for a surge under way).
-func (p *planning) surgeBlocker(d *appsv1.Deployment, hpas sets.Set[string]) string {
+// surged, or "" (also for a surge under way); st and err are its record
+// as read.
+func (p *planning) surgeBlocker(d *appsv1.Deployment, st *signals.SurgeState, err error, hpas sets.Set[string]) string {
 	replicas := ptr.Deref(d.Spec.Replicas, 1)
-	st, err := p.surgeOf(d)
 	switch {
 	case d.Annotations[signals.AnnotationSurge] == "false":
 		return "opted out (" + signals.AnnotationSurge + "=false)"
