@@ -43,13 +43,14 @@ type Writer struct {
 	ASG asg.API
 
 	groupMu sync.Mutex
+	// timesMu guards the per-node times of the time metrics.
 	// drainingSince holds when this process wrote each node's draining
 	// state, for the Draining histogram (a drain begun before a restart
-	// is not observed: the node's annotations are not trusted for it).
-	drainingMu    sync.Mutex
+	// is not observed: the node's annotations are not trusted for it);
+	// budgetLook when each node was last seen waiting on budgets.
+	timesMu       sync.Mutex
 	drainingSince map[string]time.Time
-	// budgetLook holds when each node was last seen waiting on budgets.
-	budgetLook map[string]time.Time
+	budgetLook    map[string]time.Time
 }
 
 // Result is what the API answered to a decision's writes.
@@ -202,15 +203,17 @@ func (w *Writer) transition(ctx context.Context, node *corev1.Node, sig signals.
 		return nil
 	}
 	w.Metrics.Transitions.WithLabelValues(string(t.State)).Inc()
-	began, drained := w.drainingBegan(node.Name, t.State)
 	switch t.State {
 	case signals.StateDraining:
+		w.drainBegan(node.Name)
 		w.Metrics.WaitForReplacement.WithLabelValues(string(sig.Kind)).Observe(w.Clock.Since(sig.Since).Seconds())
 	case signals.StateDrained:
 		w.Metrics.SignalToDrained.WithLabelValues(string(sig.Kind)).Observe(w.Clock.Since(sig.Since).Seconds())
-		if drained {
+		if began, ok := w.drainEnded(node.Name); ok {
 			w.Metrics.Draining.WithLabelValues(string(sig.Kind)).Observe(w.Clock.Since(began).Seconds())
 		}
+	default:
+		w.drainEnded(node.Name)
 	}
 	eventType := corev1.EventTypeNormal
 	if t.State == signals.StateBlocked {
@@ -221,18 +224,21 @@ func (w *Writer) transition(ctx context.Context, node *corev1.Node, sig signals.
 	return nil
 }
 
-// drainingBegan notes that node entered state: the time it entered
-// draining is kept until it leaves it, and returned with true then.
-func (w *Writer) drainingBegan(node string, state signals.State) (time.Time, bool) {
-	w.drainingMu.Lock()
-	defer w.drainingMu.Unlock()
-	if state == signals.StateDraining {
-		if w.drainingSince == nil {
-			w.drainingSince = map[string]time.Time{}
-		}
-		w.drainingSince[node] = w.Clock.Now()
-		return time.Time{}, false
+// drainBegan remembers that node began draining now.
+func (w *Writer) drainBegan(node string) {
+	w.timesMu.Lock()
+	defer w.timesMu.Unlock()
+	if w.drainingSince == nil {
+		w.drainingSince = map[string]time.Time{}
 	}
+	w.drainingSince[node] = w.Clock.Now()
+}
+
+// drainEnded forgets when node began draining, and says when that was if
+// this process saw it.
+func (w *Writer) drainEnded(node string) (time.Time, bool) {
+	w.timesMu.Lock()
+	defer w.timesMu.Unlock()
 	began, ok := w.drainingSince[node]
 	delete(w.drainingSince, node)
 	return began, ok
@@ -241,8 +247,8 @@ func (w *Writer) drainingBegan(node string, state signals.State) (time.Time, boo
 // budgetWait adds the time since the node's last look to the budget-wait
 // metric when it waited on budgets then and now.
 func (w *Writer) budgetWait(node string, sig signals.Signal, waiting bool) {
-	w.drainingMu.Lock()
-	defer w.drainingMu.Unlock()
+	w.timesMu.Lock()
+	defer w.timesMu.Unlock()
 	if !waiting {
 		delete(w.budgetLook, node)
 		return
@@ -272,7 +278,7 @@ func (w *Writer) clear(ctx context.Context, node *corev1.Node, from signals.Stat
 	if err := patchNode(ctx, w.Kube, node, updated); err != nil {
 		return fmt.Errorf("clearing the state of node %s: %w", node.Name, err)
 	}
-	w.drainingBegan(node.Name, "")
+	w.drainEnded(node.Name)
 	w.Metrics.Transitions.WithLabelValues("cleared").Inc()
 	w.Recorder.Eventf(node, corev1.EventTypeNormal, "RebalanceCancelled", "the Spot signal went away while %s: node schedulable again", from)
 	return nil
