@@ -145,21 +145,25 @@ func surgeOf(record *coordinationv1.Lease, d *appsv1.Deployment, node string, sn
 		if !sameDeployment(snap.DeploymentOf(p), d) {
 			continue
 		}
+		live := p.DeletionTimestamp == nil
 		switch {
 		case off.Has(p.Spec.NodeName):
 			if p.Annotations[signals.AnnotationPodDeletionCost] == signals.SurgeDeletionCost {
 				s.Marked = append(s.Marked, p.Name)
 			}
-			if p.Spec.NodeName == node && p.DeletionTimestamp == nil {
-				s.OnNode = append(s.OnNode, p.Name)
+			if !live {
+				continue
 			}
-			if moving.Has(p.Name) && p.DeletionTimestamp == nil {
+			if moving.Has(p.Name) {
 				s.Leaving++
 			}
-			if p.Spec.NodeName != node && p.DeletionTimestamp == nil && snap.Node(p.Spec.NodeName) == nil {
+			switch {
+			case p.Spec.NodeName == node:
+				s.OnNode = append(s.OnNode, p.Name)
+			case snap.Node(p.Spec.NodeName) == nil:
 				s.Stranded = append(s.Stranded, p.Name)
 			}
-		case p.Spec.NodeName != "" && p.DeletionTimestamp == nil && snapshot.PodReady(p) && !draining(snap.Node(p.Spec.NodeName)):
+		case p.Spec.NodeName != "" && live && snapshot.PodReady(p) && !draining(snap.Node(p.Spec.NodeName)):
 			s.ReadyElsewhere++
 		}
 	}
