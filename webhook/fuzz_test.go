@@ -1,19 +1,22 @@
 package webhook
 
 import (
-	"context"
+	"bytes"
 	"encoding/json"
+	"net/http"
+	"net/http/httptest"
 	"testing"
 	"time"
 
 	jsonpatchapply "github.com/evanphx/json-patch/v5"
+	jsonv2 "github.com/go-json-experiment/json"
+	"github.com/go-json-experiment/json/jsontext"
 	"github.com/prometheus/client_golang/prometheus"
 	admissionv1 "k8s.io/api/admission/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	clocktesting "k8s.io/utils/clock/testing"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
-	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
 	"github.com/spot-rebalancer/spot-rebalancer/config"
 )
@@ -57,15 +60,16 @@ func FuzzMutatePod(f *testing.F) {
 	})
 }
 
-// FuzzHandleAdmissionReview decodes arbitrary AdmissionReview bodies as
-// controller-runtime does and hands what decodes to the handler: it must
-// always admit (the webhook fails open), and any patch it returns must
-// apply to the object it was given.
+// FuzzHandleAdmissionReview serves arbitrary bodies: a body that is not an
+// AdmissionReview is refused with 400 and a reason; every review is
+// admitted (the webhook fails open), and any patch it returns applies to
+// the object it was given.
 func FuzzHandleAdmissionReview(f *testing.F) {
 	f.Add([]byte(`{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"1","kind":{"version":"v1","kind":"Pod"},"namespace":"shop","operation":"CREATE","object":{"metadata":{"name":"p","labels":{"app":"a"}},"spec":{"containers":[{"name":"c"}]}}}}`))
 	f.Add([]byte(`{"request":{"uid":"2","kind":{"group":"apps","version":"v1","kind":"Deployment"},"namespace":"shop","operation":"UPDATE","object":{"metadata":{"name":"d"},"spec":{"replicas":3,"template":{"metadata":{"labels":{"app":"a"}}}}}}}`))
 	f.Add([]byte(`{"request":{"uid":"3","kind":{"version":"v1","kind":"Pod"},"namespace":"shop","operation":"CREATE","object":"not an object"}}`))
 	f.Add([]byte(`{"request":{"kind":{"version":"v1","kind":"Pod"},"namespace":"shop","operation":"CREATE","object":{"spec":null,"metadata":[]}}}`))
+	f.Add([]byte(`{"request":{"kind":{"version":"v1","kind":"Pod"},"namespace":"shop","operation":"CREATE","object":{"spec":{},"spec":{"tolerations":[]}}}}`))
 	f.Add([]byte(`{"request":null}`))
 	f.Add([]byte(`[`))
 	cfg := config.Default()
@@ -73,27 +77,43 @@ func FuzzHandleAdmissionReview(f *testing.F) {
 	h := &Handler{Config: &cfg.Webhook, Reader: fake.NewClientBuilder().WithObjects(ns).Build(),
 		Metrics: NewMetrics(prometheus.NewRegistry()), Clock: clocktesting.NewFakePassiveClock(time.Now())}
 	f.Fuzz(func(t *testing.T, body []byte) {
+		rec := httptest.NewRecorder()
+		req := httptest.NewRequest(http.MethodPost, Path, bytes.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
+		h.ServeHTTP(rec, req)
 		var review admissionv1.AdmissionReview
-		if json.Unmarshal(body, &review) != nil || review.Request == nil {
-			return // controller-runtime answers 400 before any handler runs
+		if err := json.Unmarshal(rec.Body.Bytes(), &review); err != nil || review.Response == nil {
+			t.Fatalf("the answer is not an AdmissionReview (%v): %s", err, rec.Body.String())
 		}
-		resp := h.Handle(context.Background(), admission.Request{AdmissionRequest: *review.Request})
+		resp := review.Response
+		_, _, decodeErr := decodeReview(body)
 		if !resp.Allowed {
-			t.Fatalf("refused: %+v", resp.Result)
-		}
-		if len(resp.Patches) == 0 {
+			if decodeErr == nil || resp.Result == nil || resp.Result.Code != http.StatusBadRequest || resp.Result.Message == "" {
+				t.Fatalf("refused a review, or without code 400 and a reason: %s\nbody %s", rec.Body.String(), body)
+			}
 			return
 		}
-		ops, err := json.Marshal(resp.Patches)
-		if err != nil {
+		if decodeErr != nil {
+			t.Fatalf("admitted a body that is not a review (%v): %s", decodeErr, body)
+		}
+		if len(resp.Patch) == 0 {
+			return
+		}
+		// The object as the webhook read it (names case sensitive).
+		var object struct {
+			Request struct {
+				Object jsontext.Value `json:"object"`
+			} `json:"request"`
+		}
+		if err := jsonv2.Unmarshal(body, &object, decodeOptions); err != nil {
 			t.Fatal(err)
 		}
-		patch, err := jsonpatchapply.DecodePatch(ops)
+		patch, err := jsonpatchapply.DecodePatch(resp.Patch)
 		if err != nil {
-			t.Fatalf("the patch does not decode: %v\n%s", err, ops)
+			t.Fatalf("the patch does not decode: %v\n%s", err, resp.Patch)
 		}
-		if _, err := patch.Apply(review.Request.Object.Raw); err != nil {
-			t.Fatalf("the patch does not apply: %v\npatch %s\nobject %s", err, ops, review.Request.Object.Raw)
+		if _, err := patch.Apply(object.Request.Object); err != nil {
+			t.Fatalf("the patch does not apply: %v\npatch %s\nobject %s", err, resp.Patch, object.Request.Object)
 		}
 	})
 }

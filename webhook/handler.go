@@ -14,12 +14,12 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
-	kjson "sigs.k8s.io/json"
 
 	"github.com/spot-rebalancer/spot-rebalancer/config"
 )
 
-// Handler answers pod and workload admission requests. Reader must be
+// Handler answers pod and workload admission requests, as an http.Handler
+// of AdmissionReviews (ServeHTTP). Reader must be
 // backed by informer caches: nothing on the request path calls the API
 // server.
 type Handler struct {
@@ -29,8 +29,6 @@ type Handler struct {
 	Clock   clock.PassiveClock
 }
 
-var _ admission.Handler = (*Handler)(nil)
-
 // outcome is what a request led to, for the response and the metrics.
 type outcome struct {
 	resp    admission.Response
@@ -38,10 +36,10 @@ type outcome struct {
 	profile string
 }
 
-// Handle admits every request: it mutates pods on CREATE and annotates
+// Review admits every request: it mutates pods on CREATE and annotates
 // Deployments and StatefulSets; on any internal error, a panic included, it
 // admits the request unchanged.
-func (h *Handler) Handle(ctx context.Context, req admission.Request) admission.Response {
+func (h *Handler) Review(ctx context.Context, req *Request) admission.Response {
 	start := h.Clock.Now()
 	kind := strings.ToLower(req.Kind.Kind)
 	out := h.handle(ctx, req)
@@ -56,7 +54,7 @@ func (h *Handler) Handle(ctx context.Context, req admission.Request) admission.R
 	return out.resp
 }
 
-func (h *Handler) handle(ctx context.Context, req admission.Request) (out outcome) {
+func (h *Handler) handle(ctx context.Context, req *Request) (out outcome) {
 	// Built only to log: a logger with values costs on every request.
 	log := func() logr.Logger {
 		return ctrllog.FromContext(ctx).WithValues("kind", req.Kind.Kind, "namespace", req.Namespace, "name", req.Name, "operation", req.Operation)
@@ -83,14 +81,14 @@ func (h *Handler) handle(ctx context.Context, req admission.Request) (out outcom
 	return out
 }
 
-func (h *Handler) pod(ctx context.Context, req admission.Request) (outcome, error) {
+func (h *Handler) pod(ctx context.Context, req *Request) (outcome, error) {
 	if req.Operation != "CREATE" {
 		return outcome{resp: admission.Allowed(""), result: ResultSkipped}, nil
 	}
-	doc, pod, err := DecodePod(req.Object.Raw)
-	if err != nil {
-		return outcome{}, err
+	if req.Object.Err != nil {
+		return outcome{}, req.Object.Err
 	}
+	doc, pod := req.Object.Pod()
 	nsLabels, err := h.namespaceLabels(ctx, req.Namespace)
 	if err != nil {
 		return outcome{}, err
@@ -115,19 +113,7 @@ func (h *Handler) pod(ctx context.Context, req admission.Request) (outcome, erro
 	return outcome{resp: admission.Patched("", ops...), result: ResultMutated, profile: name}, nil
 }
 
-// workloadFields is the part of a Deployment or StatefulSet a hint needs.
-type workloadFields struct {
-	// Metadata is nil when the JSON has none.
-	Metadata *metav1.ObjectMeta `json:"metadata"`
-	Spec     struct {
-		Replicas *int32 `json:"replicas"`
-		Template struct {
-			Metadata metav1.ObjectMeta `json:"metadata"`
-		} `json:"template"`
-	} `json:"spec"`
-}
-
-func (h *Handler) workload(ctx context.Context, req admission.Request) (outcome, error) {
+func (h *Handler) workload(ctx context.Context, req *Request) (outcome, error) {
 	if req.Operation != "CREATE" && req.Operation != "UPDATE" {
 		return outcome{resp: admission.Allowed(""), result: ResultSkipped}, nil
 	}
@@ -141,27 +127,31 @@ func (h *Handler) workload(ctx context.Context, req admission.Request) (outcome,
 	if p := nsLabels[ProfileKey]; p == "" || p == config.ProfileNone {
 		return outcome{resp: admission.Allowed(""), result: ResultSkipped}, nil
 	}
-	var w workloadFields
-	if err := kjson.UnmarshalCaseSensitivePreserveInts(req.Object.Raw, &w); err != nil {
-		return outcome{}, fmt.Errorf("decoding %s: %w", req.Kind.Kind, err)
+	obj := req.Object
+	if obj.Err != nil {
+		return outcome{}, fmt.Errorf("%s: %w", req.Kind.Kind, obj.Err)
 	}
-	var meta metav1.ObjectMeta
-	if w.Metadata != nil {
-		meta = *w.Metadata
+	var meta MetadataFields
+	if obj.Metadata != nil {
+		meta = *obj.Metadata
+	}
+	var spec objectSpec
+	if obj.Spec != nil {
+		spec = *obj.Spec
 	}
 	var pdbs policyv1.PodDisruptionBudgetList
 	if err := h.Reader.List(ctx, &pdbs, client.InNamespace(req.Namespace)); err != nil {
 		return outcome{}, fmt.Errorf("listing PodDisruptionBudgets from the cache: %w", err)
 	}
 	replicas := int32(1)
-	if w.Spec.Replicas != nil {
-		replicas = *w.Spec.Replicas
+	if spec.Replicas != nil {
+		replicas = *spec.Replicas
 	}
 	items := make([]*policyv1.PodDisruptionBudget, len(pdbs.Items))
 	for i := range pdbs.Items {
 		items[i] = &pdbs.Items[i]
 	}
-	hint := Hint(replicas, w.Spec.Template.Metadata.Labels, items)
+	hint := Hint(replicas, spec.Template.Metadata.Labels, items)
 	var warnings []string
 	if warning := hint.Warning(req.Kind.Kind, meta.Name); warning != "" {
 		warnings = append(warnings, warning)
@@ -169,7 +159,7 @@ func (h *Handler) workload(ctx context.Context, req admission.Request) (outcome,
 	if meta.Annotations[PDBHintAnnotation] == hint.Text {
 		return outcome{resp: admission.Allowed("").WithWarnings(warnings...), result: ResultUnchanged}, nil
 	}
-	op := annotationOp(w.Metadata != nil, meta.Annotations, PDBHintAnnotation, hint.Text)
+	op := annotationOp(obj.Metadata != nil, meta.Annotations, PDBHintAnnotation, hint.Text)
 	return outcome{resp: admission.Patched("", op).WithWarnings(warnings...), result: ResultMutated}, nil
 }
 

@@ -2,6 +2,7 @@ package webhook
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"net/http"
@@ -10,18 +11,17 @@ import (
 	"testing"
 	"time"
 
+	jsonpatchapply "github.com/evanphx/json-patch/v5"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	admissionv1 "k8s.io/api/admission/v1"
 	corev1 "k8s.io/api/core/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	clocktesting "k8s.io/utils/clock/testing"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
-	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
 	"github.com/spot-rebalancer/spot-rebalancer/config"
 )
@@ -40,19 +40,24 @@ func newHandler(t *testing.T, reader client.Reader) *Handler {
 		Clock: clocktesting.NewFakePassiveClock(time.Now())}
 }
 
-func request(t *testing.T, kind, group, op string, obj any) admission.Request {
+// request is an admission request for obj (or raw JSON), its object
+// decoded as ServeHTTP decodes it.
+func request(t *testing.T, kind, group, op string, obj any) *Request {
 	t.Helper()
-	raw, ok := obj.([]byte)
-	if !ok {
-		var err error
-		if raw, err = json.Marshal(obj); err != nil {
-			t.Fatal(err)
-		}
+	return &Request{UID: "1", Kind: metav1.GroupVersionKind{Group: group, Version: "v1", Kind: kind}, Namespace: "shop", Name: "x",
+		Operation: admissionv1.Operation(op), Object: DecodeObject(rawJSON(t, obj))}
+}
+
+func rawJSON(t *testing.T, obj any) []byte {
+	t.Helper()
+	if raw, ok := obj.([]byte); ok {
+		return raw
 	}
-	return admission.Request{AdmissionRequest: admissionv1.AdmissionRequest{
-		UID: "1", Kind: metav1.GroupVersionKind{Group: group, Version: "v1", Kind: kind}, Namespace: "shop", Name: "x",
-		Operation: admissionv1.Operation(op), Object: runtime.RawExtension{Raw: raw},
-	}}
+	raw, err := json.Marshal(obj)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return raw
 }
 
 func TestHandler(t *testing.T) {
@@ -67,7 +72,7 @@ func TestHandler(t *testing.T) {
 	tests := map[string]struct {
 		objects     []client.Object
 		reader      client.Reader
-		req         admission.Request
+		req         *Request
 		wantPatch   bool
 		wantWarning string
 		wantResult  string
@@ -120,7 +125,7 @@ func TestHandler(t *testing.T) {
 				reader = fake.NewClientBuilder().WithObjects(tc.objects...).Build()
 			}
 			h := newHandler(t, reader)
-			resp := h.Handle(t.Context(), tc.req)
+			resp := h.Review(t.Context(), tc.req)
 			if !resp.Allowed {
 				t.Fatalf("the webhook must admit every request, got %+v", resp.Result)
 			}
@@ -148,30 +153,114 @@ func TestHandler(t *testing.T) {
 	}
 }
 
-// A malformed AdmissionReview gets a clear error from the HTTP layer and
-// never reaches the handler or panics.
+// serve posts body to the handler as the API server does and decodes the
+// answer, which must be an AdmissionReview with a response.
+func serve(t *testing.T, h http.Handler, contentType string, body []byte) (apiVersion string, resp *admissionv1.AdmissionResponse, raw string) {
+	t.Helper()
+	rec := httptest.NewRecorder()
+	req := httptest.NewRequest(http.MethodPost, Path, bytes.NewReader(body))
+	req.Header.Set("Content-Type", contentType)
+	h.ServeHTTP(rec, req)
+	if rec.Code != http.StatusOK {
+		t.Fatalf("HTTP status %d: %s", rec.Code, rec.Body.String())
+	}
+	var review admissionv1.AdmissionReview
+	if err := json.Unmarshal(rec.Body.Bytes(), &review); err != nil {
+		t.Fatalf("answer is not an AdmissionReview: %v: %s", err, rec.Body.String())
+	}
+	if review.Kind != "AdmissionReview" || review.Response == nil {
+		t.Fatalf("no AdmissionReview response in %s", rec.Body.String())
+	}
+	return review.APIVersion, review.Response, rec.Body.String()
+}
+
+// A malformed AdmissionReview is refused with the code and the reason, and
+// never reaches the handler or panics; an object of the wrong shape inside
+// a good review is admitted unchanged.
 func TestMalformedAdmissionReview(t *testing.T) {
 	h := newHandler(t, fake.NewClientBuilder().Build())
-	wh := &admission.Webhook{Handler: h, RecoverPanic: new(true)}
-	for name, body := range map[string]string{
-		"not JSON":          "{{{",
-		"no request":        `{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview"}`,
-		"wrong kind inside": `{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"1","kind":{"kind":"Pod","version":"v1"},"operation":"CREATE","object":"a string"}}`,
+	review := func(inner string) string {
+		return `{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview",` + inner + `}`
+	}
+	for name, tc := range map[string]struct {
+		contentType string
+		body        string
+		wantCode    int32 // 0: admitted
+		wantMessage string
+	}{
+		"not JSON":            {body: "{{{", wantCode: 400, wantMessage: "decoding the AdmissionReview"},
+		"empty body":          {body: "", wantCode: 400, wantMessage: "empty"},
+		"no request":          {body: review(`"request":null`), wantCode: 400, wantMessage: "no request"},
+		"another kind":        {body: `{"apiVersion":"v1","kind":"Pod"}`, wantCode: 400, wantMessage: `kind "Pod"`},
+		"an unknown version":  {body: `{"apiVersion":"admission.k8s.io/v2","kind":"AdmissionReview","request":{}}`, wantCode: 400, wantMessage: `admission.k8s.io/v2`},
+		"not JSON content":    {contentType: "application/yaml", body: review(`"request":{}`), wantCode: 400, wantMessage: "application/yaml"},
+		"too large":           {body: review(`"request":{"name":"` + strings.Repeat("x", maxReviewBytes) + `"}`), wantCode: 413, wantMessage: "larger than"},
+		"truncated object":    {body: review(`"request":{"uid":"1","kind":{"kind":"Pod","version":"v1"},"object":{"spec":`), wantCode: 400, wantMessage: "decoding the AdmissionReview"},
+		"a string for a pod":  {body: review(`"request":{"uid":"1","kind":{"kind":"Pod","version":"v1"},"operation":"CREATE","object":"a string"}`)},
+		"a number for a spec": {body: review(`"request":{"uid":"1","kind":{"kind":"Pod","version":"v1"},"operation":"CREATE","object":{"spec":5}}`)},
 	} {
 		t.Run(name, func(t *testing.T) {
-			rec := httptest.NewRecorder()
-			req := httptest.NewRequest(http.MethodPost, Path, bytes.NewBufferString(body))
-			req.Header.Set("Content-Type", "application/json")
-			wh.ServeHTTP(rec, req)
-			var review admissionv1.AdmissionReview
-			if err := json.Unmarshal(rec.Body.Bytes(), &review); err != nil {
-				t.Fatalf("answer is not an AdmissionReview: %v: %s", err, rec.Body.String())
+			contentType := cmp.Or(tc.contentType, "application/json")
+			_, resp, raw := serve(t, h, contentType, []byte(tc.body))
+			if tc.wantCode == 0 {
+				if !resp.Allowed || resp.UID != "1" || len(resp.Patch) > 0 {
+					t.Errorf("want admitted unchanged with uid 1: %s", raw)
+				}
+				return
 			}
-			if review.Response == nil {
-				t.Fatalf("no response in %s", rec.Body.String())
+			if resp.Allowed || resp.Result == nil || resp.Result.Code != tc.wantCode || !strings.Contains(resp.Result.Message, tc.wantMessage) {
+				t.Errorf("want refused with code %d and a message containing %q: %.300s", tc.wantCode, tc.wantMessage, raw)
 			}
-			if !review.Response.Allowed && (review.Response.Result == nil || review.Response.Result.Message == "") {
-				t.Errorf("a refusal must say why: %s", rec.Body.String())
+		})
+	}
+}
+
+// Through HTTP as the API server calls it: the answer carries the
+// question's version and UID, and its JSONPatch applies to the object to
+// give a pod the webhook leaves alone on reinvocation.
+func TestServeAdmissionReview(t *testing.T) {
+	shop := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "shop", Labels: map[string]string{ProfileKey: "spot-spread"}}}
+	h := newHandler(t, fake.NewClientBuilder().WithObjects(shop).Build())
+	pod := rawJSON(t, benchPod())
+	for _, version := range []string{"admission.k8s.io/v1", "admission.k8s.io/v1beta1", ""} {
+		t.Run(cmp.Or(version, "no apiVersion"), func(t *testing.T) {
+			envelope := map[string]any{"request": map[string]any{
+				"uid": "7c4a", "kind": map[string]any{"version": "v1", "kind": "Pod"}, "resource": map[string]any{"version": "v1", "resource": "pods"},
+				"namespace": "shop", "operation": "CREATE", "userInfo": map[string]any{"username": "system:serviceaccount:kube-system:replicaset-controller"},
+				"object": json.RawMessage(pod), "oldObject": nil, "dryRun": false,
+			}}
+			if version != "" {
+				envelope["apiVersion"], envelope["kind"] = version, "AdmissionReview"
+			}
+			gotVersion, resp, raw := serve(t, h, "application/json", rawJSON(t, envelope))
+			if want := cmp.Or(version, "admission.k8s.io/v1"); gotVersion != want {
+				t.Errorf("answered as %q, want %q", gotVersion, want)
+			}
+			if !resp.Allowed || resp.UID != "7c4a" || resp.PatchType == nil || *resp.PatchType != admissionv1.PatchTypeJSONPatch {
+				t.Fatalf("want allowed, uid 7c4a, a JSONPatch: %.500s", raw)
+			}
+			patch, err := jsonpatchapply.DecodePatch(resp.Patch)
+			if err != nil {
+				t.Fatalf("the patch does not decode: %v", err)
+			}
+			out, err := patch.Apply(pod)
+			if err != nil {
+				t.Fatalf("the patch does not apply: %v", err)
+			}
+			var mutated corev1.Pod
+			if err := json.Unmarshal(out, &mutated); err != nil {
+				t.Fatal(err)
+			}
+			if len(mutated.Spec.Containers) != 2 || mutated.Annotations[InjectedAnnotation] == "" || len(mutated.Spec.Tolerations) == 0 {
+				t.Errorf("containers %d, injected %q, tolerations %v: want the pod kept and mutated", len(mutated.Spec.Containers),
+					mutated.Annotations[InjectedAnnotation], mutated.Spec.Tolerations)
+			}
+			_, again, err := DecodePod(out)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if m := Plan(again, "spot-spread", config.DefaultProfiles()["spot-spread"]); !m.Empty() {
+				t.Errorf("reinvocation would mutate again: %+v", m)
 			}
 		})
 	}

@@ -11,7 +11,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	kjson "sigs.k8s.io/json"
 
 	"github.com/spot-rebalancer/spot-rebalancer/config"
 )
@@ -118,14 +117,15 @@ func covers(have, want corev1.Toleration) bool {
 // server decodes it; nil pointers are parts the JSON does not have (or has
 // as null).
 type PodDocument struct {
-	Metadata *PodMetadataFields `json:"metadata"`
-	Spec     *PodSpecFields     `json:"spec"`
+	Metadata *MetadataFields `json:"metadata"`
+	Spec     *PodSpecFields  `json:"spec"`
 }
 
-// PodMetadataFields are the parts of a pod's metadata the webhook reads
-// (profile selection, spread labels); the rest (managed fields, times) is
-// skipped, never decoded.
-type PodMetadataFields struct {
+// MetadataFields are the parts of an object's metadata the webhook reads
+// (profile selection, spread labels, a workload's name in its warning); the
+// rest (managed fields, times) is skipped, never decoded.
+type MetadataFields struct {
+	Name            string                  `json:"name"`
 	Labels          map[string]string       `json:"labels"`
 	Annotations     map[string]string       `json:"annotations"`
 	OwnerReferences []metav1.OwnerReference `json:"ownerReferences"`
@@ -142,19 +142,12 @@ type PodSpecFields struct {
 // DecodePod decodes the parts of a pod's raw JSON the webhook reads: its
 // metadata and PodSpecFields.
 func DecodePod(raw []byte) (*PodDocument, *corev1.Pod, error) {
-	var doc PodDocument
-	if err := kjson.UnmarshalCaseSensitivePreserveInts(raw, &doc); err != nil {
-		return nil, nil, fmt.Errorf("decoding pod: %w", err)
+	o := DecodeObject(raw)
+	if o.Err != nil {
+		return nil, nil, o.Err
 	}
-	pod := &corev1.Pod{}
-	if m := doc.Metadata; m != nil {
-		pod.ObjectMeta = metav1.ObjectMeta{Labels: m.Labels, Annotations: m.Annotations, OwnerReferences: m.OwnerReferences}
-	}
-	if doc.Spec != nil {
-		pod.Spec = corev1.PodSpec{Tolerations: doc.Spec.Tolerations, Affinity: doc.Spec.Affinity,
-			TopologySpreadConstraints: doc.Spec.TopologySpreadConstraints}
-	}
-	return &doc, pod, nil
+	doc, pod := o.Pod()
+	return doc, pod, nil
 }
 
 // Patch returns the JSON patch that adds the mutation to the pod: additions

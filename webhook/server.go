@@ -23,7 +23,6 @@ import (
 	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 	ctrlwebhook "sigs.k8s.io/controller-runtime/pkg/webhook"
-	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
 	"github.com/spot-rebalancer/spot-rebalancer/certs"
 	"github.com/spot-rebalancer/spot-rebalancer/config"
@@ -85,7 +84,7 @@ func Run(ctx context.Context, opts Options) error {
 	}
 	handler := &Handler{Config: &cfg.Webhook, Reader: mgr.GetCache(), Metrics: NewMetrics(ctrlmetrics.Registry), Clock: clock.RealClock{}}
 	// GetWebhookServer adds the server to the manager's runnables.
-	mgr.GetWebhookServer().Register(Path, &admission.Webhook{Handler: handler, RecoverPanic: new(true)})
+	mgr.GetWebhookServer().Register(Path, handler)
 
 	for _, m := range certs.Metrics(source) {
 		if err := ctrlmetrics.Registry.Register(m); err != nil {
