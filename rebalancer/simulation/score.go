@@ -52,7 +52,7 @@ func (f *podFilter) best(feasible []*nodeState, r podResources) *nodeState {
 	if len(feasible) == 1 {
 		return feasible[0]
 	}
-	total := make([]int64, len(feasible))
+	total := f.s.scratch.total.get(len(feasible))
 	for i, ns := range feasible {
 		total[i] = score(ns, r)
 	}
@@ -67,6 +67,27 @@ func (f *podFilter) best(feasible []*nodeState, r podResources) *nodeState {
 		}
 	}
 	return feasible[best]
+}
+
+// scratch holds the slices one placement uses and the next reuses.
+type scratch struct {
+	feasible []*nodeState
+	total    buffer[int64]
+	raw      buffer[int64]
+	ignored  buffer[bool]
+}
+
+// buffer is a slice handed out zeroed, grown as needed and reused.
+type buffer[T any] struct{ s []T }
+
+// get returns n zero values; what an earlier get returned is overwritten.
+func (b *buffer[T]) get(n int) []T {
+	if cap(b.s) < n {
+		b.s = make([]T, n)
+	}
+	b.s = b.s[:n]
+	clear(b.s)
+	return b.s
 }
 
 // normalize scales raw scores to 0..100 by their maximum, reversed when
@@ -97,21 +118,22 @@ func (f *podFilter) addTaintScores(feasible []*nodeState, total []int64) {
 			tolerations = append(tolerations, t)
 		}
 	}
-	raw := make([]int64, len(feasible))
-	any := false
+	var raw []int64 // only when a node has such a taint, which few do
 	for i, ns := range feasible {
 		if !ns.preferNoSchedule {
 			continue
+		}
+		if raw == nil {
+			raw = f.s.scratch.raw.get(len(feasible))
 		}
 		for j := range ns.node.Spec.Taints {
 			t := &ns.node.Spec.Taints[j]
 			if t.Effect == corev1.TaintEffectPreferNoSchedule && !schedcorev1.TolerationsTolerateTaint(klog.Background(), tolerations, t, false) {
 				raw[i]++
-				any = true
 			}
 		}
 	}
-	if any {
+	if raw != nil {
 		normalize(raw, total, weightTaintToleration, true)
 	}
 }
@@ -125,7 +147,7 @@ func (f *podFilter) addNodeAffinityScores(feasible []*nodeState, total []int64) 
 	if err != nil {
 		return
 	}
-	raw := make([]int64, len(feasible))
+	raw := f.s.scratch.raw.get(len(feasible))
 	for i, ns := range feasible {
 		raw[i] = terms.Score(ns.node)
 	}
@@ -224,7 +246,7 @@ func (f *podFilter) addSpreadScores(feasible []*nodeState, total []int64) {
 		}
 		return true
 	}
-	ignored := make([]bool, len(feasible))
+	ignored := f.s.scratch.ignored.get(len(feasible))
 	// The domains among the nodes scored; only their number matters. As in
 	// the scheduler, nodes without the key (allowed for the system
 	// default) form the domain "".
@@ -261,7 +283,7 @@ func (f *podFilter) addSpreadScores(feasible []*nodeState, total []int64) {
 		weights[j] = math.Log(float64(size + 2))
 	}
 	counts := f.softCounts(constraints, topos, requireAll)
-	raw := make([]int64, len(feasible))
+	raw := f.s.scratch.raw.get(len(feasible))
 	minRaw, maxRaw := int64(math.MaxInt64), int64(0)
 	for i, ns := range feasible {
 		if ignored[i] {
@@ -274,7 +296,7 @@ func (f *podFilter) addSpreadScores(feasible []*nodeState, total []int64) {
 			}
 			cnt := counts.perDomain[j][topos[j].ids[ns.index]]
 			if c.key == corev1.LabelHostname {
-				cnt = counts.perNode[ns.index]
+				cnt = int64(counts.perNode[ns.index])
 			}
 			s += float64(cnt)*weights[j] + float64(c.maxSkew-1)
 		}
@@ -304,7 +326,7 @@ type softCounts struct {
 	topos       []*topology
 	requireAll  bool
 	affinity    nodeaffinity.RequiredNodeAffinity
-	perNode     []int64   // by node index
+	perNode     []int32   // by node index (a node holds at most a few hundred pods)
 	perDomain   [][]int64 // by constraint, topology id
 }
 
@@ -317,7 +339,7 @@ func (f *podFilter) softCounts(constraints []softConstraint, topos []*topology, 
 		}
 	}
 	c := &softCounts{s: f.s, namespace: f.pod.Namespace, constraints: constraints, topos: topos, requireAll: requireAll,
-		affinity: f.nodeAffinity, perNode: make([]int64, len(f.s.nodes)), perDomain: make([][]int64, len(constraints))}
+		affinity: f.nodeAffinity, perNode: make([]int32, len(f.s.nodes)), perDomain: make([][]int64, len(constraints))}
 	for j, t := range topos {
 		c.perDomain[j] = make([]int64, t.values)
 	}
@@ -473,7 +495,7 @@ func (f *podFilter) addInterPodScores(feasible []*nodeState, total []int64) {
 	if len(domains) == 0 {
 		return
 	}
-	raw := make([]int64, len(feasible))
+	raw := f.s.scratch.raw.get(len(feasible))
 	lo, hi := int64(math.MaxInt64), int64(math.MinInt64)
 	for i, ns := range feasible {
 		for key, values := range domains {

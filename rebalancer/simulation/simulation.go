@@ -60,6 +60,10 @@ type Simulator struct {
 	snap  *snapshot.Snapshot
 	base  *base
 	nodes []*nodeState
+	// scratch is reused by every placement: a plan places thousands of
+	// pods, each over up to hundreds of feasible nodes, and these slices
+	// were most of what a plan allocated.
+	scratch scratch
 	// removed are the moving pods; added the pods placed so far, with
 	// their required anti-affinity terms, by namespace.
 	removed     sets.Set[types.UID]
@@ -355,7 +359,8 @@ func (s *Simulator) placeOne(p *corev1.Pod, r podResources) Result {
 	// in clusters under 100 nodes, 10% of 5,000), starting where the last
 	// search stopped so that placements spread over the cluster.
 	enough, n := numFeasibleNodesToFind(len(s.nodes)), len(s.nodes)
-	feasible := make([]*nodeState, 0, min(enough, n))
+	feasible := s.scratch.feasible[:0]
+	defer func() { s.scratch.feasible = feasible[:0] }()
 	checked := 0
 	for ; checked < n && len(feasible) < enough; checked++ {
 		if ns := s.nodes[(s.nextStart+checked)%n]; f.fits(ns) {
