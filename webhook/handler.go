@@ -57,7 +57,7 @@ func (h *Handler) Review(ctx context.Context, req *Request) admission.Response {
 func (h *Handler) handle(ctx context.Context, req *Request) (out outcome) {
 	// Built only to log: a logger with values costs on every request.
 	log := func() logr.Logger {
-		return ctrllog.FromContext(ctx).WithValues("kind", req.Kind.Kind, "namespace", req.Namespace, "name", req.Name, "operation", req.Operation)
+		return ctrllog.FromContext(ctx).WithValues("uid", req.UID, "kind", req.Kind.Kind, "namespace", req.Namespace, "name", req.Name, "operation", req.Operation)
 	}
 	defer func() {
 		if r := recover(); r != nil {

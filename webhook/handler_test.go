@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	admissionv1 "k8s.io/api/admission/v1"
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -85,7 +86,7 @@ func TestHandler(t *testing.T) {
 			objects: []client.Object{shop}, req: request(t, "Pod", "", "UPDATE", podWith(nil)),
 			wantResult: ResultSkipped,
 		},
-		"a pod that is not JSON is admitted unchanged": {
+		"a pod whose JSON does not decode is admitted unchanged": {
 			objects: []client.Object{shop}, req: request(t, "Pod", "", "CREATE", []byte("{not json")),
 			wantResult: ResultError,
 		},
@@ -178,14 +179,17 @@ func serve(t *testing.T, h http.Handler, contentType string, body []byte) (apiVe
 // never reaches the handler or panics; an object of the wrong shape inside
 // a good review is admitted unchanged.
 func TestMalformedAdmissionReview(t *testing.T) {
-	h := newHandler(t, fake.NewClientBuilder().Build())
+	shop := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "shop", Labels: map[string]string{ProfileKey: "spot-spread"}}}
 	review := func(inner string) string {
 		return `{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview",` + inner + `}`
+	}
+	pod := func(object string) string {
+		return review(`"request":{"uid":"1","kind":{"kind":"Pod","version":"v1"},"namespace":"shop","operation":"CREATE","object":` + object + `}`)
 	}
 	for name, tc := range map[string]struct {
 		contentType string
 		body        string
-		wantCode    int32 // 0: admitted
+		wantCode    int32 // 0: admitted unchanged, counted as an error
 		wantMessage string
 	}{
 		"not JSON":            {body: "{{{", wantCode: 400, wantMessage: "decoding the AdmissionReview"},
@@ -196,15 +200,26 @@ func TestMalformedAdmissionReview(t *testing.T) {
 		"not JSON content":    {contentType: "application/yaml", body: review(`"request":{}`), wantCode: 400, wantMessage: "application/yaml"},
 		"too large":           {body: review(`"request":{"name":"` + strings.Repeat("x", maxReviewBytes) + `"}`), wantCode: 413, wantMessage: "larger than"},
 		"truncated object":    {body: review(`"request":{"uid":"1","kind":{"kind":"Pod","version":"v1"},"object":{"spec":`), wantCode: 400, wantMessage: "decoding the AdmissionReview"},
-		"a string for a pod":  {body: review(`"request":{"uid":"1","kind":{"kind":"Pod","version":"v1"},"operation":"CREATE","object":"a string"}`)},
-		"a number for a spec": {body: review(`"request":{"uid":"1","kind":{"kind":"Pod","version":"v1"},"operation":"CREATE","object":{"spec":5}}`)},
+		"a string for a pod":  {body: pod(`"a string"`)},
+		"a number for a spec": {body: pod(`{"metadata":{"labels":{"app":"a"}},"spec":5}`)},
+		// Where the API server's decoder would merge the two and the patch
+		// library keep the last, a patch could fail to apply.
+		"a spec twice": {body: pod(`{"metadata":{"labels":{"app":"a"}},"spec":{"tolerations":[{}]},"spec":{}}`)},
+		// Names match case sensitively, as in the API server: this pod has
+		// no spec to patch.
+		"Spec for spec": {body: pod(`{"metadata":{"labels":{"app":"a"}},"Spec":{"containers":[]}}`)},
 	} {
 		t.Run(name, func(t *testing.T) {
+			h := newHandler(t, fake.NewClientBuilder().WithObjects(shop).Build())
 			contentType := cmp.Or(tc.contentType, "application/json")
 			_, resp, raw := serve(t, h, contentType, []byte(tc.body))
 			if tc.wantCode == 0 {
 				if !resp.Allowed || resp.UID != "1" || len(resp.Patch) > 0 {
 					t.Errorf("want admitted unchanged with uid 1: %s", raw)
+				}
+				if n := testutil.ToFloat64(h.Metrics.Requests.WithLabelValues("pod", "CREATE", ResultError, "spot-spread")) +
+					testutil.ToFloat64(h.Metrics.Requests.WithLabelValues("pod", "CREATE", ResultError, "none")); n != 1 {
+					t.Errorf("requests counted as errors: %v, want 1", n)
 				}
 				return
 			}
@@ -264,4 +279,34 @@ func TestServeAdmissionReview(t *testing.T) {
 			}
 		})
 	}
+	t.Run("a Deployment", func(t *testing.T) {
+		deployment := rawJSON(t, map[string]any{"apiVersion": "apps/v1", "kind": "Deployment",
+			"metadata": map[string]any{"name": "web", "namespace": "shop", "annotations": map[string]any{"team": "storefront"}},
+			"spec":     map[string]any{"replicas": 3, "template": map[string]any{"metadata": map[string]any{"labels": map[string]any{"app": "web"}}}}})
+		body := rawJSON(t, map[string]any{"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": map[string]any{
+			"uid": "9d1e", "kind": map[string]any{"group": "apps", "version": "v1", "kind": "Deployment"},
+			"namespace": "shop", "operation": "CREATE", "object": json.RawMessage(deployment)}})
+		_, resp, raw := serve(t, h, "application/json", body)
+		if !resp.Allowed || resp.UID != "9d1e" || len(resp.Patch) == 0 {
+			t.Fatalf("want allowed, uid 9d1e, a patch: %.500s", raw)
+		}
+		if w := strings.Join(resp.Warnings, "\n"); !strings.Contains(w, "deployment web PDB missing") {
+			t.Errorf("warnings %q, want the missing PDB named", w)
+		}
+		patch, err := jsonpatchapply.DecodePatch(resp.Patch)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out, err := patch.Apply(deployment)
+		if err != nil {
+			t.Fatalf("the patch does not apply: %v", err)
+		}
+		var d appsv1.Deployment
+		if err := json.Unmarshal(out, &d); err != nil {
+			t.Fatal(err)
+		}
+		if d.Annotations[PDBHintAnnotation] == "" || d.Annotations["team"] != "storefront" {
+			t.Errorf("annotations %v: want the hint added beside the team's", d.Annotations)
+		}
+	})
 }

@@ -30,8 +30,9 @@ const (
 const maxReviewBytes = 7 << 20
 
 // Request is the part of an AdmissionRequest the webhook reads. Its object
-// is decoded in the same pass as the review around it: the API server's
-// review is read once, not once as an envelope and again as a pod.
+// is decoded while the review around it is: its bytes are scanned once
+// more to be cut out, but decoded once, not once as a raw envelope and
+// again as a pod.
 type Request struct {
 	UID       types.UID               `json:"uid"`
 	Kind      metav1.GroupVersionKind `json:"kind"`
@@ -64,9 +65,14 @@ type objectSpec struct {
 	} `json:"template"`
 }
 
-// decodeOptions read JSON as the API server's decoder does: names match
-// case sensitively, a repeated name's last value wins.
-var decodeOptions = jsonv2.JoinOptions(jsontext.AllowDuplicateNames(true))
+// JSON is read as the API server reads it, names matching case
+// sensitively, repeated names accepted (reviewOptions), with one
+// exception: an object (the pod, the workload) that repeats a name is
+// not read. The API server never sends one; and where a decoder merges the
+// repeats (ours and the API server's do) the JSON patch library keeps only
+// the last, so a patch built from such an object could fail to apply. It
+// is admitted unchanged.
+var reviewOptions = jsontext.AllowDuplicateNames(true)
 
 // UnmarshalJSONFrom reads the object's JSON from the review's decoder: a
 // syntax error fails the review, while a value of the wrong type (a spec
@@ -87,7 +93,7 @@ type plainObject Object
 // DecodeObject decodes an object's JSON into the fields the webhook reads.
 func DecodeObject(raw []byte) Object {
 	var o Object
-	if err := jsonv2.Unmarshal(raw, (*plainObject)(&o), decodeOptions); err != nil {
+	if err := jsonv2.Unmarshal(raw, (*plainObject)(&o)); err != nil {
 		return Object{Err: fmt.Errorf("decoding the object: %w", err)}
 	}
 	return o
@@ -120,7 +126,7 @@ type review struct {
 // and kind is taken as v1, as controller-runtime takes it.
 func decodeReview(body []byte) (apiVersion string, req *Request, err error) {
 	var r review
-	if err := jsonv2.Unmarshal(body, &r, decodeOptions); err != nil {
+	if err := jsonv2.Unmarshal(body, &r, reviewOptions); err != nil {
 		return "", nil, fmt.Errorf("decoding the AdmissionReview: %w", err)
 	}
 	if r.APIVersion == "" && r.Kind == "" {
