@@ -77,7 +77,7 @@ func antiTermsOf(p *corev1.Pod, n *corev1.Node) []antiTerm {
 func (s *Simulator) podsIn(namespace string) iter.Seq[placedPod] {
 	return func(yield func(placedPod) bool) {
 		for _, pp := range s.base.byNamespace[namespace] {
-			if !s.removed.Has(pp.pod.UID) && !yield(pp) {
+			if !s.gone(pp) && !yield(pp) {
 				return
 			}
 		}

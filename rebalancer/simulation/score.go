@@ -346,7 +346,7 @@ func (f *podFilter) softCounts(constraints []softConstraint, topos []*topology, 
 	if defaulted := len(f.pod.Spec.TopologySpreadConstraints) == 0; defaulted && key != "" {
 		// The default constraints select the controller's own pods.
 		for _, pp := range f.s.base.byOwner[types.UID(key)] {
-			if !f.s.removed.Has(pp.pod.UID) {
+			if !f.s.gone(pp) {
 				c.add(pp.pod, pp.index)
 			}
 		}
@@ -485,7 +485,7 @@ func (f *podFilter) addInterPodScores(feasible []*nodeState, total []int64) {
 	// The pods that stay (a moving pod counts where it was placed, not
 	// where it was), then the placements.
 	for _, other := range s.base.withAffinity {
-		if !s.removed.Has(other.pod.UID) {
+		if !s.gone(other.placedPod) {
 			existingTerms(other)
 		}
 	}
@@ -526,7 +526,7 @@ func (f *podFilter) podsFor(t compiledTerm) []placedPod {
 	}
 	out := make([]placedPod, 0, len(s.base.all)+len(s.addedAll))
 	for _, pp := range s.base.all {
-		if !s.removed.Has(pp.pod.UID) {
+		if !s.gone(pp) {
 			out = append(out, pp)
 		}
 	}

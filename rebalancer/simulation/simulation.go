@@ -67,6 +67,9 @@ type Simulator struct {
 	// removed are the moving pods; added the pods placed so far, with
 	// their required anti-affinity terms, by namespace.
 	removed     sets.Set[types.UID]
+	// losing is true, by node index, for the nodes moving pods leave:
+	// only a pod there can be in removed (see gone).
+	losing []bool
 	added       map[string][]placedPod
 	addedAnti   map[string][]antiTerm
 	spreadCache map[string]*spreadCounts
@@ -106,6 +109,13 @@ type placedPod struct {
 	pod   *corev1.Pod
 	node  *corev1.Node
 	index int // of node, in Simulator.nodes
+}
+
+// gone tells whether a pod of the snapshot is one of the moving pods: a
+// slice read for the pods on the other nodes, which are nearly all of them,
+// and a set lookup by UID only on the nodes they leave.
+func (s *Simulator) gone(pp placedPod) bool {
+	return s.losing[pp.index] && s.removed.Has(pp.pod.UID)
 }
 
 type nodeState struct {
@@ -217,6 +227,12 @@ func New(snap *snapshot.Snapshot, atRisk sets.Set[string], moving []*corev1.Pod)
 		softByOwner: map[types.UID]*softCounts{}, othersAnti: map[string]*othersAnti{}, antiDomains: map[string]*termDomains{}, softByNamespace: map[string][]*softCounts{}, topologies: map[string]*topology{},
 		storage: snap.Memo("simulation.storage", func() any { return buildStorage(snap, b) }).(*storage), attachedAdded: make([]map[string]sets.Set[string], len(b.nodes))}
 	s.attachedCount = slices.Clone(s.storage.attachedCount)
+	s.losing = make([]bool, len(b.nodes))
+	for name := range touched {
+		if i, ok := b.index[name]; ok {
+			s.losing[i] = true
+		}
+	}
 	states := slices.Clone(b.nodes)
 	for i := range states {
 		ns := &states[i]

@@ -220,11 +220,14 @@ func (c *Cluster) Stop() {
 	}
 }
 
-// killComponents SIGKILLs every component whose pid file is under workDir.
-// A kube-apiserver whose etcd is gone can hang on SIGTERM, so no politeness.
+// killComponents SIGKILLs every component whose pid file is under workDir:
+// kwokctl's, and those the tests start beside them (Karpenter), whose pid
+// files are in workDir/pids. A kube-apiserver whose etcd is gone can hang
+// on SIGTERM, so no politeness.
 func killComponents(workDir string) {
 	pidFiles, _ := filepath.Glob(filepath.Join(workDir, "clusters", "*", "pids", "*.pid"))
-	for _, f := range pidFiles {
+	ours, _ := filepath.Glob(filepath.Join(workDir, "pids", "*.pid"))
+	for _, f := range append(pidFiles, ours...) {
 		data, err := os.ReadFile(f)
 		if err != nil {
 			continue

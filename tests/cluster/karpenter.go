@@ -130,8 +130,9 @@ func (c *Cluster) startKarpenter() error {
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("starting karpenter: %w", err)
 	}
-	// The cluster's teardown kills every process with a pid file there.
-	pids := filepath.Join(c.WorkDir, "clusters", c.Name, "pids")
+	// The cluster's teardown kills every process with a pid file here:
+	// outside kwokctl's own directory, which its delete removes first.
+	pids := filepath.Join(c.WorkDir, "pids")
 	if err := os.MkdirAll(pids, 0o755); err != nil {
 		return err
 	}
