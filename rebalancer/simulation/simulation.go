@@ -66,10 +66,10 @@ type Simulator struct {
 	scratch scratch
 	// removed are the moving pods; added the pods placed so far, with
 	// their required anti-affinity terms, by namespace.
-	removed     sets.Set[types.UID]
+	removed sets.Set[types.UID]
 	// losing is true, by node index, for the nodes moving pods leave:
 	// only a pod there can be in removed (see gone).
-	losing []bool
+	losing      []bool
 	added       map[string][]placedPod
 	addedAnti   map[string][]antiTerm
 	spreadCache map[string]*spreadCounts
