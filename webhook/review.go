@@ -162,9 +162,6 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // readReview reads and decodes the request's body, or says why not with
 // the HTTP code to answer.
 func readReview(r *http.Request) (apiVersion string, req *Request, code int32, err error) {
-	if r.Body == nil || r.Body == http.NoBody {
-		return "", nil, http.StatusBadRequest, errors.New("the request body is empty")
-	}
 	defer r.Body.Close()
 	if ct := r.Header.Get("Content-Type"); ct != "application/json" {
 		return "", nil, http.StatusBadRequest, fmt.Errorf("content type %q: want application/json", ct)

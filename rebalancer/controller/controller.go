@@ -161,6 +161,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (result ct
 		if !apierrors.IsNotFound(err) || r.Config.DryRun {
 			return ctrl.Result{}, client.IgnoreNotFound(err)
 		}
+		r.writer.Forget(req.Name)
 		if err := r.unreserveGone(ctx, req.Name); err != nil {
 			return ctrl.Result{}, err
 		}

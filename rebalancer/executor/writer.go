@@ -244,6 +244,14 @@ func (w *Writer) drainEnded(node string) (time.Time, bool) {
 	return began, ok
 }
 
+// Forget drops what the writer remembers of a node that is gone.
+func (w *Writer) Forget(node string) {
+	w.timesMu.Lock()
+	defer w.timesMu.Unlock()
+	delete(w.drainingSince, node)
+	delete(w.budgetLook, node)
+}
+
 // budgetWait adds the time since the node's last look to the budget-wait
 // metric when it waited on budgets then and now.
 func (w *Writer) budgetWait(node string, sig signals.Signal, waiting bool) {

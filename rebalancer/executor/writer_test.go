@@ -124,4 +124,14 @@ func TestBudgetWaitAddsTheTimeBetweenLooksThatWait(t *testing.T) {
 	if got := testutil.ToFloat64(m.BudgetWait.WithLabelValues(string(signals.InterruptionNotice))); got != 6 {
 		t.Errorf("budget wait %vs, want 6s", got)
 	}
+	// A node that is gone is forgotten: a node of the same name starts
+	// afresh.
+	w.Forget("a")
+	clock.Step(4 * time.Second)
+	if _, err := w.Apply(context.Background(), node, sig, decide.Decision{WaitingOnBudgets: true}); err != nil {
+		t.Fatal(err)
+	}
+	if got := testutil.ToFloat64(m.BudgetWait.WithLabelValues(string(signals.InterruptionNotice))); got != 6 {
+		t.Errorf("budget wait after the node was forgotten %vs, want still 6s", got)
+	}
 }

@@ -76,8 +76,14 @@ func (p *planning) surge(plan *Plan) {
 		st, err := p.surgeOf(g.d)
 		blocker := p.surgeBlocker(g.d, st, err, hpas)
 		var recorded sets.Set[string]
+		var underWay string // the reason of a pod the record moves
 		if st != nil {
 			recorded = sets.New(st.Pods...)
+			off := "node " + st.Node
+			if n := len(st.OffNodes()) - 1; n > 0 {
+				off += fmt.Sprintf(" and %d other node(s)", n)
+			}
+			underWay = fmt.Sprintf("moving in the surge of Deployment %s off %s (scaled from %d to %d)", g.d.Name, off, st.From, st.To)
 		}
 		var moving []*PodPlan
 		surge := SurgePlan{Namespace: g.d.Namespace, Deployment: g.d.Name}
@@ -85,13 +91,8 @@ func (p *planning) surge(plan *Plan) {
 			np := &plan.Nodes[m.node]
 			if st != nil && recorded.Has(m.pod.Name) {
 				// Under way: it follows its record.
-				off := "node " + st.Node
-				if n := len(st.OffNodes()) - 1; n > 0 {
-					off += fmt.Sprintf(" and %d other node(s)", n)
-				}
 				m.pod.Action, m.pod.Wave, m.pod.Workload = ActionSurge, 0, "Deployment/"+g.d.Name
-				m.pod.Reasons = append(m.pod.Reasons, fmt.Sprintf("moving in the surge of Deployment %s off %s (scaled from %d to %d)",
-					g.d.Name, off, st.From, st.To))
+				m.pod.Reasons = append(m.pod.Reasons, underWay)
 				continue
 			}
 			why := blocker

@@ -376,13 +376,13 @@ func (s *Simulator) placeOne(p *corev1.Pod, r podResources) Result {
 	// search stopped so that placements spread over the cluster.
 	enough, n := numFeasibleNodesToFind(len(s.nodes)), len(s.nodes)
 	feasible := s.scratch.feasible[:0]
-	defer func() { s.scratch.feasible = feasible[:0] }()
 	checked := 0
 	for ; checked < n && len(feasible) < enough; checked++ {
 		if ns := s.nodes[(s.nextStart+checked)%n]; f.fits(ns) {
 			feasible = append(feasible, ns)
 		}
 	}
+	s.scratch.feasible = feasible // kept, grown, for the next placement
 	if n > 0 {
 		s.nextStart = (s.nextStart + checked) % n
 	}

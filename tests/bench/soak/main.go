@@ -412,7 +412,7 @@ func run(ctx context.Context, o options, out io.Writer) (err error) {
 		metrics[`spot_rebalancer_surges_total{result="completed"}`], metrics[`spot_rebalancer_surges_total{result="abandoned"}`])
 	seen.report(out, atRisk)
 	fmt.Fprintf(out, "  of which on budgets     %s node-seconds with pods waiting for their PDBs (a later wave, or after a 429: the controller's spot_rebalancer_budget_wait_seconds_total)\n",
-		orZero(metrics[fmt.Sprintf(`spot_rebalancer_budget_wait_seconds_total{signal=%q}`, signals.RebalanceRecommendation)]))
+		cmp.Or(metrics[fmt.Sprintf(`spot_rebalancer_budget_wait_seconds_total{signal=%q}`, signals.RebalanceRecommendation)], "0"))
 	fmt.Fprintf(out, "budget breaches           %d in %d samples (lowest headroom %d)\n", budget.breaches, samples, budget.lowest)
 	fmt.Fprintf(out, "nodes draining per pool   at most %d (maxConcurrentNodes %d; %d samples over)\n", peakDraining, o.maxConcurrent, overConcurrent)
 	fmt.Fprintf(out, "controller RSS            peak %d MiB, at the end %d MiB\n", peakRSS/1024, lastRSS/1024)
@@ -448,13 +448,6 @@ func run(ctx context.Context, o options, out io.Writer) (err error) {
 		return fmt.Errorf("the controller exceeded its client rate limit: %s", strings.Join(over, "; "))
 	}
 	return nil
-}
-
-func orZero(v string) string {
-	if v == "" {
-		return "0"
-	}
-	return v
 }
 
 // appDeployment is one of the soak's Deployments: pods of 100m CPU and
