@@ -411,8 +411,9 @@ func run(ctx context.Context, o options, out io.Writer) (err error) {
 	fmt.Fprintf(out, "evictions / surges        %s / %s (abandoned %s)\n", metrics[`spot_rebalancer_evictions_total{result="evicted"}`],
 		metrics[`spot_rebalancer_surges_total{result="completed"}`], metrics[`spot_rebalancer_surges_total{result="abandoned"}`])
 	seen.report(out, atRisk)
-	fmt.Fprintf(out, "  of which on budgets     %s node-seconds with pods waiting for their PDBs (a later wave, or after a 429: the controller's spot_rebalancer_budget_wait_seconds_total)\n",
-		cmp.Or(metrics[fmt.Sprintf(`spot_rebalancer_budget_wait_seconds_total{signal=%q}`, signals.RebalanceRecommendation)], "0"))
+	// Absent before any wait: 0.
+	budgetWait, _ := strconv.ParseFloat(metrics[fmt.Sprintf(`spot_rebalancer_budget_wait_seconds_total{signal=%q}`, signals.RebalanceRecommendation)], 64)
+	fmt.Fprintf(out, "  of which on budgets     %.0f node-seconds with pods waiting for their PDBs (a later wave, or after a 429: the controller's spot_rebalancer_budget_wait_seconds_total)\n", budgetWait)
 	fmt.Fprintf(out, "budget breaches           %d in %d samples (lowest headroom %d)\n", budget.breaches, samples, budget.lowest)
 	fmt.Fprintf(out, "nodes draining per pool   at most %d (maxConcurrentNodes %d; %d samples over)\n", peakDraining, o.maxConcurrent, overConcurrent)
 	fmt.Fprintf(out, "controller RSS            peak %d MiB, at the end %d MiB\n", peakRSS/1024, lastRSS/1024)
