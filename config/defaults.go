@@ -70,6 +70,10 @@ func SetDefaults(c *Config) {
 	if r.ForceAtDeadline == nil {
 		r.ForceAtDeadline = ptr.To(true)
 	}
+	setDuration(&r.MaxGraceAtDeadline, time.Minute)
+	if r.ExcludeFromLoadBalancers == nil {
+		r.ExcludeFromLoadBalancers = ptr.To(true)
+	}
 	if r.ImplicitBudget.MaxUnavailable == nil {
 		r.ImplicitBudget.MaxUnavailable = ptr.To(intstr.FromString("25%"))
 	}
@@ -83,6 +87,12 @@ func SetDefaults(c *Config) {
 	setDuration(&c.Agent.PollInterval, 2*time.Second)
 	setDuration(&c.AWS.EC2.Interval, time.Minute)
 }
+
+// MinGraceAtDeadline is the least grace period of a pod deleted at an
+// interruption's deadline: a grace period of 0 removes the pod from the API
+// at once while it may still run (a StatefulSet could then run two pods of
+// one identity).
+const MinGraceAtDeadline = 5 * time.Second
 
 // DefaultReservationImage is the pause image reservation pods run.
 const DefaultReservationImage = "registry.k8s.io/pause:3.10"

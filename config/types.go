@@ -164,6 +164,15 @@ type Rebalancer struct {
 	DeadlineSafety metav1.Duration `json:"deadlineSafety"`
 	// ForceAtDeadline deletes what is left when the deadline is reached.
 	ForceAtDeadline *bool `json:"forceAtDeadline"`
+	// MaxGraceAtDeadline caps the grace period an interruption's deadline
+	// leaves a pod: a pod still on the node is deleted early enough to get
+	// its own terminationGracePeriodSeconds, up to this, before the
+	// termination time.
+	MaxGraceAtDeadline metav1.Duration `json:"maxGraceAtDeadline"`
+	// ExcludeFromLoadBalancers labels a draining node
+	// node.kubernetes.io/exclude-from-external-load-balancers=true, so
+	// cloud load balancers send it no new connections before its pods go.
+	ExcludeFromLoadBalancers *bool `json:"excludeFromLoadBalancers"`
 	// ImplicitBudget protects workloads without a PDB while draining for a
 	// rebalance recommendation.
 	ImplicitBudget ImplicitBudget `json:"implicitBudget"`

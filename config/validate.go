@@ -197,6 +197,11 @@ func (r *Rebalancer) validate(p *field.Path) field.ErrorList {
 	if d := r.DeadlineSafety.Duration; d < 0 || d >= 2*time.Minute {
 		errs = append(errs, field.Invalid(p.Child("deadlineSafety"), d.String(), "must be at least 0s and less than 2m"))
 	}
+	// A grace period under MinGraceAtDeadline is raised to it anyway; one
+	// of the whole notice would delete every pod the moment it arrives.
+	if d := r.MaxGraceAtDeadline.Duration; d < MinGraceAtDeadline || d >= 2*time.Minute {
+		errs = append(errs, field.Invalid(p.Child("maxGraceAtDeadline"), d.String(), "must be at least "+MinGraceAtDeadline.String()+" and less than 2m"))
+	}
 	errs = append(errs, validateBudget(p.Child("implicitBudget", "maxUnavailable"), r.ImplicitBudget.MaxUnavailable)...)
 	if r.MaxConcurrentNodes < 1 {
 		errs = append(errs, field.Invalid(p.Child("maxConcurrentNodes"), r.MaxConcurrentNodes, "must be at least 1"))

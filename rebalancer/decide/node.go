@@ -24,10 +24,8 @@ const (
 	blockedPoll = 30 * time.Second
 )
 
-// MinGrace is the least grace period of a pod deleted at a deadline: a
-// grace period of 0 removes the pod from the API at once, while it may
-// still run (a StatefulSet could then run two pods of one identity).
-const MinGrace = 5 * time.Second
+// MinGrace is the least grace period of a pod deleted at a deadline.
+const MinGrace = config.MinGraceAtDeadline
 
 // Node decides the node's next step.
 func Node(in Input) Decision {
@@ -43,7 +41,18 @@ func Node(in Input) Decision {
 func WantsGroup(in Input) bool {
 	_, recorded := in.Node.Annotations[asg.AnnotationRaised]
 	return in.Config.Replacement.Provision == config.ProvisionASG && in.Config.Replacement.Mode != config.ReplacementNone &&
-		in.AtRisk && in.Signal.Kind == signals.RebalanceRecommendation && planner.Waits(signals.StateOf(in.Node.Annotations)) && !recorded
+		in.AtRisk && asksGroup(in, signals.StateOf(in.Node.Annotations)) && !recorded
+}
+
+// asksGroup tells whether a node in state asks its group for an instance:
+// while a rebalance recommendation waits for its replacement, and at an
+// interruption notice, until the node drains, when some of its pods fit
+// nowhere (those that surge too: nothing else launches for them).
+func asksGroup(in Input, state signals.State) bool {
+	if in.Signal.Kind == signals.RebalanceRecommendation {
+		return planner.Waits(state)
+	}
+	return holdsForInterruption(in, state) && in.Plan != nil && in.Plan.Unplaceable > 0
 }
 
 // raise asks the node's Auto Scaling group for one more instance, once:
@@ -53,7 +62,7 @@ func raise(in Input, d Decision) *asg.Record {
 	if d.Transition != nil {
 		state = d.Transition.State
 	}
-	if !WantsGroup(in) || d.Clear || !planner.Waits(state) {
+	if !WantsGroup(in) || d.Clear || !asksGroup(in, state) {
 		return nil
 	}
 	if in.Group == nil {
@@ -85,25 +94,35 @@ func reservations(in Input, d Decision) (create, remove []*corev1.Pod) {
 	if d.Transition != nil {
 		state, tainted = d.Transition.State, d.Transition.Taint
 	}
-	if !in.AtRisk || d.Clear || !planner.Waits(state) || in.Plan == nil {
+	holds := planner.Waits(state)
+	if in.Signal.Kind == signals.InterruptionNotice {
+		holds = holdsForInterruption(in, state)
+	}
+	if !in.AtRisk || d.Clear || !holds || in.Plan == nil {
 		return nil, append(misplaced, have...)
 	}
-	if !tainted {
-		// Not before the taint that keeps them off this node: the
-		// executor creates them after the transition.
-		return nil, misplaced
+	// A pod that moves now frees its reservation's room for itself.
+	moves := map[string]bool{}
+	for _, e := range d.Evictions {
+		moves[e.Pod.Namespace+"/"+e.Pod.Name] = true
+	}
+	for _, del := range d.Deletions {
+		moves[del.Pod.Namespace+"/"+del.Pod.Name] = true
 	}
 	var pods []*corev1.Pod
 	for _, r := range in.Plan.Replacement.Reservations {
 		namespace, name, _ := strings.Cut(r.Pod, "/")
-		if pod := podNamed(in.Snapshot.PodsOn(in.Node.Name), namespace, name); pod != nil {
+		if pod := podNamed(in.Snapshot.PodsOn(in.Node.Name), namespace, name); pod != nil && !moves[r.Pod] {
 			pods = append(pods, pod)
 		}
 	}
 	want := reserve.For(in.Node.Name, pods, reserve.Options{Namespace: in.Namespace, Image: in.Config.Replacement.ReservationImage,
-		Volumes: func(p *corev1.Pod) []corev1.NodeSelector { return simulation.VolumeNodeSelectors(in.Snapshot, p) }})
+		Volumes: func(p *corev1.Pod) []corev1.NodeSelector { return simulation.VolumeNodeSelectors(in.Snapshot, p) },
+		Avoid:   reserve.OfferingOf(in.Node)})
 	create, remove = reserve.Diff(want, have)
-	if in.HoldReservations {
+	if in.HoldReservations || !tainted {
+		// Not before the taint that keeps them off this node (the executor
+		// creates them after the transition that writes it).
 		create = nil
 	}
 	return create, append(misplaced, remove...)
@@ -143,7 +162,12 @@ func nextStep(in Input) Decision {
 		}
 		return Decision{}
 	}
-	d := next(in, state)
+	var d Decision
+	if in.Plan != nil && in.Plan.DrainedBy != "" && state != signals.StateDrained && state != signals.StateRetired {
+		d = leaveTo(in, in.Plan.DrainedBy)
+	} else {
+		d = next(in, state)
+	}
 	if in.Signal.Unrecorded {
 		// Its deadline counts from now: recorded, or it would move.
 		d.InterruptionSeen = &in.Signal.Since
@@ -259,9 +283,19 @@ func drain(in Input) Decision {
 	// Deployment had (gather). Holding a node's waves for its surges
 	// would deadlock two nodes each waiting for the other's evictions.
 	surges := stepSurges(in, true)
+	// Pods whose latest start has come go now, each with its own grace
+	// period, whatever they wait for.
+	deletions := due(in)
+	leaving := map[string]bool{}
+	for _, del := range deletions {
+		leaving[del.Pod.Namespace+"/"+del.Pod.Name] = true
+	}
 	var wave []planner.PodPlan
 	remaining := 0
 	for _, p := range np.Pods {
+		if leaving[p.Namespace+"/"+p.Name] {
+			continue
+		}
 		if p.Action == planner.ActionEvict {
 			remaining++
 			if p.Wave == 1 {
@@ -274,11 +308,13 @@ func drain(in Input) Decision {
 		case remaining > 0 || len(surges) > 0 || np.Surges() > 0:
 			// The next waves wait for their PDBs to recover, surges for
 			// their pods; a surge that ends now is seen ended next time.
-			return Decision{Surges: surges, Requeue: drainPoll, WaitingOnBudgets: remaining > 0}
+			return Decision{Surges: surges, Deletions: deletions, Requeue: drainPoll, WaitingOnBudgets: remaining > 0}
 		case len(np.Blockers) > 0 && np.Deadline != nil:
-			d := in.to(signals.StateDraining, signals.ReasonWaitingForDeadline, "waiting for the deadline to remove blocked pods", min(drainPoll, np.Deadline.Sub(in.Now)))
-			d.Surges = surges
+			d := waitForDeadline(in)
+			d.Surges, d.Deletions = surges, deletions
 			return d
+		case len(deletions) > 0:
+			return Decision{Surges: surges, Deletions: deletions, Requeue: drainPoll}
 		case len(np.Blockers) > 0:
 			return in.to(signals.StateBlocked, signals.ReasonBlockedByPods, "blocked pods: "+blockerSummary(np), blockedPoll)
 		default:
@@ -286,9 +322,9 @@ func drain(in Input) Decision {
 		}
 	}
 	if in.Backoff > 0 {
-		return Decision{Surges: surges, Requeue: in.Backoff, WaitingOnBudgets: true}
+		return Decision{Surges: surges, Deletions: deletions, Requeue: in.Backoff, WaitingOnBudgets: true}
 	}
-	d := Decision{Surges: surges, Requeue: drainPoll}
+	d := Decision{Surges: surges, Deletions: deletions, Requeue: drainPoll}
 	for _, p := range wave {
 		pod := podNamed(in.Snapshot.PodsOn(in.Node.Name), p.Namespace, p.Name)
 		if pod == nil || in.Evicted.Has(pod.UID) {
@@ -365,12 +401,22 @@ func stepSurges(in Input, start bool) []SurgeAction {
 }
 
 // Retirable tells whether the node is one to give back now: drained by
-// this controller for a rebalance recommendation, with rebalancer.retire
-// auto. (An interrupted instance is reclaimed by EC2 anyway.)
+// this controller for a Spot signal, with rebalancer.retire auto.
 func Retirable(in Input) bool {
 	reason := signals.ReasonOf(in.Node.Annotations)
-	return in.Config.Retire == config.RetireAuto && in.AtRisk && in.Signal.Kind == signals.RebalanceRecommendation &&
-		signals.StateOf(in.Node.Annotations) == signals.StateDrained && (reason == signals.ReasonDrained || reason == signals.ReasonPodsLeft)
+	if in.Config.Retire != config.RetireAuto || !in.AtRisk || signals.StateOf(in.Node.Annotations) != signals.StateDrained {
+		return false
+	}
+	switch in.Signal.Kind {
+	case signals.RebalanceRecommendation:
+		return reason == signals.ReasonDrained || reason == signals.ReasonPodsLeft
+	case signals.InterruptionNotice:
+		// EC2 reclaims it anyway; given back first, it leaves the cluster
+		// once empty, and a group raised for it is decremented (else it
+		// would replace the reclaimed instance too).
+		return reason == signals.ReasonDrained || reason == signals.ReasonPodsLeft || reason == signals.ReasonDeadline
+	}
+	return false
 }
 
 // retire gives a drained node back: never one with pods left, and only
@@ -429,8 +475,9 @@ func (in Input) to(state signals.State, reason signals.Reason, message string, r
 	if signals.StateOf(a) == state && signals.ReasonOf(a) == reason && a[signals.AnnotationStateReason] == message {
 		return Decision{Requeue: requeue}
 	}
-	return Decision{Transition: &Transition{State: state, Reason: reason, Message: message, Taint: true,
-		Cordon: state == signals.StateDraining || state == signals.StateDrained || state == signals.StateRetired}, Requeue: requeue}
+	cordon := state == signals.StateDraining || state == signals.StateDrained || state == signals.StateRetired
+	return Decision{Transition: &Transition{State: state, Reason: reason, Message: message, Taint: true, Cordon: cordon,
+		ExcludeFromLoadBalancers: cordon && in.Config.ExcludeFromLoadBalancers != nil && *in.Config.ExcludeFromLoadBalancers}, Requeue: requeue}
 }
 
 func podNamed(pods []*corev1.Pod, namespace, name string) *corev1.Pod {

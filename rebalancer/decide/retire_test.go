@@ -26,6 +26,8 @@ func TestRetire(t *testing.T) {
 		config     func(*config.Rebalancer)
 		want       outcome
 		wantRetire *NodeClaim
+		// wantTerminate is the instance terminated in its group.
+		wantTerminate string
 	}{
 		"a drained Karpenter node is given back through its NodeClaim": {
 			cluster:    func() *cluster { return drained(signals.ReasonDrained) },
@@ -58,11 +60,31 @@ func TestRetire(t *testing.T) {
 			retirement: &Retirement{NodeClaim: claim},
 			config:     func(c *config.Rebalancer) { c.Retire = config.RetireNone },
 		},
-		"an interrupted node is EC2's to reclaim": {
+		// EC2 reclaims it anyway; given back first it leaves the cluster
+		// once empty, and a group raised for it at the notice shrinks again
+		// instead of replacing the reclaimed instance too.
+		"an interrupted node, drained, is given back before EC2 reclaims it": {
 			cluster: func() *cluster {
 				return newCluster().interrupt(signalled, now.Add(time.Minute).Format(time.RFC3339)).state(signals.StateDrained, signals.ReasonDrained)
 			},
 			retirement: &Retirement{NodeClaim: claim},
+			want:       outcome{State: signals.StateRetired, Reason: signals.ReasonRetired, Taint: true, Cordon: true},
+			wantRetire: claim,
+		},
+		"an interrupted node drained at its deadline is given back once the deleted pods are gone": {
+			cluster: func() *cluster {
+				return newCluster().interrupt(signalled, now.Add(time.Minute).Format(time.RFC3339)).state(signals.StateDrained, signals.ReasonDeadline)
+			},
+			retirement: &Retirement{NodeClaim: claim, PodsLeft: []string{"shop/web-h-0"}},
+			want:       outcome{State: signals.StateDrained, Reason: signals.ReasonPodsLeft, Taint: true, Cordon: true, RequeueIn: 30 * time.Second},
+		},
+		"an interrupted node in the group raised for it is terminated with a decrement": {
+			cluster: func() *cluster {
+				return newCluster().interrupt(signalled, now.Add(time.Minute).Format(time.RFC3339)).state(signals.StateDrained, signals.ReasonDeadline)
+			},
+			retirement:    &Retirement{Instance: "i-0abc", Group: "spot-a"},
+			want:          outcome{State: signals.StateRetired, Reason: signals.ReasonRetired, Taint: true, Cordon: true},
+			wantTerminate: "i-0abc",
 		},
 		"drained at a deadline: not retired": {
 			cluster:    func() *cluster { return drained(signals.ReasonDeadline) },
@@ -97,6 +119,9 @@ func TestRetire(t *testing.T) {
 			}
 			if diff := cmp.Diff(tc.wantRetire, d.Retire); diff != "" {
 				t.Errorf("retire (-want +got):\n%s", diff)
+			}
+			if d.Terminate != tc.wantTerminate {
+				t.Errorf("terminate %q, want %q", d.Terminate, tc.wantTerminate)
 			}
 		})
 	}

@@ -168,6 +168,9 @@ type Transition struct {
 	Taint bool
 	// Cordon marks the node unschedulable (draining and drained).
 	Cordon bool
+	// ExcludeFromLoadBalancers labels the node so that cloud load
+	// balancers send it no new connections (rebalancer.excludeFromLoadBalancers).
+	ExcludeFromLoadBalancers bool
 }
 
 // Eviction is one pod to evict through the Eviction API.
@@ -179,7 +182,8 @@ type Eviction struct {
 	Granted bool
 }
 
-// Deletion is one pod deleted at an interruption's deadline.
+// Deletion is one pod deleted at an interruption's deadline, or at its
+// own latest start before it (planner.LatestStart).
 type Deletion struct {
 	Pod *corev1.Pod
 	// Grace is the grace period in seconds, never 0.

@@ -28,6 +28,9 @@ type Metrics struct {
 	// Reservations counts reservation pods by result (created, deleted,
 	// failed).
 	Reservations *prometheus.CounterVec
+	// LeftToOthers counts the at-risk nodes whose drain was left to
+	// someone else, by who (karpenter).
+	LeftToOthers *prometheus.CounterVec
 }
 
 // NewMetrics creates the metrics and registers them with reg.
@@ -66,8 +69,13 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "spot_rebalancer_reservations_total",
 			Help: "Reservation pods asking for replacement capacity, by result (created, deleted, failed).",
 		}, []string{"result"}),
+		LeftToOthers: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "spot_rebalancer_drains_left_to_others_total",
+			Help: "At-risk nodes whose drain the rebalancer left to another drainer that had begun it, by drainer (karpenter: its NodeClaim was being deleted).",
+		}, []string{"drainer"}),
 	}
-	reg.MustRegister(m.Transitions, m.Evictions, m.WaitForReplacement, m.SignalToDrained, m.Draining, m.BudgetWait, m.Surges, m.Reservations)
+	reg.MustRegister(m.Transitions, m.Evictions, m.WaitForReplacement, m.SignalToDrained, m.Draining, m.BudgetWait, m.Surges, m.Reservations, m.LeftToOthers)
+	m.LeftToOthers.WithLabelValues("karpenter")
 	// Every known label value starts at 0, so that rate() and increase()
 	// see the first event (the alerts on deadline deletions and abandoned
 	// surges) and the dashboards have their series from the start.

@@ -196,6 +196,15 @@ func (w *Writer) transition(ctx context.Context, node *corev1.Node, sig signals.
 	if t.Cordon {
 		updated.Spec.Unschedulable = true
 	}
+	if _, labelled := updated.Labels[corev1.LabelNodeExcludeBalancers]; t.ExcludeFromLoadBalancers && !labelled {
+		// Someone else's value (Karpenter writes its own) is left alone,
+		// and so is the label when the node goes back to normal.
+		if updated.Labels == nil {
+			updated.Labels = map[string]string{}
+		}
+		updated.Labels[corev1.LabelNodeExcludeBalancers] = "true"
+		updated.Annotations[signals.AnnotationExcludedFromLoadBalancers] = "true"
+	}
 	if err := patchNode(ctx, w.Kube, node, updated); err != nil {
 		return fmt.Errorf("recording state %s on node %s: %w", t.State, node.Name, err)
 	}
@@ -203,6 +212,10 @@ func (w *Writer) transition(ctx context.Context, node *corev1.Node, sig signals.
 		return nil
 	}
 	w.Metrics.Transitions.WithLabelValues(string(t.State)).Inc()
+	if t.Reason == signals.ReasonDrainedByKarpenter && signals.ReasonOf(node.Annotations) != t.Reason {
+		w.Metrics.LeftToOthers.WithLabelValues("karpenter").Inc()
+		w.Recorder.Eventf(node, corev1.EventTypeNormal, "DrainedByKarpenter", "Karpenter drains this node (its NodeClaim is being deleted); spot-rebalancer evicts nothing and asks for nothing here")
+	}
 	switch t.State {
 	case signals.StateDraining:
 		w.drainBegan(node.Name)
@@ -283,6 +296,10 @@ func (w *Writer) clear(ctx context.Context, node *corev1.Node, from signals.Stat
 	if uncordon {
 		updated.Spec.Unschedulable = false
 	}
+	if updated.Annotations[signals.AnnotationExcludedFromLoadBalancers] == "true" && updated.Labels[corev1.LabelNodeExcludeBalancers] == "true" {
+		delete(updated.Labels, corev1.LabelNodeExcludeBalancers)
+	}
+	delete(updated.Annotations, signals.AnnotationExcludedFromLoadBalancers)
 	if err := patchNode(ctx, w.Kube, node, updated); err != nil {
 		return fmt.Errorf("clearing the state of node %s: %w", node.Name, err)
 	}

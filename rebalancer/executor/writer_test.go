@@ -135,3 +135,52 @@ func TestBudgetWaitAddsTheTimeBetweenLooksThatWait(t *testing.T) {
 		t.Errorf("budget wait after the node was forgotten %vs, want still 6s", got)
 	}
 }
+
+// A draining node is labelled for load balancers to leave it, unless
+// someone else labelled it already; a drain rolled back removes the label
+// only if the rebalancer wrote it.
+func TestLoadBalancersLeaveADrainingNode(t *testing.T) {
+	now := time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC)
+	sig := signals.Signal{Kind: signals.InterruptionNotice, Since: now.Add(-time.Minute)}
+	drain := decide.Decision{Transition: &decide.Transition{State: signals.StateDraining, Reason: signals.ReasonInterruption,
+		Message: "interruption notice: draining at once", Taint: true, Cordon: true, ExcludeFromLoadBalancers: true}}
+	tests := map[string]struct {
+		labels map[string]string
+		// want is the label after the drain, and after it is rolled back.
+		want, wantCleared string
+	}{
+		"an unlabelled node is labelled, and unlabelled on a roll-back": {want: "true", wantCleared: ""},
+		"Karpenter's own value is left alone, also on a roll-back": {
+			labels: map[string]string{corev1.LabelNodeExcludeBalancers: "karpenter"}, want: "karpenter", wantCleared: "karpenter"},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			kube := fake.NewClientset(&corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "a", ResourceVersion: "1", Labels: tc.labels}})
+			w := &Writer{Kube: kube, Recorder: record.NewFakeRecorder(10), Metrics: NewMetrics(prometheus.NewRegistry()), Clock: clocktesting.NewFakePassiveClock(now)}
+			ctx := context.Background()
+			read := func() *corev1.Node {
+				n, err := kube.CoreV1().Nodes().Get(ctx, "a", metav1.GetOptions{})
+				if err != nil {
+					t.Fatal(err)
+				}
+				return n
+			}
+			if _, err := w.Apply(ctx, read(), sig, drain); err != nil {
+				t.Fatal(err)
+			}
+			if got := read().Labels[corev1.LabelNodeExcludeBalancers]; got != tc.want {
+				t.Errorf("label after the drain began = %q, want %q", got, tc.want)
+			}
+			if _, err := w.Apply(ctx, read(), sig, decide.Decision{Clear: true, ClearedFrom: signals.StateBlocked, Uncordon: true}); err != nil {
+				t.Fatal(err)
+			}
+			n := read()
+			if got := n.Labels[corev1.LabelNodeExcludeBalancers]; got != tc.wantCleared {
+				t.Errorf("label after the roll-back = %q, want %q", got, tc.wantCleared)
+			}
+			if _, ok := n.Annotations[signals.AnnotationExcludedFromLoadBalancers]; ok {
+				t.Errorf("the record of the label outlived the roll-back")
+			}
+		})
+	}
+}

@@ -68,13 +68,19 @@ func New(snap *snapshot.Snapshot, opts Options) (*Plan, error) {
 	for _, t := range targets {
 		np := NodePlan{Name: t.node.Name, Signal: t.signal.Kind, SignalSource: t.signal.Source,
 			State: cmp.Or(signals.StateOf(t.node.Annotations), signals.StateAtRisk), Pool: p.pool(t.node), SignalNote: t.signal.Note,
-			Pods: []PodPlan{}, Blockers: []Blocker{}, Unprotected: []Unprotected{}}
+			DrainedBy: DrainedBy(t.node), Pods: []PodPlan{}, Blockers: []Blocker{}, Unprotected: []Unprotected{}}
 		if t.signal.Kind == signals.InterruptionNotice {
 			d := t.signal.TerminationTime.Add(-opts.Config.DeadlineSafety.Duration)
 			np.Deadline = &d
 		}
 		for _, pod := range snap.PodsOn(t.node.Name) {
 			pp := p.classify(pod)
+			if np.DrainedBy != "" && pp.Action != ActionSkip {
+				pp = skip(pp, "Karpenter drains this node (its NodeClaim is being deleted): its pods are left to it")
+			}
+			if np.Deadline != nil && pp.Action != ActionSkip {
+				pp.LatestStart = new(LatestStart(pod, t.signal.TerminationTime, opts.Config))
+			}
 			np.Pods = append(np.Pods, pp)
 			if pp.Action == ActionEvict {
 				moving = append(moving, pod)
@@ -102,7 +108,7 @@ func New(snap *snapshot.Snapshot, opts Options) (*Plan, error) {
 	for _, r := range sim.Place(moving) {
 		pp := pods[r.Pod.UID]
 		if r.Node == "" {
-			pp.Action = ActionBlocked
+			pp.Action, pp.WaitsForRoom = ActionBlocked, true
 			pp.Reasons = append(pp.Reasons, r.Reason)
 			nodeOf[r.Pod.Spec.NodeName].Unplaceable++
 			continue
@@ -473,13 +479,30 @@ func Waits(state signals.State) bool {
 	return state == "" || state == signals.StateAtRisk || state == signals.StateAwaitingReplacement
 }
 
-// reservations are the reservations a waiting node holds for the pods
-// that must move, with where each runs (matched by the pod it is for) and
-// where the simulation places the pod now.
+// reserves tells whether the node holds reservations now (provision
+// reservations): while a rebalance recommendation waits for its
+// replacement, and from an interruption notice until the node is drained,
+// unless Karpenter drains it.
+func (p *planning) reserves(t target, np *NodePlan) bool {
+	if np.DrainedBy != "" || p.cfg.Replacement.Mode == config.ReplacementNone || p.cfg.Replacement.Provision != config.ProvisionReservations {
+		return false
+	}
+	state := signals.StateOf(t.node.Annotations)
+	if t.signal.Kind == signals.InterruptionNotice {
+		return Waits(state) || state == signals.StateDraining
+	}
+	return Waits(state)
+}
+
+// reservations are the reservations the node holds, with where each runs
+// (matched by the pod it is for) and where the simulation places the pod
+// now: while a rebalance waits, one for every pod that must move; at an
+// interruption notice, one for every pod that fits nowhere and does not
+// surge (a surge's Pending pods ask for themselves), kept by a pod that
+// fits now until it moves.
 func (p *planning) reservations(t target, np *NodePlan, moving []*corev1.Pod, pods map[types.UID]*PodPlan) []Reservation {
 	out := []Reservation{}
-	if t.signal.Kind == signals.InterruptionNotice || p.cfg.Replacement.Mode == config.ReplacementNone ||
-		p.cfg.Replacement.Provision != config.ProvisionReservations || !Waits(signals.StateOf(t.node.Annotations)) {
+	if !p.reserves(t, np) {
 		return out
 	}
 	have := map[string]*corev1.Pod{}
@@ -488,16 +511,26 @@ func (p *planning) reservations(t target, np *NodePlan, moving []*corev1.Pod, po
 			have[key] = r
 		}
 	}
+	avoid := reserve.OfferingOf(t.node)
+	opts := reserve.Options{Volumes: func(pod *corev1.Pod) []corev1.NodeSelector { return simulation.VolumeNodeSelectors(p.snap, pod) }}
 	for _, pod := range moving {
 		if pod.Spec.NodeName != t.node.Name {
 			continue
 		}
-		r := Reservation{Pod: pod.Namespace + "/" + pod.Name, Fits: pods[pod.UID].Destination}
+		pp := pods[pod.UID]
+		r := Reservation{Pod: pod.Namespace + "/" + pod.Name, Fits: pp.Destination}
+		if t.signal.Kind == signals.InterruptionNotice &&
+			!(pp.Action == ActionBlocked && pp.WaitsForRoom) && !(pp.Action == ActionEvict && have[r.Pod] != nil) {
+			continue
+		}
 		if h := have[r.Pod]; h != nil {
 			r.Name = h.Name
 			if reserve.Running(h) {
 				r.Node = h.Spec.NodeName
 			}
+		}
+		if avoid != nil && !reserve.CanAvoid(pod, *avoid, opts) {
+			r.Note = fmt.Sprintf("cannot keep off %s: the pod's own node constraints (or its volumes) allow only it", avoid)
 		}
 		out = append(out, r)
 	}
@@ -510,8 +543,16 @@ func (p *planning) replacement(t target, np *NodePlan, reservations []Reservatio
 	mode := p.cfg.Replacement.Mode
 	provision := p.cfg.Replacement.Provision
 	if t.signal.Kind == signals.InterruptionNotice {
-		return Replacement{Mode: config.ReplacementNone, Ready: true, Nodes: []string{}, Reason: "an interruption notice never waits for a replacement",
+		r := Replacement{Mode: config.ReplacementNone, Ready: true, Nodes: []string{}, Reason: "an interruption notice never waits for a replacement",
 			Provision: config.ProvisionNone, Reservations: reservations}
+		if mode != config.ReplacementNone && np.DrainedBy == "" {
+			r.Provision = provision
+		}
+		if len(reservations) > 0 {
+			r.Reason += fmt.Sprintf("; %d reservation(s) ask for room for the pods that fit nowhere, which move as soon as there is some", len(reservations))
+			r.Avoid = reserve.OfferingOf(t.node)
+		}
+		return r
 	}
 	switch mode {
 	case config.ReplacementNone:
@@ -549,6 +590,9 @@ func (p *planning) replacement(t target, np *NodePlan, reservations []Reservatio
 		found = append(found, n.Name)
 	}
 	r := Replacement{Mode: mode, Nodes: append([]string{}, found...), Provision: provision, Reservations: reservations}
+	if len(reservations) > 0 {
+		r.Avoid = reserve.OfferingOf(t.node)
+	}
 	// With reservations the room asked for is exactly what the pods need:
 	// it is there when every one runs on a new node, however many nodes
 	// the autoscaler chose to launch for them.

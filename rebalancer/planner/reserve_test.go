@@ -121,13 +121,13 @@ func TestReservations(t *testing.T) {
 			pods:  []*corev1.Pod{web0},
 			want:  []Reservation{},
 		},
-		"an interruption holds none": {
+		"an interruption asks for room for the pod that fits nowhere at once, and never waits": {
 			nodes: []*corev1.Node{node("a", "spot-a", now.Add(-time.Hour), func(n *corev1.Node) {
 				n.Spec.Taints = []corev1.Taint{{Key: signals.TaintNTHInterruption, Effect: corev1.TaintEffectNoSchedule}}
 			})},
 			pods:      []*corev1.Pod{web0},
-			want:      []Reservation{},
-			wantReady: true,
+			want:      []Reservation{{Pod: "shop/web-h-0"}},
+			wantReady: true, wantReason: "an interruption notice never waits for a replacement; 1 reservation(s) ask for room",
 		},
 	}
 	for name, tc := range tests {

@@ -21,7 +21,9 @@ const SurgeMinTimeToDeadline = time.Minute
 
 // surge turns the evictions of a Deployment's pods on the planned nodes
 // into one surge, where the Deployment allows it (surgeBlocker) and, on
-// each node, all of its pods there are placed by the simulation. One surge
+// each node, all of its pods there are placed by the simulation (at an
+// interruption notice, also those that fit nowhere yet: the surge's
+// Pending pods ask for the room). One surge
 // moves the Deployment's pods off every node draining together: one
 // record, one scale-up, one wait. The pods a surge moves take no part in
 // eviction waves: no pod leaves before its replacement is Ready, so no
@@ -59,14 +61,19 @@ func (p *planning) surge(plan *Plan) {
 				continue
 			}
 			key := d.Namespace + "/" + d.Name
-			switch np.Pods[j].Action {
-			case ActionEvict:
+			pp := &np.Pods[j]
+			// At an interruption notice a pod that fits nowhere surges too:
+			// its Deployment's new pods, Pending, are what an autoscaler
+			// launches for, and it stays until they are Ready.
+			intoComing := pp.Action == ActionBlocked && pp.WaitsForRoom && np.Signal == signals.InterruptionNotice
+			switch {
+			case pp.Action == ActionEvict || intoComing:
 				if groups[key] == nil {
 					groups[key] = &group{d: d}
 					order = append(order, key)
 				}
-				groups[key].members = append(groups[key].members, member{node: i, pod: &np.Pods[j]})
-			case ActionBlocked:
+				groups[key].members = append(groups[key].members, member{node: i, pod: pp})
+			case pp.Action == ActionBlocked:
 				blocked.Insert(nodeDeployment{i, key})
 			}
 		}
@@ -127,6 +134,9 @@ func (p *planning) surge(plan *Plan) {
 		for _, pp := range moving {
 			pp.Action, pp.Wave, pp.Workload = ActionSurge, 0, "Deployment/"+g.d.Name
 			pp.Reasons = append(pp.Reasons, why)
+			if pp.WaitsForRoom {
+				pp.Reasons = append(pp.Reasons, "its new pod waits for the capacity an autoscaler launches for it")
+			}
 		}
 		plan.Surges = append(plan.Surges, surge)
 	}

@@ -13,6 +13,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/spot-rebalancer/spot-rebalancer/config"
+	"github.com/spot-rebalancer/spot-rebalancer/rebalancer/reserve"
 	"github.com/spot-rebalancer/spot-rebalancer/rebalancer/signals"
 )
 
@@ -76,7 +77,10 @@ type NodePlan struct {
 	Deadline *time.Time `json:"deadline,omitempty"`
 	// SignalNote says when a time on the node was not believed or the
 	// signal is handled as another kind.
-	SignalNote  string        `json:"signalNote,omitempty"`
+	SignalNote string `json:"signalNote,omitempty"`
+	// DrainedBy names who else drains the node ("karpenter": its
+	// NodeClaim is being deleted): the rebalancer leaves its pods alone.
+	DrainedBy   string        `json:"drainedBy,omitempty"`
 	State       signals.State `json:"state"`
 	Pool        string        `json:"pool"`
 	Replacement Replacement   `json:"replacement"`
@@ -99,9 +103,14 @@ type Replacement struct {
 	// Provision is how the capacity is asked for (reservations or none).
 	Provision config.Provision `json:"provision"`
 	// Reservations are the placeholder pods that ask an autoscaler for
-	// the room of the pods that must move, while the node waits (provision
-	// reservations, rebalance recommendations).
+	// the room of the pods that must move (provision reservations): all of
+	// them while a rebalance waits, those that fit nowhere and do not
+	// surge at an interruption notice.
 	Reservations []Reservation `json:"reservations"`
+	// Avoid is the at-risk node's offering, which reservations keep off
+	// where the pods' constraints allow (a Reservation's note says where
+	// they do not).
+	Avoid *reserve.Offering `json:"avoid,omitempty"`
 }
 
 // Reservation holds room for one pod that must move.
@@ -115,6 +124,8 @@ type Reservation struct {
 	// Fits is the node the simulation places the pod on now; empty when
 	// it needs new capacity.
 	Fits string `json:"fits,omitempty"`
+	// Note says why it cannot keep off the offering being reclaimed.
+	Note string `json:"note,omitempty"`
 }
 
 // Tally counts the node's evictions and blocked pods, and its last wave.
@@ -165,6 +176,15 @@ type PodPlan struct {
 	// DataLoss names the volumes whose data does not move with the pod
 	// (emptyDir, local PersistentVolumes).
 	DataLoss []string `json:"dataLoss,omitempty"`
+	// WaitsForRoom: the pod fits nowhere now. At an interruption notice it
+	// waits for the room asked for (its reservation, or its surge's
+	// Pending pods) and moves as soon as there is some.
+	WaitsForRoom bool `json:"waitsForRoom,omitempty"`
+	// LatestStart is, at an interruption notice, when the pod is deleted
+	// if it is still on the node: early enough to get its own grace
+	// period (at most rebalancer.maxGraceAtDeadline, at least
+	// MinGraceAtDeadline) before the termination time.
+	LatestStart *time.Time `json:"latestStart,omitempty"`
 }
 
 // PDBRef is a PodDisruptionBudget covering a pod, with its live allowance.

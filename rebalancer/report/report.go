@@ -18,6 +18,7 @@ import (
 
 	"github.com/spot-rebalancer/spot-rebalancer/config"
 	"github.com/spot-rebalancer/spot-rebalancer/rebalancer/planner"
+	"github.com/spot-rebalancer/spot-rebalancer/rebalancer/signals"
 )
 
 // Formats, as kubectl's -o names them.
@@ -81,6 +82,9 @@ func writeNode(w io.Writer, n *planner.NodePlan, wide bool) {
 		fmt.Fprintf(tw, "  deadline:\t%s\n", n.Deadline.UTC().Format(time.RFC3339))
 	}
 	fmt.Fprintf(tw, "  state:\t%s\n", n.State)
+	if n.DrainedBy != "" {
+		fmt.Fprintf(tw, "  drained by:\t%s (its NodeClaim is being deleted): nothing here is evicted, asked for or deleted by spot-rebalancer\n", n.DrainedBy)
+	}
 	fmt.Fprintf(tw, "  pool:\t%s\n", orDash(n.Pool))
 	ready := "not ready"
 	if n.Replacement.Ready {
@@ -93,11 +97,19 @@ func writeNode(w io.Writer, n *planner.NodePlan, wide bool) {
 	tw.Flush()
 
 	if len(n.Replacement.Reservations) > 0 {
-		fmt.Fprintf(w, "\n  RESERVATIONS (%d, asking an autoscaler for the room of the pods that must move)\n", len(n.Replacement.Reservations))
+		what := "the room of the pods that must move"
+		if n.Signal == signals.InterruptionNotice {
+			what = "the room of the pods that fit nowhere and do not surge; each moves as soon as its room is there"
+		}
+		fmt.Fprintf(w, "\n  RESERVATIONS (%d, asking an autoscaler for %s", len(n.Replacement.Reservations), what)
+		if a := n.Replacement.Avoid; a != nil {
+			fmt.Fprintf(w, "; kept off %s where the pods allow", a)
+		}
+		fmt.Fprintln(w, ")")
 		tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "  FOR POD\tRESERVATION\tRUNS ON\tFITS NOW")
+		fmt.Fprintln(tw, "  FOR POD\tRESERVATION\tRUNS ON\tFITS NOW\tNOTE")
 		for _, r := range n.Replacement.Reservations {
-			fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\n", r.Pod, cmp.Or(r.Name, "(to create)"), orDash(r.Node), cmp.Or(r.Fits, "needs new capacity"))
+			fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\n", r.Pod, cmp.Or(r.Name, "(to create)"), orDash(r.Node), cmp.Or(r.Fits, "needs new capacity"), orDash(r.Note))
 		}
 		tw.Flush()
 	}
@@ -114,6 +126,9 @@ func writeNode(w io.Writer, n *planner.NodePlan, wide bool) {
 	fmt.Fprintf(w, "\n  PODS (%d)\n", len(n.Pods))
 	tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	header := "  NAMESPACE\tNAME\tACTION\tWAVE\tDESTINATION\tPDB (ALLOWED)\tREASON"
+	if n.Deadline != nil {
+		header = "  NAMESPACE\tNAME\tACTION\tWAVE\tDESTINATION\tPDB (ALLOWED)\tLATEST START\tREASON"
+	}
 	if wide {
 		header += "\tWORKLOAD\tPRIORITY\tFLAGS"
 	}
@@ -131,8 +146,19 @@ func writeNode(w io.Writer, n *planner.NodePlan, wide bool) {
 		if len(p.DataLoss) > 0 {
 			reasons = append(reasons, "data lost on moving: "+strings.Join(p.DataLoss, ", "))
 		}
-		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\t%s\t%s", p.Namespace, p.Name, p.Action, wave, orDash(p.Destination),
-			orDash(strings.Join(pdbs, ", ")), strings.Join(reasons, "; "))
+		destination := orDash(p.Destination)
+		if p.WaitsForRoom && p.Destination == "" {
+			destination = "(waits for room)"
+		}
+		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\t%s\t", p.Namespace, p.Name, p.Action, wave, destination, orDash(strings.Join(pdbs, ", ")))
+		if n.Deadline != nil {
+			latest := "-"
+			if p.LatestStart != nil {
+				latest = p.LatestStart.UTC().Format("15:04:05")
+			}
+			fmt.Fprintf(tw, "%s\t", latest)
+		}
+		fmt.Fprint(tw, strings.Join(reasons, "; "))
 		if wide {
 			var flags []string
 			if p.Critical {
@@ -193,7 +219,7 @@ func summary(plan *planner.Plan) string {
 	}
 	verdict := fmt.Sprintf("Plan is blocked: %d pod(s) cannot move; %s.", blocked, moves)
 	if n := needCapacity(plan); n > 0 {
-		verdict += fmt.Sprintf(" %d pod(s) fit nowhere now: reservations ask an autoscaler for their room, and a waiting node drains once it is there.", n)
+		verdict += fmt.Sprintf(" %d pod(s) fit nowhere now: reservations ask an autoscaler for their room; a waiting node drains once it is there, an interrupted one moves each pod as soon as its room is.", n)
 	}
 	return verdict
 }

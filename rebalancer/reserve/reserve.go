@@ -89,6 +89,10 @@ type Options struct {
 	// also match (each of them, with the pod's own node affinity): where
 	// its volumes are, so the new room is in the zone of its data.
 	Volumes func(*corev1.Pod) []corev1.NodeSelector
+	// Avoid, if set, is the offering being reclaimed: reservations keep
+	// off it where the pod's own constraints leave another choice, so the
+	// autoscaler launches a different one.
+	Avoid *Offering
 }
 
 // For returns one reservation per pod in pods, for at-risk node.
@@ -142,6 +146,12 @@ func of(node string, p *corev1.Pod, opts Options) *corev1.Pod {
 				},
 			}},
 		},
+	}
+	if opts.Avoid != nil {
+		if away := awayFrom(r, *opts.Avoid); away != nil {
+			r.Spec.Affinity = withVolumes(r.Spec.Affinity, []corev1.NodeSelector{*away})
+			r.Annotations[AnnotationAvoids] = opts.Avoid.String()
+		}
 	}
 	return r
 }

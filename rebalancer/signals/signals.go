@@ -42,6 +42,10 @@ const (
 	// AnnotationStateReasonCode is the machine-readable Reason of the
 	// state; AnnotationStateReason is its message for people.
 	AnnotationStateReasonCode = "spot-rebalancer.io/state-reason-code"
+	// AnnotationExcludedFromLoadBalancers records that the rebalancer
+	// labelled the node node.kubernetes.io/exclude-from-external-load-balancers
+	// when it began to drain, so that it removes only its own label.
+	AnnotationExcludedFromLoadBalancers = "spot-rebalancer.io/excluded-from-load-balancers"
 	// TaintDraining keeps new pods off a node while the rebalancer works.
 	TaintDraining = "spot-rebalancer.io/draining"
 	// AnnotationPool names a node's pool when no pool label does (written

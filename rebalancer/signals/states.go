@@ -56,6 +56,13 @@ const (
 	ReasonBlockersGone Reason = "BlockersGone"
 	// ReasonWaitingForDeadline: only pods the deadline removes are left.
 	ReasonWaitingForDeadline Reason = "WaitingForDeadline"
+	// ReasonWaitingForRoom: at an interruption notice, the pods left fit
+	// nowhere yet; they move as soon as there is room (asked for), else
+	// the deadline removes them.
+	ReasonWaitingForRoom Reason = "WaitingForRoom"
+	// ReasonDrainedByKarpenter: Karpenter drains the node (its NodeClaim
+	// is being deleted); the rebalancer leaves its pods to it.
+	ReasonDrainedByKarpenter Reason = "DrainedByKarpenter"
 	// ReasonDrained: every evictable pod has moved.
 	ReasonDrained Reason = "Drained"
 	// ReasonDeadline: the interruption deadline came; what was left was
@@ -80,7 +87,7 @@ const (
 // Reasons are every reason code the rebalancer records.
 var Reasons = []Reason{ReasonSignalled, ReasonAwaitingReplacement, ReasonQueued, ReasonReplacementReady, ReasonInterruption,
 	ReasonFitsWithoutReplacement, ReasonNoReplacement, ReasonKeptCordoned, ReasonUncordoned, ReasonBlockedByPods,
-	ReasonBlockersGone, ReasonWaitingForDeadline, ReasonDrained, ReasonDeadline, ReasonDeadlineNotForced, ReasonRetired,
+	ReasonBlockersGone, ReasonWaitingForDeadline, ReasonWaitingForRoom, ReasonDrainedByKarpenter, ReasonDrained, ReasonDeadline, ReasonDeadlineNotForced, ReasonRetired,
 	ReasonPodsLeft, ReasonNotRetired, ReasonUnknownState}
 
 // ReasonOf returns the reason code recorded on a node's annotations.

@@ -86,6 +86,8 @@ app.kubernetes.io/component: {{ index . 1 }}
     "maxParallelEvictions" (int $r.maxParallelEvictions)
     "deadlineSafety" $r.deadlineSafety
     "forceAtDeadline" $r.forceAtDeadline
+    "maxGraceAtDeadline" $r.maxGraceAtDeadline
+    "excludeFromLoadBalancers" $r.excludeFromLoadBalancers
     "surge" $r.surge)
   "agent" (dict "pollInterval" .Values.agent.pollInterval)
   "aws" (dict
