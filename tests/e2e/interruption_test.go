@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -19,6 +20,7 @@ import (
 	"k8s.io/client-go/dynamic"
 	"k8s.io/utils/ptr"
 
+	"github.com/spot-rebalancer/spot-rebalancer/config"
 	"github.com/spot-rebalancer/spot-rebalancer/rebalancer/executor"
 	"github.com/spot-rebalancer/spot-rebalancer/rebalancer/planner"
 	"github.com/spot-rebalancer/spot-rebalancer/rebalancer/reserve"
@@ -166,11 +168,18 @@ func TestKarpenterInterruptionAsksAtTheNoticeAndLosesNothing(t *testing.T) {
 	risky := nodes[0]
 	records := c.RecordsNamespace(t)
 	web, solo := sampleReady(t, c, ns, "web"), sampleReady(t, c, ns, "solo")
-	metrics := startRebalancer(t, c, nil)
+	metrics := startRebalancer(t, c, func(r *config.Rebalancer) { r.Surge.Enabled = ptr.To(true) })
 	notice := watchNotice(t, c, ns, pool, records, risky.Name)
 
 	noticed := time.Now()
 	termination := interruptionNotice(t, c, risky.Name, 2*time.Minute)
+	// The plan as the controller makes it now, for the log.
+	cfg := config.Default().Rebalancer
+	if plan, err := planner.New(c.Snapshot(t), planner.Options{Config: &cfg, Among: []string{risky.Name}}); err == nil {
+		for _, p := range plan.Nodes[0].Pods {
+			t.Logf("plan at the notice: %s %s: %s", p.Name, p.Action, strings.Join(p.Reasons, "; "))
+		}
+	}
 	c.WaitFor(t, 30*time.Second, "the node to drain, labelled for load balancers to leave it", func(ctx context.Context) (bool, error) {
 		n, state, err := nodeState(ctx, c, risky.Name)
 		return err == nil && state == signals.StateDraining && n.Labels[corev1.LabelNodeExcludeBalancers] == "true", err
