@@ -48,7 +48,7 @@ func karpenterScenario(ctx context.Context, c *cluster.Cluster, o options, i int
 		}
 	}()
 	selector, tolerations := cluster.PoolScheduling(pool)
-	pdbHealthy, err := settle(ctx, c, ns, placement{selector: selector, tolerations: tolerations, cpu: "300m"}, o.startup, 2*time.Minute+o.launchDelay)
+	pdbHealthy, err := settle(ctx, c, ns, placement{selector: selector, tolerations: tolerations, cpu: "300m"}, workloads, o.startup, 2*time.Minute+o.launchDelay)
 	if err != nil {
 		return res, err
 	}
@@ -71,7 +71,7 @@ func karpenterScenario(ctx context.Context, c *cluster.Cluster, o options, i int
 	// back: the node stays cordoned until the instance is reclaimed (or
 	// consolidation removes it).
 	var goneAt time.Duration
-	samples, drainedAt, err := d.sample(ctx, c, ns, atRisk, 5*time.Minute, func(ctx context.Context, now time.Duration) bool {
+	samples, drainedAt, err := d.sample(ctx, c, ns, atRisk, workloads, 5*time.Minute, func(ctx context.Context, now time.Duration) bool {
 		if goneAt == 0 {
 			if _, err := c.Client.CoreV1().Nodes().Get(ctx, atRisk, metav1.GetOptions{}); apierrors.IsNotFound(err) {
 				goneAt = now
@@ -88,6 +88,6 @@ func karpenterScenario(ctx context.Context, c *cluster.Cluster, o options, i int
 	if goneAt > 0 {
 		res.SignalToRetired = new(goneAt.Seconds())
 	}
-	res.figures(samples, pdbHealthy, d.metrics, d.output())
+	res.figures(samples, workloads, pdbHealthy, d.metrics, d.output())
 	return res, nil
 }

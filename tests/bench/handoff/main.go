@@ -55,7 +55,21 @@ import (
 const (
 	scenarioStatic    = "static"
 	scenarioKarpenter = "karpenter"
+	// scenarioInterruption: the Karpenter scenario's node gets an
+	// interruption notice (interruption.go).
+	scenarioInterruption = "karpenter-interruption"
 )
+
+// scenarios in the order they run and are reported.
+var scenarios = []string{scenarioStatic, scenarioKarpenter, scenarioInterruption}
+
+// workloadsOf are the workloads of scenario sc.
+func workloadsOf(sc string) []workload {
+	if sc == scenarioInterruption {
+		return interruptionWorkloads
+	}
+	return workloads
+}
 
 // Drainers.
 const (
@@ -68,6 +82,8 @@ type workload struct {
 	name     string
 	replicas int32
 	pdb      *policyv1.PodDisruptionBudgetSpec
+	// statefulSet runs it as a StatefulSet (a Deployment otherwise).
+	statefulSet bool
 }
 
 var workloads = []workload{
@@ -78,10 +94,14 @@ var workloads = []workload{
 
 // sample is the cluster at one moment of a run.
 type sample struct {
-	At      float64          `json:"t"` // seconds since the signal
-	Ready   map[string]int32 `json:"ready"`
-	Pending int              `json:"pendingNoNode"`
-	OnNode  int              `json:"onNode"`
+	At    float64          `json:"t"` // seconds since the signal
+	Ready map[string]int32 `json:"ready"`
+	// Pending are the pods with no node that replace a pod gone;
+	// SurgePending a surge's extra pods with no node (beyond the
+	// workload's count, while the pods they replace still run).
+	Pending      int `json:"pendingNoNode"`
+	SurgePending int `json:"surgePendingNoNode,omitempty"`
+	OnNode       int `json:"onNode"`
 }
 
 // Result is one run's figures.
@@ -98,7 +118,14 @@ type Result struct {
 	// node was gone (nil: never given back).
 	Reservations    int      `json:"reservations,omitempty"`
 	SignalToRetired *float64 `json:"signalToRetiredSeconds,omitempty"`
-	Samples         []sample `json:"samples"`
+	// Interruption scenario only: when Karpenter first launched a node,
+	// the pod-seconds a surge's extra pods waited for it (not displaced:
+	// the pods they replace still serve), and the pods the controller
+	// deleted at their latest start.
+	FirstLaunch         *float64 `json:"firstLaunchSeconds,omitempty"`
+	SurgePendingSeconds float64  `json:"surgePendingPodSeconds,omitempty"`
+	DeletedAtDeadline   int      `json:"deletedAtDeadline,omitempty"`
+	Samples             []sample `json:"samples"`
 }
 
 // WorkloadResult is one Deployment's lowest point.
@@ -122,7 +149,7 @@ type options struct {
 
 func main() {
 	var o options
-	flag.StringVar(&o.scenario, "scenario", "all", "which scenario to run: static (a replacement node joins at a fixed time), karpenter (the real Karpenter supplies it), or all")
+	flag.StringVar(&o.scenario, "scenario", "all", "which scenario to run: static (a replacement node joins at a fixed time), karpenter (the real Karpenter supplies it), karpenter-interruption (the Karpenter node gets an interruption notice), or all")
 	flag.DurationVar(&o.replacementAfter, "replacement-after", 20*time.Second, "static scenario: when the replacement node joins, after the signal")
 	flag.DurationVar(&o.launchDelay, "launch-delay", 30*time.Second, "karpenter scenario: how long a node Karpenter launches takes to become Ready")
 	flag.DurationVar(&o.startup, "startup", 3*time.Second, "how long each pod takes to become Ready")
@@ -157,18 +184,23 @@ func run(ctx context.Context, o options, out io.Writer) error {
 	}
 	var runs []run
 	switch o.scenario {
-	case "all", scenarioStatic, scenarioKarpenter:
+	case "all", scenarioStatic, scenarioKarpenter, scenarioInterruption:
 	default:
-		return fmt.Errorf("--scenario %q: want static, karpenter or all", o.scenario)
+		return fmt.Errorf("--scenario %q: want static, karpenter, karpenter-interruption or all", o.scenario)
 	}
-	if o.scenario != scenarioKarpenter {
+	if o.scenario == "all" || o.scenario == scenarioStatic {
 		for _, d := range []string{drainerNode, drainerNone, drainerKubectl} {
 			runs = append(runs, run{scenarioStatic, d})
 		}
 	}
-	if o.scenario != scenarioStatic {
+	if o.scenario == "all" || o.scenario == scenarioKarpenter {
 		for _, d := range []string{drainerDefaults, drainerKubectl} {
 			runs = append(runs, run{scenarioKarpenter, d})
+		}
+	}
+	if o.scenario == "all" || o.scenario == scenarioInterruption {
+		for _, d := range interruptionDrainers {
+			runs = append(runs, run{scenarioInterruption, d})
 		}
 	}
 	fmt.Fprintln(out, "starting a local cluster")
@@ -181,8 +213,11 @@ func run(ctx context.Context, o options, out io.Writer) error {
 	for i, r := range runs {
 		fmt.Fprintf(out, "run %d: %s scenario, %s\n", i+1, r.scenario, r.drainer)
 		do := scenario
-		if r.scenario == scenarioKarpenter {
+		switch r.scenario {
+		case scenarioKarpenter:
 			do = karpenterScenario
+		case scenarioInterruption:
+			do = interruptionScenario
 		}
 		res, err := do(ctx, c, o, i+1, r.drainer)
 		if err != nil {
@@ -223,18 +258,22 @@ func ofScenario(results []Result, sc string) []Result {
 
 // plots draws one plot per scenario run.
 func plots(out io.Writer, o options, results []Result) error {
-	for _, sc := range []string{scenarioStatic, scenarioKarpenter} {
+	for _, sc := range scenarios {
 		of := ofScenario(results, sc)
 		if len(of) == 0 {
 			continue
 		}
 		path, title := o.png, fmt.Sprintf("replacement node at +%s", o.replacementAfter)
-		if sc == scenarioKarpenter {
-			ext := filepath.Ext(o.png)
+		ext := filepath.Ext(o.png)
+		switch sc {
+		case scenarioKarpenter:
 			path = strings.TrimSuffix(o.png, ext) + "-karpenter" + ext
 			title = fmt.Sprintf("Karpenter, nodes Ready %s after launch", o.launchDelay)
+		case scenarioInterruption:
+			path = strings.TrimSuffix(o.png, ext) + fmt.Sprintf("-interruption-%s", o.launchDelay) + ext
+			title = fmt.Sprintf("interruption notice, Karpenter nodes Ready %s after launch", o.launchDelay)
 		}
-		if err := plotReady(path, title, of); err != nil {
+		if err := plotReady(path, title, of, workloadsOf(sc)); err != nil {
 			return err
 		}
 		fmt.Fprintf(out, "wrote %s\n", path)
@@ -243,9 +282,13 @@ func plots(out io.Writer, o options, results []Result) error {
 }
 
 func report(out io.Writer, o options, results []Result) {
-	for _, sc := range []string{scenarioStatic, scenarioKarpenter} {
+	for _, sc := range scenarios {
 		of := ofScenario(results, sc)
 		if len(of) == 0 {
+			continue
+		}
+		if sc == scenarioInterruption {
+			reportInterruption(out, o, of)
 			continue
 		}
 		if sc == scenarioStatic {
@@ -316,7 +359,7 @@ func scenario(ctx context.Context, c *cluster.Cluster, o options, i int, drainer
 	}
 	at := placement{selector: map[string]string{cluster.OwnerLabel: owner}, cpu: "500m",
 		tolerations: []corev1.Toleration{{Key: config.EKSCapacityTypeLabel, Operator: corev1.TolerationOpExists}}}
-	pdbHealthy, err := settle(ctx, c, ns, at, o.startup, 2*time.Minute)
+	pdbHealthy, err := settle(ctx, c, ns, at, workloads, o.startup, 2*time.Minute)
 	if err != nil {
 		return res, err
 	}
@@ -335,7 +378,7 @@ func scenario(ctx context.Context, c *cluster.Cluster, o options, i int, drainer
 	}
 	// The replacement node joins at its time; until then the run is not over.
 	replacementAdded := false
-	samples, drainedAt, err := d.sample(ctx, c, ns, atRisk, 4*time.Minute, func(_ context.Context, now time.Duration) bool {
+	samples, drainedAt, err := d.sample(ctx, c, ns, atRisk, workloads, 4*time.Minute, func(_ context.Context, now time.Duration) bool {
 		if !replacementAdded && now >= o.replacementAfter {
 			replacementAdded = true
 			go func() {
@@ -350,7 +393,7 @@ func scenario(ctx context.Context, c *cluster.Cluster, o options, i int, drainer
 	cancel()
 	d.wait()
 	res.SignalToDrained = drainedAt.Seconds()
-	res.figures(samples, pdbHealthy, d.metrics, d.output())
+	res.figures(samples, workloads, pdbHealthy, d.metrics, d.output())
 	// Clean up for the next run.
 	for _, n := range []string{atRisk, fmt.Sprintf("other-%d", i), fmt.Sprintf("replacement-%d", i)} {
 		_ = kube.CoreV1().Nodes().Delete(context.Background(), n, metav1.DeleteOptions{})
@@ -373,15 +416,10 @@ func begin(ctx context.Context, c *cluster.Cluster, i int, ns, drainer, atRisk s
 	d := &drain{out: &lockedWriter{w: &strings.Builder{}}}
 	switch drainer {
 	case drainerKubectl:
-		d.done = make(chan error, 1)
 		d.signalAt = time.Now()
-		cmd := exec.CommandContext(ctx, filepath.Join(c.BinDir, "kubectl"), "--kubeconfig", c.Kubeconfig, "drain", atRisk,
-			"--ignore-daemonsets", "--delete-emptydir-data", "--force", "--timeout=5m")
-		cmd.Stdout, cmd.Stderr = d.out, d.out
-		if err := cmd.Start(); err != nil {
+		if err := d.kubectlDrain(ctx, c, atRisk); err != nil {
 			return nil, err
 		}
-		go func() { d.done <- cmd.Wait() }()
 	default:
 		var err error
 		if d.metrics, err = startController(ctx, c, i, ns, drainer == drainerNone); err != nil {
@@ -396,11 +434,24 @@ func begin(ctx context.Context, c *cluster.Cluster, i int, ns, drainer, atRisk s
 	return d, nil
 }
 
+// kubectlDrain starts kubectl drain of node; it runs until ctx ends.
+func (d *drain) kubectlDrain(ctx context.Context, c *cluster.Cluster, node string) error {
+	d.done = make(chan error, 1)
+	cmd := exec.CommandContext(ctx, filepath.Join(c.BinDir, "kubectl"), "--kubeconfig", c.Kubeconfig, "drain", node,
+		"--ignore-daemonsets", "--delete-emptydir-data", "--force", "--timeout=5m")
+	cmd.Stdout, cmd.Stderr = d.out, d.out
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	go func() { d.done <- cmd.Wait() }()
+	return nil
+}
+
 // sample reads the scenario's pods every 100 ms from the signal on, until
 // the at-risk node is empty, every workload whole, over holds, and two
 // seconds more have passed (for the plot). over sees the time since the
 // signal. It returns the samples and when the node was first empty.
-func (d *drain) sample(ctx context.Context, c *cluster.Cluster, ns, atRisk string, timeout time.Duration,
+func (d *drain) sample(ctx context.Context, c *cluster.Cluster, ns, atRisk string, ws []workload, timeout time.Duration,
 	over func(ctx context.Context, now time.Duration) bool) ([]sample, time.Duration, error) {
 	var samples []sample
 	var drainedAt time.Duration
@@ -411,12 +462,12 @@ func (d *drain) sample(ctx context.Context, c *cluster.Cluster, ns, atRisk strin
 		if err != nil {
 			return false, nil
 		}
-		s := take(pods.Items, now, atRisk)
+		s := take(pods.Items, now, atRisk, ws)
 		samples = append(samples, s)
 		if s.OnNode == 0 && drainedAt == 0 {
 			drainedAt = now
 		}
-		return drainedAt > 0 && s.whole() && done && now > drainedAt+2*time.Second, nil
+		return drainedAt > 0 && s.whole(ws) && done && now > drainedAt+2*time.Second, nil
 	})
 	if err != nil {
 		return nil, 0, fmt.Errorf("waiting for the node to drain and the workloads to recover: %w\n%s", err, d.output())
@@ -443,7 +494,7 @@ func (d *drain) output() string {
 // settle creates namespace ns and the workloads in it, placed at, and
 // waits until every pod is Ready and every PDB counts them. It returns
 // each PDB's desiredHealthy.
-func settle(ctx context.Context, c *cluster.Cluster, ns string, at placement, startup, timeout time.Duration) (map[string]int32, error) {
+func settle(ctx context.Context, c *cluster.Cluster, ns string, at placement, workloads []workload, startup, timeout time.Duration) (map[string]int32, error) {
 	kube := c.Client
 	if _, err := kube.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
 		return nil, err
@@ -491,10 +542,11 @@ func settle(ctx context.Context, c *cluster.Cluster, ns string, at placement, st
 
 // figures fills in what the samples, the controller's metrics (nil for
 // kubectl) or kubectl's output say.
-func (res *Result) figures(samples []sample, pdbHealthy map[string]int32, metrics *executor.Metrics, drainOut string) {
+func (res *Result) figures(samples []sample, workloads []workload, pdbHealthy map[string]int32, metrics *executor.Metrics, drainOut string) {
 	res.Samples = samples
 	for k := 1; k < len(samples); k++ {
 		res.PendingPodSeconds += float64(samples[k-1].Pending) * (samples[k].At - samples[k-1].At)
+		res.SurgePendingSeconds += float64(samples[k-1].SurgePending) * (samples[k].At - samples[k-1].At)
 	}
 	for _, w := range workloads {
 		wr := WorkloadResult{Name: w.name, Desired: w.replicas, PDBHealthy: pdbHealthy[w.name], MinReady: w.replicas}
@@ -518,6 +570,7 @@ func (res *Result) figures(samples []sample, pdbHealthy map[string]int32, metric
 		res.Rejections429 = int(testutil.ToFloat64(metrics.Evictions.WithLabelValues("blocked-by-pdb")))
 		res.Surges = int(testutil.ToFloat64(metrics.Surges.WithLabelValues("completed")))
 		res.Reservations = int(testutil.ToFloat64(metrics.Reservations.WithLabelValues("created")))
+		res.DeletedAtDeadline = int(testutil.ToFloat64(metrics.Evictions.WithLabelValues("deleted")))
 		return
 	}
 	sc := bufio.NewScanner(strings.NewReader(drainOut))
@@ -532,29 +585,41 @@ func (res *Result) figures(samples []sample, pdbHealthy map[string]int32, metric
 	}
 }
 
-// take samples the scenario's pods at one moment.
-func take(pods []corev1.Pod, at time.Duration, atRisk string) sample {
+// take samples the scenario's pods at one moment. A workload's pods with
+// no node count as a surge's (not displaced) as far as it has more live
+// pods than its count.
+func take(pods []corev1.Pod, at time.Duration, atRisk string, workloads []workload) sample {
 	s := sample{At: at.Seconds(), Ready: map[string]int32{}}
+	live, pending := map[string]int32{}, map[string]int32{}
 	for j := range pods {
 		p := &pods[j]
 		if reserve.Is(p) {
 			continue // placeholders, not the workloads' pods
 		}
+		app := p.Labels["app"]
 		if p.DeletionTimestamp == nil && cluster.PodIsReady(p) {
-			s.Ready[p.Labels["app"]]++
+			s.Ready[app]++
+		}
+		if p.DeletionTimestamp == nil {
+			live[app]++
 		}
 		if p.Spec.NodeName == "" && p.Status.Phase == corev1.PodPending {
-			s.Pending++
+			pending[app]++
 		}
 		if p.Spec.NodeName == atRisk && p.DeletionTimestamp == nil {
 			s.OnNode++
 		}
 	}
+	for _, w := range workloads {
+		surplus := min(max(live[w.name]-w.replicas, 0), pending[w.name])
+		s.SurgePending += int(surplus)
+		s.Pending += int(pending[w.name] - surplus)
+	}
 	return s
 }
 
 // whole tells whether every workload has all its replicas Ready.
-func (s sample) whole() bool {
+func (s sample) whole(workloads []workload) bool {
 	for _, w := range workloads {
 		if s.Ready[w.name] != w.replicas {
 			return false
@@ -583,22 +648,32 @@ type placement struct {
 
 func deploy(ctx context.Context, c *cluster.Cluster, ns string, at placement, w workload, startup time.Duration) error {
 	labels := map[string]string{"app": w.name}
-	_, err := c.Client.AppsV1().Deployments(ns).Create(ctx, &appsv1.Deployment{
-		ObjectMeta: metav1.ObjectMeta{Name: w.name},
-		Spec: appsv1.DeploymentSpec{
-			Replicas: ptr.To(w.replicas), Selector: &metav1.LabelSelector{MatchLabels: labels},
-			Template: corev1.PodTemplateSpec{
-				ObjectMeta: metav1.ObjectMeta{Labels: labels, Annotations: map[string]string{cluster.PodReadyDelayAnnotation: startup.String()}},
-				Spec: corev1.PodSpec{
-					NodeSelector:                  at.selector,
-					Tolerations:                   at.tolerations,
-					TerminationGracePeriodSeconds: ptr.To[int64](0),
-					Containers: []corev1.Container{{Name: w.name, Image: "registry.example/" + w.name + ":1",
-						Resources: corev1.ResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse(at.cpu)}}}},
-				},
-			},
+	template := corev1.PodTemplateSpec{
+		ObjectMeta: metav1.ObjectMeta{Labels: labels, Annotations: map[string]string{cluster.PodReadyDelayAnnotation: startup.String()}},
+		Spec: corev1.PodSpec{
+			NodeSelector:                  at.selector,
+			Tolerations:                   at.tolerations,
+			TerminationGracePeriodSeconds: ptr.To[int64](0),
+			Containers: []corev1.Container{{Name: w.name, Image: "registry.example/" + w.name + ":1",
+				Resources: corev1.ResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse(at.cpu)}}}},
 		},
-	}, metav1.CreateOptions{})
+	}
+	var err error
+	if w.statefulSet {
+		// A StatefulSet's pod gets a grace period: it is one identity, and a
+		// grace period of 0 is never used for it.
+		template.Spec.TerminationGracePeriodSeconds = ptr.To[int64](5)
+		_, err = c.Client.AppsV1().StatefulSets(ns).Create(ctx, &appsv1.StatefulSet{
+			ObjectMeta: metav1.ObjectMeta{Name: w.name},
+			Spec: appsv1.StatefulSetSpec{Replicas: ptr.To(w.replicas), Selector: &metav1.LabelSelector{MatchLabels: labels},
+				ServiceName: w.name, Template: template},
+		}, metav1.CreateOptions{})
+	} else {
+		_, err = c.Client.AppsV1().Deployments(ns).Create(ctx, &appsv1.Deployment{
+			ObjectMeta: metav1.ObjectMeta{Name: w.name},
+			Spec:       appsv1.DeploymentSpec{Replicas: ptr.To(w.replicas), Selector: &metav1.LabelSelector{MatchLabels: labels}, Template: template},
+		}, metav1.CreateOptions{})
+	}
 	if err != nil {
 		return err
 	}

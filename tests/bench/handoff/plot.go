@@ -1,7 +1,9 @@
 package main
 
 import (
+	"fmt"
 	"image/color"
+	"strings"
 
 	"gonum.org/v1/plot"
 	"gonum.org/v1/plot/plotter"
@@ -10,16 +12,19 @@ import (
 
 // plotReady draws the Ready pods of all workloads over time, one line per
 // drainer, with the desired count dashed.
-func plotReady(path, title string, results []Result) error {
-	p := plot.New()
-	p.Title.Text = "Ready pods during a Spot hand-off (desired 11; " + title + "; above 11: a surge)"
-	p.X.Label.Text = "seconds since the rebalance recommendation"
-	p.Y.Label.Text = "Ready pods (web + api + solo)"
-	colors := []color.Color{color.RGBA{R: 0x1b, G: 0x9e, B: 0x77, A: 0xff}, color.RGBA{R: 0xd9, G: 0x5f, B: 0x02, A: 0xff}, color.RGBA{R: 0x75, G: 0x70, B: 0xb3, A: 0xff}}
+func plotReady(path, title string, results []Result, workloads []workload) error {
 	var desired int32
+	var names []string
 	for _, w := range workloads {
 		desired += w.replicas
+		names = append(names, w.name)
 	}
+	p := plot.New()
+	p.Title.Text = fmt.Sprintf("Ready pods during a Spot hand-off (desired %d; %s; above %d: a surge)", desired, title, desired)
+	p.X.Label.Text = "seconds since the signal"
+	p.Y.Label.Text = "Ready pods (" + strings.Join(names, " + ") + ")"
+	colors := []color.Color{color.RGBA{R: 0x1b, G: 0x9e, B: 0x77, A: 0xff}, color.RGBA{R: 0xd9, G: 0x5f, B: 0x02, A: 0xff},
+		color.RGBA{R: 0x75, G: 0x70, B: 0xb3, A: 0xff}, color.RGBA{R: 0xe7, G: 0x29, B: 0x8a, A: 0xff}}
 	maxT := 0.0
 	for i, r := range results {
 		pts := make(plotter.XYs, len(r.Samples))
