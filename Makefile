@@ -28,13 +28,18 @@ plugin: ## Build the kubectl plugin bin/kubectl-spot_rebalancer (`kubectl spot-r
 tools: ## Build the local test cluster's binaries, Karpenter included, into bin/ (once; about 25 min cold)
 	./hack/tools.sh
 
+# The Spot signal the demos give their node: rebalance (a rebalance
+# recommendation) or interruption (a two-minute interruption notice), e.g.
+# `make demo-karpenter SIGNAL=interruption`.
+SIGNAL ?= rebalance
+
 .PHONY: demo
-demo: tools build ## Start a local cluster and watch a Spot node hand off without a dip (Ctrl-C tears it down)
-	go run ./hack/demo
+demo: tools build ## Start a local cluster and watch a Spot node hand off without a dip (Ctrl-C tears it down; SIGNAL=interruption for a notice)
+	go run ./hack/demo --signal $(SIGNAL)
 
 .PHONY: demo-karpenter
-demo-karpenter: tools build ## The same hand-off on a Karpenter NodePool: reservations make the real Karpenter launch the replacement
-	go run ./hack/demo --karpenter
+demo-karpenter: tools build ## The same hand-off on a Karpenter NodePool: the real Karpenter launches for the reservations and surges (SIGNAL=interruption for a notice)
+	go run ./hack/demo --karpenter --signal $(SIGNAL)
 
 .PHONY: manifests
 manifests: ## Render deploy/spot-rebalancer.yaml from the Helm chart (a test fails when it is stale)
@@ -102,8 +107,12 @@ bench-webhook: tools build ## Webhook under load against controller-runtime's fl
 	go run ./tests/bench/webhook
 
 .PHONY: bench-handoff
-bench-handoff: tools ## The hand-off against draining at once, on a local cluster; draws docs/img/handoff.png
+bench-handoff: tools ## The hand-off against draining at once, and an interruption notice on Karpenter, on a local cluster; draws docs/img/handoff*.png
 	go run ./tests/bench/handoff --json docs/img/handoff.json
+
+.PHONY: bench-storm
+bench-storm: tools ## Interruption notices on 10 full Karpenter nodes at once: spot-rebalancer against Karpenter's own handling (about 10 minutes)
+	go run ./tests/bench/handoff --scenario karpenter-storm --storm-nodes 10 --launch-delay 30s --json docs/img/storm-karpenter.json
 
 .PHONY: bench-plan
 bench-plan: ## Planner benchmarks: 500 nodes/10k pods and 5,000 nodes/100k pods

@@ -38,6 +38,7 @@ func main() {
 	flag.StringVar(&opts.binary, "binary", "", "the spot-rebalancer binary to run (default: bin/spot-rebalancer, built when missing)")
 	flag.BoolVar(&opts.karpenter, "karpenter", false, "run the Spot pods on a Karpenter NodePool (the real Karpenter, built by make tools): reservations make it launch the replacement, and the drained node is given back through its NodeClaim")
 	flag.DurationVar(&opts.launchDelay, "launch-delay", 20*time.Second, "with --karpenter: how long a node Karpenter launches takes to become Ready")
+	flag.StringVar(&opts.signal, "signal", signalRebalance, "the Spot signal the node gets: rebalance (a rebalance recommendation: wait for the replacement, then move) or interruption (a two-minute interruption notice: ask for room at once, move each pod as its room appears)")
 	flag.Usage = func() {
 		fmt.Fprintf(flag.CommandLine.Output(), `Usage: go run ./hack/demo [flags]   (or: make demo)
 
@@ -48,6 +49,10 @@ narrates one Spot node's hand-off. Ctrl-C tears everything down.
 		flag.PrintDefaults()
 	}
 	flag.Parse()
+	if opts.signal != signalRebalance && opts.signal != signalInterruption {
+		fmt.Fprintf(os.Stderr, "demo: --signal %q: want %s or %s\n", opts.signal, signalRebalance, signalInterruption)
+		os.Exit(2)
+	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -81,12 +86,21 @@ type options struct {
 	logs             string
 	karpenter        bool
 	launchDelay      time.Duration
+	// signal is the Spot signal the node gets: rebalance or interruption.
+	signal string
 }
+
+// The signals --signal takes.
+const (
+	signalRebalance    = "rebalance"
+	signalInterruption = "interruption"
+)
 
 // Summary is what the demo measured, printed at the end and written with
 // --summary.
 type Summary struct {
 	Node      string `json:"node"`
+	Signal    string `json:"signal"`
 	Karpenter bool   `json:"karpenter"`
 	Drained   bool   `json:"drained"`
 	// SignalToGone is when Karpenter removed the retired node (--karpenter).
@@ -125,12 +139,16 @@ func (s Summary) print(w io.Writer) {
 	if !s.Drained {
 		verdict = "NOT drained (state " + s.FinalState + ")"
 	}
-	fmt.Fprintf(w, "node %-28s %s, %.1fs after the recommendation\n", s.Node, verdict, s.SignalToDrained)
-	fmt.Fprintf(w, "replacement node Ready       %.1fs after the recommendation\n", s.ReplacementJoined)
+	after := "after the recommendation"
+	if s.Signal == signalInterruption {
+		after = "after the interruption notice"
+	}
+	fmt.Fprintf(w, "node %-28s %s, %.1fs %s\n", s.Node, verdict, s.SignalToDrained, after)
+	fmt.Fprintf(w, "replacement node Ready       %.1fs %s\n", s.ReplacementJoined, after)
 	if s.Karpenter {
 		gone := "NOT removed"
 		if s.SignalToGone > 0 {
-			gone = fmt.Sprintf("%.1fs after the recommendation", s.SignalToGone)
+			gone = fmt.Sprintf("%.1fs %s", s.SignalToGone, after)
 		}
 		fmt.Fprintf(w, "retired node removed         %s\n", gone)
 	}

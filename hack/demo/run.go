@@ -401,9 +401,17 @@ func run(ctx context.Context, opts options, out io.Writer) (summary Summary, err
 	}
 
 	// The signal.
-	n.say("triggering a rebalance recommendation for %s: ec2-metadata-mock now answers for it, and the agent polls it", target)
-	if err := start("ec2-metadata-mock", filepath.Join(c.BinDir, "ec2-metadata-mock"), "spot", "-p", strconv.Itoa(imdsPort),
-		"--rebalance-delay-sec", "0", "-d", "86400"); err != nil {
+	aemm := []string{"spot", "-p", strconv.Itoa(imdsPort), "--rebalance-delay-sec", "0", "-d", "86400"}
+	if opts.signal == signalInterruption {
+		// The instance action at once (its time two minutes ahead), no
+		// recommendation before it.
+		n.say("triggering a two-minute interruption notice for %s: ec2-metadata-mock now answers spot/instance-action for it, and the agent polls it", target)
+		aemm = []string{"spot", "-p", strconv.Itoa(imdsPort), "--rebalance-delay-sec", "86400", "-d", "0"}
+	} else {
+		n.say("triggering a rebalance recommendation for %s: ec2-metadata-mock now answers for it, and the agent polls it", target)
+	}
+	summary.Signal = opts.signal
+	if err := start("ec2-metadata-mock", filepath.Join(c.BinDir, "ec2-metadata-mock"), aemm...); err != nil {
 		return summary, err
 	}
 	if err := waitFor(ctx, 10*time.Second, "ec2-metadata-mock to answer", procs, func(ctx context.Context) (bool, error) {

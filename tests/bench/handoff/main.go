@@ -145,6 +145,7 @@ type options struct {
 	startup          time.Duration
 	png, jsonOut     string
 	fromJSON         string
+	stormNodes       int
 }
 
 func main() {
@@ -156,6 +157,7 @@ func main() {
 	flag.StringVar(&o.png, "png", "docs/img/handoff.png", "where to draw Ready replicas over time (the karpenter scenario's plot gets -karpenter before the extension)")
 	flag.StringVar(&o.jsonOut, "json", "", "also write every run's figures and samples as JSON here")
 	flag.StringVar(&o.fromJSON, "from-json", "", "do not run: print the tables and draw the plot of an earlier --json")
+	flag.IntVar(&o.stormNodes, "storm-nodes", 10, "karpenter-storm scenario (run only when named): how many full Karpenter nodes get an interruption notice at once")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -167,6 +169,9 @@ func main() {
 }
 
 func run(ctx context.Context, o options, out io.Writer) error {
+	if o.scenario == scenarioStorm {
+		return runStorm(ctx, o, out)
+	}
 	if o.fromJSON != "" {
 		data, err := os.ReadFile(o.fromJSON)
 		if err != nil {
@@ -186,7 +191,7 @@ func run(ctx context.Context, o options, out io.Writer) error {
 	switch o.scenario {
 	case "all", scenarioStatic, scenarioKarpenter, scenarioInterruption:
 	default:
-		return fmt.Errorf("--scenario %q: want static, karpenter, karpenter-interruption or all", o.scenario)
+		return fmt.Errorf("--scenario %q: want static, karpenter, karpenter-interruption, karpenter-storm or all", o.scenario)
 	}
 	if o.scenario == "all" || o.scenario == scenarioStatic {
 		for _, d := range []string{drainerNode, drainerNone, drainerKubectl} {
