@@ -255,7 +255,9 @@ func (r *Reconciler) apply(ctx context.Context, node *corev1.Node, in decide.Inp
 	if applied.ReservationRefused {
 		r.memory.reservationsFailed(node.Name, now)
 	}
-	for _, uid := range applied.Evicted {
+	// A pod deleted a moment ago may still look untouched in the cache:
+	// it is neither evicted nor deleted again.
+	for _, uid := range append(applied.Evicted, applied.Deleted...) {
 		r.memory.rememberEviction(uid, now)
 	}
 	switch {

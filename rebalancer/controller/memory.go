@@ -53,7 +53,10 @@ func (m *memory) draining(snap *snapshot.Snapshot, pool, self string, poolLabels
 	defer m.mu.Unlock()
 	out := sets.New[string]()
 	for _, n := range snap.Nodes {
-		if n.Name != self && signals.StateOf(n.Annotations) == signals.StateDraining && planner.Pool(n, poolLabels) == pool {
+		// A node Karpenter drains takes no place of the pool's: the
+		// controller moves nothing there.
+		if n.Name != self && signals.StateOf(n.Annotations) == signals.StateDraining && planner.Pool(n, poolLabels) == pool &&
+			signals.ReasonOf(n.Annotations) != signals.ReasonDrainedByKarpenter {
 			out.Insert(n.Name)
 		}
 	}

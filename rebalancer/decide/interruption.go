@@ -2,9 +2,13 @@ package decide
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 
+	corev1 "k8s.io/api/core/v1"
+
 	"github.com/spot-rebalancer/spot-rebalancer/rebalancer/planner"
+	"github.com/spot-rebalancer/spot-rebalancer/rebalancer/reserve"
 	"github.com/spot-rebalancer/spot-rebalancer/rebalancer/signals"
 )
 
@@ -21,11 +25,49 @@ func holdsForInterruption(in Input, state signals.State) bool {
 // surges under way go on, nothing new starts, nothing is evicted or asked
 // for, and nothing is deleted at the deadline. If that drain is called off
 // (Karpenter removes its taint), the node drains as usual again.
+//
+// A rebalance recommendation still waiting for its replacement waits on
+// (awaiting-replacement, not draining: it takes no place in its pool's
+// drains), so that if Karpenter calls its drain off, the node waits for
+// its replacement as before instead of draining without one.
 func leaveTo(in Input, drainer string) Decision {
-	d := in.to(signals.StateDraining, signals.ReasonDrainedByKarpenter,
+	state := signals.StateDraining
+	if in.Signal.Kind == signals.RebalanceRecommendation && planner.Waits(signals.StateOf(in.Node.Annotations)) {
+		state = signals.StateAwaitingReplacement
+	}
+	d := in.to(state, signals.ReasonDrainedByKarpenter,
 		fmt.Sprintf("%s drains the node (its NodeClaim is being deleted): its pods are left to it", drainer), blockedPoll)
 	d.Surges = stepSurges(in, false)
 	return d
+}
+
+// untilNextDue looks at an interrupted node again no later than the next
+// pod's latest start.
+func untilNextDue(in Input, d Decision) Decision {
+	if in.Plan == nil {
+		return d
+	}
+	for _, p := range in.Plan.Pods {
+		if p.Action == planner.ActionSkip || p.LatestStart == nil || !p.LatestStart.After(in.Now) {
+			continue
+		}
+		if wait := p.LatestStart.Sub(in.Now); d.Requeue == 0 || wait < d.Requeue {
+			d.Requeue = wait
+		}
+	}
+	return d
+}
+
+// notHeldFor are the reservations whose pod is not among pods
+// (namespace/name).
+func notHeldFor(have []*corev1.Pod, pods []string) []*corev1.Pod {
+	var out []*corev1.Pod
+	for _, r := range have {
+		if !slices.Contains(pods, r.Annotations[reserve.AnnotationPod]) {
+			out = append(out, r)
+		}
+	}
+	return out
 }
 
 // due are the pods whose latest start has come (an interruption's

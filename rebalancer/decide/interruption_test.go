@@ -87,11 +87,24 @@ func TestInterruptionOnAutoscaledCapacity(t *testing.T) {
 			want: want{Outcome: outcome{State: signals.StateDraining, Reason: signals.ReasonWaitingForRoom, Taint: true, Cordon: true,
 				RequeueIn: time.Second}, Exclude: true},
 		},
-		"one reservation runs on a new node: its pod is evicted there and the reservation goes with it": {
+		"one reservation runs on a new node: its pod is evicted there, and keeps the reservation until it is gone": {
 			cluster: func() *cluster {
 				return roomFor(draining(), 1).reserved("r0", "web-h-0", "new").reserved("r1", "web-h-1", "")
 			},
-			want: want{Outcome: outcome{Evict: []string{"web-h-0"}, RequeueIn: time.Second}, Unreserve: []string{"r0"}},
+			want: want{Outcome: outcome{Evict: []string{"web-h-0"}, RequeueIn: time.Second}},
+		},
+		"its pod gone, its reservation goes and the next pod takes the room it held": {
+			cluster: func() *cluster {
+				c := roomFor(draining(), 1).reserved("r0", "web-h-0", "new").reserved("r1", "web-h-1", "")
+				c.pods = c.pods[1:] // web-h-0 is gone
+				return c
+			},
+			want: want{Outcome: outcome{Evict: []string{"web-h-1"}, RequeueIn: time.Second}, Unreserve: []string{"r0"}},
+		},
+		"a pod whose latest start came while it could be evicted is deleted with its grace instead": {
+			cluster: func() *cluster { return roomFor(draining(), 2) },
+			at:      end.Add(-30 * time.Second),
+			want:    want{Outcome: outcome{Delete: map[string]int64{"web-h-0": 30, "web-h-1": 30}, RequeueIn: time.Second}},
 		},
 		"a pod that fits elsewhere without a reservation is evicted and asks for nothing": {
 			cluster: func() *cluster { return roomFor(draining(), 2) },
@@ -105,7 +118,7 @@ func TestInterruptionOnAutoscaledCapacity(t *testing.T) {
 			},
 			at: end.Add(-50 * time.Second),
 			want: want{Outcome: outcome{State: signals.StateDraining, Reason: signals.ReasonWaitingForRoom, Taint: true, Cordon: true,
-				Delete: map[string]int64{"web-h-0": 50}, RequeueIn: time.Second}, Unreserve: []string{"r0"}, Exclude: true},
+				Delete: map[string]int64{"web-h-0": 50}, RequeueIn: time.Second}, Exclude: true},
 		},
 		"forceAtDeadline false deletes nothing early either": {
 			cluster: func() *cluster {
@@ -174,54 +187,83 @@ func TestInterruptionOnAutoscaledCapacity(t *testing.T) {
 	}
 }
 
-// With provision asg, an interruption notice with pods that fit nowhere
-// asks the node's group for one instance, once; one whose pods all fit
-// asks for nothing.
-func TestInterruptionRaisesTheGroupForPodsThatFitNowhere(t *testing.T) {
+// With provision asg an interruption notice asks the group for nothing:
+// a raise would have to be undone after EC2 reclaims the instance, a race
+// the decrement can lose; Auto Scaling replaces the reclaimed instance.
+func TestInterruptionDoesNotRaiseTheGroup(t *testing.T) {
 	end := now.Add(100 * time.Second).Format(time.RFC3339)
-	group := &asg.Group{Name: "spot-a", Desired: 3, Max: 5}
-	tests := map[string]struct {
-		cluster   func() *cluster
-		wantGroup bool
-		want      *asg.Record
-	}{
-		"pods fit nowhere: the group is raised by one": {
-			cluster: func() *cluster {
-				return newCluster().interrupt(now.Add(-20*time.Second), end).deploy("web", 3, 2, fiveCPU)
-			},
-			wantGroup: true,
-			want:      &asg.Record{Group: "spot-a", From: 3, To: 4},
-		},
-		"every pod fits elsewhere: nothing is asked": {
-			cluster: func() *cluster { return newCluster().interrupt(now.Add(-20*time.Second), end).deploy("web", 3, 2) },
-		},
-		"raised once already: not again": {
-			cluster: func() *cluster {
-				c := newCluster().interrupt(now.Add(-20*time.Second), end).deploy("web", 3, 2, fiveCPU)
-				c.risky.Annotations[asg.AnnotationRaised] = `{"group":"spot-a","from":3,"to":4}`
-				return c
-			},
-		},
-		"drained: nothing is asked": {
-			cluster: func() *cluster {
-				return newCluster().interrupt(now.Add(-20*time.Second), end).deploy("web", 3, 2, fiveCPU).state(signals.StateDrained, signals.ReasonDeadline)
-			},
-		},
+	c := newCluster().interrupt(now.Add(-20*time.Second), end).deploy("web", 3, 2, fiveCPU)
+	c.config.Replacement.Provision = config.ProvisionASG
+	in := c.input(t, now)
+	if WantsGroup(in) {
+		t.Errorf("an interruption reads its group")
 	}
-	for name, tc := range tests {
-		t.Run(name, func(t *testing.T) {
-			c := tc.cluster()
-			c.config.Replacement.Provision = config.ProvisionASG
-			in := c.input(t, now)
-			if got := WantsGroup(in); got != tc.wantGroup {
-				t.Fatalf("wants the group: %v, want %v", got, tc.wantGroup)
-			}
-			if tc.wantGroup {
-				in.Group = group
-			}
-			if diff := cmp.Diff(tc.want, Node(in).Raise); diff != "" {
-				t.Errorf("raise (-want +got):\n%s", diff)
-			}
-		})
+	in.Group = &asg.Group{Name: "spot-a", Desired: 3, Max: 5}
+	if r := Node(in).Raise; r != nil {
+		t.Errorf("an interruption raised its group: %+v", r)
+	}
+}
+
+// A node Karpenter drains while a rebalance recommendation waits for its
+// replacement waits on, holding nothing; if Karpenter calls its drain off,
+// it waits for its replacement as before, and never drains without one.
+func TestARebalanceLeftToKarpenterWaitsOn(t *testing.T) {
+	waiting := func() *cluster {
+		return newCluster().rebalance(now.Add(-time.Minute)).state(signals.StateAwaitingReplacement, signals.ReasonAwaitingReplacement).
+			deploy("web", 3, 2, fiveCPU).reserved("r0", "web-h-0", "").reserved("r1", "web-h-1", "")
+	}
+	t.Run("Karpenter deletes it: awaiting-replacement, left to Karpenter, reservations gone", func(t *testing.T) {
+		c := waiting()
+		c.risky.DeletionTimestamp = new(metav1.NewTime(now))
+		c.risky.Finalizers = []string{planner.KarpenterTerminationFinalizer}
+		d := Node(c.input(t, now))
+		got := summarize(d)
+		want := outcome{State: signals.StateAwaitingReplacement, Reason: signals.ReasonDrainedByKarpenter, Taint: true, RequeueIn: 30 * time.Second}
+		if diff := cmp.Diff(want, got); diff != "" {
+			t.Errorf("decision (-want +got):\n%s", diff)
+		}
+		if len(d.Unreserve) != 2 || len(d.Reserve) != 0 {
+			t.Errorf("reservations: %d created, %d deleted; want none created and both deleted", len(d.Reserve), len(d.Unreserve))
+		}
+	})
+	t.Run("Karpenter calls it off: it waits for its replacement again", func(t *testing.T) {
+		c := waiting().state(signals.StateAwaitingReplacement, signals.ReasonDrainedByKarpenter)
+		got := summarize(Node(c.input(t, now)))
+		if got.State != signals.StateAwaitingReplacement || got.Reason != signals.ReasonAwaitingReplacement || len(got.Evict) > 0 {
+			t.Errorf("decision %+v, want awaiting-replacement (AwaitingReplacement) and no eviction", got)
+		}
+	})
+}
+
+// An interrupted node is looked at again by the next pod's latest start,
+// even while a PodDisruptionBudget's 429 holds its evictions longer.
+func TestAnInterruptedNodeIsLookedAtByTheNextLatestStart(t *testing.T) {
+	end := now.Add(100 * time.Second)
+	c := newCluster().interrupt(now.Add(-20*time.Second), end.Format(time.RFC3339)).state(signals.StateDraining, signals.ReasonInterruption).
+		deploy("web", 3, 2)
+	c.risky.Spec.Taints = []corev1.Taint{{Key: signals.TaintDraining, Value: "draining", Effect: corev1.TaintEffectNoSchedule}}
+	// The pods' latest start: 30 s before the end, 3 s from the look.
+	at := end.Add(-33 * time.Second)
+	in := c.input(t, at)
+	in.Backoff = 10 * time.Second
+	if got := Node(in).Requeue; got != 3*time.Second {
+		t.Errorf("looked at again in %s, want 3s (the next latest start)", got)
+	}
+}
+
+// Drained at an interruption, a pod still terminating keeps its
+// reservation until it is gone; the others go.
+func TestADrainedInterruptedNodeKeepsTheReservationsOfPodsStillThere(t *testing.T) {
+	c := newCluster().interrupt(now.Add(-20*time.Second), now.Add(100*time.Second).Format(time.RFC3339)).
+		state(signals.StateDrained, signals.ReasonDrained).deploy("web", 3, 2, fiveCPU).
+		reserved("r0", "web-h-0", "new").reserved("r1", "web-h-1", "new")
+	in := c.input(t, now)
+	in.Retirement = &Retirement{PodsLeft: []string{"shop/web-h-0"}}
+	var removed []string
+	for _, r := range Node(in).Unreserve {
+		removed = append(removed, r.Name)
+	}
+	if diff := cmp.Diff([]string{"r1"}, removed); diff != "" {
+		t.Errorf("reservations deleted (-want +got):\n%s", diff)
 	}
 }

@@ -45,14 +45,13 @@ func WantsGroup(in Input) bool {
 }
 
 // asksGroup tells whether a node in state asks its group for an instance:
-// while a rebalance recommendation waits for its replacement, and at an
-// interruption notice, until the node drains, when some of its pods fit
-// nowhere (those that surge too: nothing else launches for them).
+// while a rebalance recommendation waits for its replacement. Not at an
+// interruption notice: the raise would have to be undone once EC2 has
+// reclaimed the instance, a race the decrement can lose (the group would
+// stay one larger for good); Auto Scaling replaces the reclaimed instance
+// itself, and capacity rebalancing launches one at the recommendation.
 func asksGroup(in Input, state signals.State) bool {
-	if in.Signal.Kind == signals.RebalanceRecommendation {
-		return planner.Waits(state)
-	}
-	return holdsForInterruption(in, state) && in.Plan != nil && in.Plan.Unplaceable > 0
+	return in.Signal.Kind == signals.RebalanceRecommendation && planner.Waits(state) && (in.Plan == nil || in.Plan.DrainedBy == "")
 }
 
 // raise asks the node's Auto Scaling group for one more instance, once:
@@ -98,21 +97,18 @@ func reservations(in Input, d Decision) (create, remove []*corev1.Pod) {
 	if in.Signal.Kind == signals.InterruptionNotice {
 		holds = holdsForInterruption(in, state)
 	}
+	if in.Signal.Kind == signals.InterruptionNotice && state == signals.StateDrained && in.AtRisk && !d.Clear && in.Retirement != nil {
+		// Drained: a pod still terminating keeps its reservation until it
+		// is gone, so that the room is there for its replacement.
+		return nil, append(misplaced, notHeldFor(have, in.Retirement.PodsLeft)...)
+	}
 	if !in.AtRisk || d.Clear || !holds || in.Plan == nil {
 		return nil, append(misplaced, have...)
-	}
-	// A pod that moves now frees its reservation's room for itself.
-	moves := map[string]bool{}
-	for _, e := range d.Evictions {
-		moves[e.Pod.Namespace+"/"+e.Pod.Name] = true
-	}
-	for _, del := range d.Deletions {
-		moves[del.Pod.Namespace+"/"+del.Pod.Name] = true
 	}
 	var pods []*corev1.Pod
 	for _, r := range in.Plan.Replacement.Reservations {
 		namespace, name, _ := strings.Cut(r.Pod, "/")
-		if pod := podNamed(in.Snapshot.PodsOn(in.Node.Name), namespace, name); pod != nil && !moves[r.Pod] {
+		if pod := podNamed(in.Snapshot.PodsOn(in.Node.Name), namespace, name); pod != nil {
 			pods = append(pods, pod)
 		}
 	}
@@ -186,7 +182,7 @@ func next(in Input, state signals.State) Decision {
 	case signals.StateAtRisk, signals.StateAwaitingReplacement:
 		return awaitReplacement(in)
 	case signals.StateDraining:
-		return drain(in)
+		return untilNextDue(in, drain(in))
 	case signals.StateBlocked:
 		if signals.ReasonOf(in.Node.Annotations) == "" {
 			// Blocked by a version that recorded no reason code: the

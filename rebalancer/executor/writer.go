@@ -55,8 +55,10 @@ type Writer struct {
 
 // Result is what the API answered to a decision's writes.
 type Result struct {
-	// Evicted are the pods the Eviction API accepted.
+	// Evicted are the pods the Eviction API accepted; Deleted those
+	// deleted at their latest start or the deadline.
 	Evicted []types.UID
+	Deleted []types.UID
 	// Throttled: a PodDisruptionBudget refused an eviction (429).
 	Throttled bool
 	// Transitioned: the decision's transition was written.
@@ -88,6 +90,7 @@ func (w *Writer) Apply(ctx context.Context, node *corev1.Node, sig signals.Signa
 		if err := w.delete(ctx, node, sig, del); err != nil {
 			return res, err
 		}
+		res.Deleted = append(res.Deleted, del.Pod.UID)
 	}
 	for _, a := range d.Surges {
 		if err := w.Surge(ctx, node, a); err != nil {
@@ -208,14 +211,16 @@ func (w *Writer) transition(ctx context.Context, node *corev1.Node, sig signals.
 	if err := patchNode(ctx, w.Kube, node, updated); err != nil {
 		return fmt.Errorf("recording state %s on node %s: %w", t.State, node.Name, err)
 	}
-	if old == t.State {
-		return nil
-	}
-	w.Metrics.Transitions.WithLabelValues(string(t.State)).Inc()
+	// Karpenter may take over a node this controller drains already: the
+	// state stays, the reason changes.
 	if t.Reason == signals.ReasonDrainedByKarpenter && signals.ReasonOf(node.Annotations) != t.Reason {
 		w.Metrics.LeftToOthers.WithLabelValues("karpenter").Inc()
 		w.Recorder.Eventf(node, corev1.EventTypeNormal, "DrainedByKarpenter", "Karpenter drains this node (its NodeClaim is being deleted); spot-rebalancer evicts nothing and asks for nothing here")
 	}
+	if old == t.State {
+		return nil
+	}
+	w.Metrics.Transitions.WithLabelValues(string(t.State)).Inc()
 	switch t.State {
 	case signals.StateDraining:
 		w.drainBegan(node.Name)

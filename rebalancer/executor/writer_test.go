@@ -3,6 +3,7 @@ package executor
 import (
 	"context"
 	"encoding/json"
+	"strings"
 	"testing"
 	"time"
 
@@ -182,5 +183,33 @@ func TestLoadBalancersLeaveADrainingNode(t *testing.T) {
 				t.Errorf("the record of the label outlived the roll-back")
 			}
 		})
+	}
+}
+
+// Karpenter taking over a node this controller drains already is counted
+// and said once, though the state stays draining.
+func TestKarpenterTakingOverADrainingNodeIsCounted(t *testing.T) {
+	now := time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC)
+	node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "a", ResourceVersion: "1", Annotations: map[string]string{
+		signals.AnnotationState: string(signals.StateDraining), signals.AnnotationStateReasonCode: string(signals.ReasonInterruption)}}}
+	kube := fake.NewClientset(node)
+	recorder := record.NewFakeRecorder(10)
+	m := NewMetrics(prometheus.NewRegistry())
+	w := &Writer{Kube: kube, Recorder: recorder, Metrics: m, Clock: clocktesting.NewFakePassiveClock(now)}
+	d := decide.Decision{Transition: &decide.Transition{State: signals.StateDraining, Reason: signals.ReasonDrainedByKarpenter,
+		Message: "karpenter drains the node", Taint: true, Cordon: true}}
+	if _, err := w.Apply(context.Background(), node, signals.Signal{Kind: signals.InterruptionNotice, Since: now}, d); err != nil {
+		t.Fatal(err)
+	}
+	if n := testutil.ToFloat64(m.LeftToOthers.WithLabelValues("karpenter")); n != 1 {
+		t.Errorf("drains left to Karpenter: %v, want 1", n)
+	}
+	select {
+	case e := <-recorder.Events:
+		if !strings.Contains(e, "DrainedByKarpenter") {
+			t.Errorf("event %q, want DrainedByKarpenter", e)
+		}
+	default:
+		t.Errorf("no Event said Karpenter drains the node")
 	}
 }

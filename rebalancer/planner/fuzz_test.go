@@ -85,6 +85,16 @@ func FuzzPlanInvariants(f *testing.F) {
 					t.Fatalf("pod %s planned twice", key)
 				}
 				seen[key] = true
+				// A pod's latest start exists only under a deadline, and never
+				// falls after it; a skipped pod has none.
+				switch {
+				case p.LatestStart != nil && (n.Deadline == nil || p.LatestStart.After(*n.Deadline)):
+					t.Fatalf("pod %s starts at %v, after the node's deadline %v", key, p.LatestStart, n.Deadline)
+				case p.LatestStart != nil && p.Action == ActionSkip:
+					t.Fatalf("skipped pod %s has a latest start", key)
+				case p.WaitsForRoom && p.Destination != "":
+					t.Fatalf("pod %s waits for room but has destination %s", key, p.Destination)
+				}
 				switch p.Action {
 				case ActionEvict:
 					if p.Wave < 1 || p.Destination == "" {

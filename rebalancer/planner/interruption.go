@@ -9,30 +9,24 @@ import (
 	"github.com/spot-rebalancer/spot-rebalancer/config"
 )
 
-// Karpenter's names on a node it drains: its termination finalizer holds
-// the Node while it drains, and its taint keeps new pods off.
-const (
-	KarpenterTerminationFinalizer = "karpenter.sh/termination"
-	KarpenterDisruptedTaint       = "karpenter.sh/disrupted"
-	// DrainerKarpenter is NodePlan.DrainedBy for a node Karpenter drains.
-	DrainerKarpenter = "karpenter"
-)
+// KarpenterTerminationFinalizer holds a Node that Karpenter drains: its
+// NodeClaim was deleted (its interruption handling does that at a notice),
+// Karpenter deleted the Node and drains it before it lets it go.
+const KarpenterTerminationFinalizer = "karpenter.sh/termination"
+
+// DrainerKarpenter is NodePlan.DrainedBy for a node Karpenter drains.
+const DrainerKarpenter = "karpenter"
 
 // DrainedBy names who else drains node now, or "". Karpenter drains a
-// node whose NodeClaim is deleted (its interruption handling does that at
-// a notice): the Node is deleted and held by Karpenter's termination
-// finalizer, then tainted karpenter.sh/disrupted. Karpenter also taints
-// a node it is about to replace for its own disruption. Its drain evicts
-// every pod and it launches for them itself, so the rebalancer, which
-// would only add evictions and reservations beside it, steps aside.
+// node it has deleted and holds with its termination finalizer: its drain
+// evicts every pod and it launches for them itself, so the rebalancer,
+// which would only add evictions and reservations beside it, steps aside.
+// Karpenter's karpenter.sh/disrupted taint alone is not believed: a node's
+// own credentials can write its taints, and a node that says so would
+// otherwise have its drain, and its deadline, called off.
 func DrainedBy(node *corev1.Node) string {
 	if node.DeletionTimestamp != nil && slices.Contains(node.Finalizers, KarpenterTerminationFinalizer) {
 		return DrainerKarpenter
-	}
-	for _, t := range node.Spec.Taints {
-		if t.Key == KarpenterDisruptedTaint && t.Effect == corev1.TaintEffectNoSchedule {
-			return DrainerKarpenter
-		}
 	}
 	return ""
 }

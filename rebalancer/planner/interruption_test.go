@@ -116,14 +116,20 @@ func TestInterruptionAsksAtTheNotice(t *testing.T) {
 			wantReservations: []Reservation{},
 			wantDrainedBy:    DrainerKarpenter,
 		},
-		"a node Karpenter has tainted disrupted is left to it too": {
+		"Karpenter's disrupted taint alone is not believed (the node can write it): the node drains as usual": {
 			nodes: []*corev1.Node{node("a", "spot-a", now.Add(-time.Hour), interrupted, func(n *corev1.Node) {
-				n.Spec.Taints = []corev1.Taint{{Key: KarpenterDisruptedTaint, Effect: corev1.TaintEffectNoSchedule}}
+				n.Spec.Taints = []corev1.Taint{{Key: "karpenter.sh/disrupted", Effect: corev1.TaintEffectNoSchedule}}
 			})},
 			pods:             []*corev1.Pod{rsPod("web", 0, "a", withRequests("3"))},
+			wantPods:         map[string]podWant{"web-h-0": {ActionBlocked, true}},
+			wantReservations: []Reservation{{Pod: "shop/web-h-0"}},
+		},
+		"a pod leaving keeps its reservation until it is gone (a StatefulSet makes its next pod only then)": {
+			nodes: []*corev1.Node{node("a", "spot-a", now.Add(-time.Hour), interrupted, stateOn(signals.StateDraining)),
+				node("new", "spot-a", now, func(n *corev1.Node) { n.Status.Allocatable[corev1.ResourceCPU] = resource.MustParse("3") })},
+			pods:             []*corev1.Pod{rsPod("web", 0, "a", withRequests("3"), terminating), reservation("a", rsPod("web", 0, "a", withRequests("3")), "new")},
 			wantPods:         map[string]podWant{"web-h-0": {ActionSkip, false}},
-			wantReservations: []Reservation{},
-			wantDrainedBy:    DrainerKarpenter,
+			wantReservations: []Reservation{{Pod: "shop/web-h-0", Name: "reservation-web-h-0", Node: "new"}},
 		},
 	}
 	for name, tc := range tests {

@@ -513,14 +513,26 @@ func (p *planning) reservations(t target, np *NodePlan, moving []*corev1.Pod, po
 	}
 	avoid := reserve.OfferingOf(t.node)
 	opts := reserve.Options{Volumes: func(pod *corev1.Pod) []corev1.NodeSelector { return simulation.VolumeNodeSelectors(p.snap, pod) }}
-	for _, pod := range moving {
+	candidates := moving
+	if t.signal.Kind == signals.InterruptionNotice {
+		candidates = p.snap.PodsOn(t.node.Name)
+	}
+	for _, pod := range candidates {
 		if pod.Spec.NodeName != t.node.Name {
 			continue
 		}
 		pp := pods[pod.UID]
 		r := Reservation{Pod: pod.Namespace + "/" + pod.Name, Fits: pp.Destination}
-		if t.signal.Kind == signals.InterruptionNotice &&
-			!(pp.Action == ActionBlocked && pp.WaitsForRoom) && !(pp.Action == ActionEvict && have[r.Pod] != nil) {
+		// At an interruption: room is asked for a pod that fits nowhere
+		// and does not surge; a pod that has room now, or is leaving,
+		// keeps the reservation it has until it is gone (its room must
+		// still be there when its replacement comes: a StatefulSet makes
+		// it only then).
+		switch {
+		case t.signal.Kind != signals.InterruptionNotice:
+		case pp.Action == ActionBlocked && pp.WaitsForRoom:
+		case have[r.Pod] != nil && (pp.Action == ActionEvict || pod.DeletionTimestamp != nil):
+		default:
 			continue
 		}
 		if h := have[r.Pod]; h != nil {

@@ -37,12 +37,17 @@ const anyOther = "spot-rebalancer.io/any-other"
 // awayFrom is the node selector that keeps reservation r off offering o
 // as far as r's own constraints (the pod's node selector and required
 // node affinity, its volumes' zones) allow: another instance type first,
-// else another zone. Its terms are ORed and tried in order by Karpenter,
-// which relaxes a pod's required terms one at a time from the first. It is
-// nil when r can only run on o.
+// else another zone, else (last) the offering itself. Its terms are ORed,
+// so together they match every node and the scheduler may still place the
+// reservation anywhere it fits; Karpenter tries them in order, relaxing a
+// pod's required terms one at a time from the first, so it launches
+// another offering where its NodePool allows one and the reclaimed one only
+// where nothing else can be launched (a pool of one type in one zone). It
+// is nil when r can only run on o.
 func awayFrom(r *corev1.Pod, o Offering) *corev1.NodeSelector {
 	var terms []corev1.NodeSelectorTerm
-	for _, key := range []string{corev1.LabelInstanceTypeStable, corev1.LabelTopologyZone} {
+	var same corev1.NodeSelectorTerm
+	for _, key := range offeringKeys {
 		avoid := o.InstanceType
 		if key == corev1.LabelTopologyZone {
 			avoid = o.Zone
@@ -50,12 +55,13 @@ func awayFrom(r *corev1.Pod, o Offering) *corev1.NodeSelector {
 		if allowsOther(r, o, key, avoid) {
 			terms = append(terms, corev1.NodeSelectorTerm{MatchExpressions: []corev1.NodeSelectorRequirement{
 				{Key: key, Operator: corev1.NodeSelectorOpNotIn, Values: []string{avoid}}}})
+			same.MatchExpressions = append(same.MatchExpressions, corev1.NodeSelectorRequirement{Key: key, Operator: corev1.NodeSelectorOpIn, Values: []string{avoid}})
 		}
 	}
 	if len(terms) == 0 {
 		return nil
 	}
-	return &corev1.NodeSelector{NodeSelectorTerms: terms}
+	return &corev1.NodeSelector{NodeSelectorTerms: append(terms, same)}
 }
 
 // CanAvoid tells whether pod's reservation can keep off offering o.
