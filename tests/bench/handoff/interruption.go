@@ -28,7 +28,8 @@ import (
 // own handling (its interruption controller deletes the NodeClaim at the
 // notice; here the bench does, as the kwok provider has no queue), both at
 // once, and kubectl drain at the notice (what AWS Node Termination Handler
-// runs).
+// runs). At the termination time the bench removes every pod still on the
+// node at once, as the instance's termination does.
 const (
 	drainerOurs          = "spot-rebalancer"
 	drainerKarpenterOwn  = "Karpenter's own handling"
@@ -109,7 +110,16 @@ func interruptionScenario(ctx context.Context, c *cluster.Cluster, o options, i 
 		}
 	}
 	var launched time.Duration
+	reclaimed := false
 	samples, drainedAt, err := d.sample(ctx, c, ns, atRisk, ws, 5*time.Minute, func(ctx context.Context, now time.Duration) bool {
+		if !reclaimed && now >= interruptionNoticeIn {
+			// The termination time: EC2 takes the instance, and every pod
+			// still on it stops at once, whoever drains.
+			reclaimed = true
+			if err := reclaim(ctx, c, ns, atRisk); err != nil {
+				fmt.Println("bench-handoff: reclaiming the instance:", err)
+			}
+		}
 		if launched == 0 {
 			list, err := c.Client.CoreV1().Nodes().List(ctx, metav1.ListOptions{LabelSelector: cluster.PoolTaint + "=" + pool})
 			if err == nil && len(list.Items) > 1 || err == nil && len(list.Items) == 1 && list.Items[0].Name != atRisk {
@@ -129,6 +139,22 @@ func interruptionScenario(ctx context.Context, c *cluster.Cluster, o options, i 
 	}
 	res.figures(samples, ws, pdbHealthy, d.metrics, d.output())
 	return res, nil
+}
+
+// reclaim removes every pod of namespace still on node, at once (grace
+// period 0), as the instance's termination does.
+func reclaim(ctx context.Context, c *cluster.Cluster, ns, node string) error {
+	pods, err := c.Client.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{FieldSelector: "spec.nodeName=" + node})
+	if err != nil {
+		return err
+	}
+	for _, p := range pods.Items {
+		err := c.Client.CoreV1().Pods(ns).Delete(ctx, p.Name, metav1.DeleteOptions{GracePeriodSeconds: new(int64(0))})
+		if err != nil && !apierrors.IsNotFound(err) {
+			return err
+		}
+	}
+	return nil
 }
 
 // notice writes an interruption notice on node as the agent does: the
