@@ -46,24 +46,11 @@ func interruptionScenario(ctx context.Context, c *cluster.Cluster, o options, i 
 	res := Result{Drainer: drainer, Scenario: scenarioInterruption}
 	pool := fmt.Sprintf("handoff-itn-%d", i)
 	ns := pool
-	remove, err := c.CreateKarpenterPool(ctx, pool, fmt.Sprintf("bench-%d", i), o.launchDelay)
+	cleanup, err := karpenterPool(ctx, c, pool, ns, i, o.launchDelay)
 	if err != nil {
 		return res, err
 	}
-	defer func() {
-		ctx := context.Background()
-		_ = c.Client.CoreV1().Namespaces().Delete(ctx, ns, metav1.DeleteOptions{})
-		err := cluster.WaitFor(ctx, 2*time.Minute, func(ctx context.Context) (bool, error) {
-			_, err := c.Client.CoreV1().Namespaces().Get(ctx, ns, metav1.GetOptions{})
-			return apierrors.IsNotFound(err), nil
-		})
-		if err == nil {
-			err = remove()
-		}
-		if err != nil {
-			fmt.Println("bench-handoff: cleaning up:", err)
-		}
-	}()
+	defer cleanup()
 	ws := interruptionWorkloads
 	selector, tolerations := cluster.PoolScheduling(pool)
 	pdbHealthy, err := settle(ctx, c, ns, placement{selector: selector, tolerations: tolerations, cpu: "300m"}, ws, o.startup, 2*time.Minute+o.launchDelay)
@@ -167,20 +154,9 @@ func notice(ctx context.Context, c *cluster.Cluster, node string, at time.Time) 
 func reportInterruption(out io.Writer, o options, of []Result) {
 	fmt.Fprintf(out, "\nInterruption notice (%s): Karpenter's new nodes Ready %s after launch; pods take %s to start; 300m CPU each; no room elsewhere.\n\n",
 		interruptionNoticeIn, o.launchDelay, o.startup)
+	writeWorkloads(out, of)
 	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "DRAINER\tWORKLOAD\tDESIRED\tPDB HEALTHY\tLOWEST READY\tS BELOW DESIRED\tS AT ZERO")
-	for _, r := range of {
-		for _, w := range r.Workloads {
-			pdb := "-"
-			if w.PDBHealthy > 0 {
-				pdb = fmt.Sprint(w.PDBHealthy)
-			}
-			fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%d\t%.1f\t%.1f\n", r.Drainer, w.Name, w.Desired, pdb, w.MinReady, w.SecondsBelow, w.SecondsAtZero)
-		}
-	}
-	tw.Flush()
 	fmt.Fprintln(out)
-	tw = tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "DRAINER\tPOD-S PENDING (DISPLACED)\tPOD-S PENDING (SURGE)\tFIRST LAUNCH\tEVICTIONS\tSURGES\tRESERVATIONS\tDELETED AT LATEST START\tNODE EMPTY")
 	for _, r := range of {
 		launch := "-"

@@ -27,26 +27,11 @@ func karpenterScenario(ctx context.Context, c *cluster.Cluster, o options, i int
 	res := Result{Drainer: drainer, Scenario: scenarioKarpenter}
 	pool := fmt.Sprintf("handoff-karpenter-%d", i)
 	ns := pool
-	remove, err := c.CreateKarpenterPool(ctx, pool, fmt.Sprintf("bench-%d", i), o.launchDelay)
+	cleanup, err := karpenterPool(ctx, c, pool, ns, i, o.launchDelay)
 	if err != nil {
 		return res, err
 	}
-	defer func() {
-		// The workloads first (their PDBs would hold Karpenter's drain of
-		// the pool's nodes), then the pool.
-		ctx := context.Background()
-		_ = c.Client.CoreV1().Namespaces().Delete(ctx, ns, metav1.DeleteOptions{})
-		err := cluster.WaitFor(ctx, 2*time.Minute, func(ctx context.Context) (bool, error) {
-			_, err := c.Client.CoreV1().Namespaces().Get(ctx, ns, metav1.GetOptions{})
-			return apierrors.IsNotFound(err), nil
-		})
-		if err == nil {
-			err = remove()
-		}
-		if err != nil {
-			fmt.Println("bench-handoff: cleaning up:", err)
-		}
-	}()
+	defer cleanup()
 	selector, tolerations := cluster.PoolScheduling(pool)
 	pdbHealthy, err := settle(ctx, c, ns, placement{selector: selector, tolerations: tolerations, cpu: "300m"}, workloads, o.startup, 2*time.Minute+o.launchDelay)
 	if err != nil {
@@ -90,4 +75,28 @@ func karpenterScenario(ctx context.Context, c *cluster.Cluster, o options, i int
 	}
 	res.figures(samples, workloads, pdbHealthy, d.metrics, d.output())
 	return res, nil
+}
+
+// karpenterPool creates the run's Karpenter NodePool pool; cleanup deletes
+// namespace ns first (the workloads' PDBs would hold Karpenter's drain of
+// the pool's nodes), then the pool.
+func karpenterPool(ctx context.Context, c *cluster.Cluster, pool, ns string, i int, launchDelay time.Duration) (cleanup func(), err error) {
+	remove, err := c.CreateKarpenterPool(ctx, pool, fmt.Sprintf("bench-%d", i), launchDelay)
+	if err != nil {
+		return nil, err
+	}
+	return func() {
+		ctx := context.Background()
+		_ = c.Client.CoreV1().Namespaces().Delete(ctx, ns, metav1.DeleteOptions{})
+		err := cluster.WaitFor(ctx, 3*time.Minute, func(ctx context.Context) (bool, error) {
+			_, err := c.Client.CoreV1().Namespaces().Get(ctx, ns, metav1.GetOptions{})
+			return apierrors.IsNotFound(err), nil
+		})
+		if err == nil {
+			err = remove()
+		}
+		if err != nil {
+			fmt.Println("bench-handoff: cleaning up:", err)
+		}
+	}, nil
 }

@@ -301,20 +301,9 @@ func report(out io.Writer, o options, results []Result) {
 		} else {
 			fmt.Fprintf(out, "\nKarpenter: new nodes Ready %s after launch; pods take %s to start; 300m CPU each; no room elsewhere.\n\n", o.launchDelay, o.startup)
 		}
-		tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "DRAINER\tWORKLOAD\tDESIRED\tPDB HEALTHY\tLOWEST READY\tS BELOW DESIRED\tS AT ZERO")
-		for _, r := range of {
-			for _, w := range r.Workloads {
-				pdb := "-"
-				if w.PDBHealthy > 0 {
-					pdb = fmt.Sprint(w.PDBHealthy)
-				}
-				fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%d\t%.1f\t%.1f\n", r.Drainer, w.Name, w.Desired, pdb, w.MinReady, w.SecondsBelow, w.SecondsAtZero)
-			}
-		}
-		tw.Flush()
+		writeWorkloads(out, of)
 		fmt.Fprintln(out)
-		tw = tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+		tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 		if sc == scenarioStatic {
 			fmt.Fprintln(tw, "DRAINER\tPOD-S PENDING\tEVICTIONS\t429s\tSURGES\tSIGNAL TO DRAINED")
 			for _, r := range of {
@@ -703,4 +692,20 @@ func startController(ctx context.Context, c *cluster.Cluster, i int, namespace s
 		return nil, err
 	}
 	return r.Metrics, nil
+}
+
+// writeWorkloads writes each run's lowest point per workload.
+func writeWorkloads(out io.Writer, of []Result) {
+	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "DRAINER\tWORKLOAD\tDESIRED\tPDB HEALTHY\tLOWEST READY\tS BELOW DESIRED\tS AT ZERO")
+	for _, r := range of {
+		for _, w := range r.Workloads {
+			pdb := "-"
+			if w.PDBHealthy > 0 {
+				pdb = fmt.Sprint(w.PDBHealthy)
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%d\t%.1f\t%.1f\n", r.Drainer, w.Name, w.Desired, pdb, w.MinReady, w.SecondsBelow, w.SecondsAtZero)
+		}
+	}
+	tw.Flush()
 }

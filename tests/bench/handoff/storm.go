@@ -14,7 +14,6 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	policyv1 "k8s.io/api/policy/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
@@ -72,24 +71,11 @@ func stormScenario(ctx context.Context, c *cluster.Cluster, o options, i int, dr
 	res := StormResult{Drainer: drainer, Nodes: o.stormNodes, Pods: o.stormNodes * stormPods, LowestHeadroom: 1 << 30, LowestReady: 1 << 30}
 	pool := fmt.Sprintf("handoff-storm-%d", i)
 	ns := pool
-	remove, err := c.CreateKarpenterPool(ctx, pool, fmt.Sprintf("bench-%d", i), o.launchDelay)
+	cleanup, err := karpenterPool(ctx, c, pool, ns, i, o.launchDelay)
 	if err != nil {
 		return res, err
 	}
-	defer func() {
-		ctx := context.Background()
-		_ = c.Client.CoreV1().Namespaces().Delete(ctx, ns, metav1.DeleteOptions{})
-		err := cluster.WaitFor(ctx, 3*time.Minute, func(ctx context.Context) (bool, error) {
-			_, err := c.Client.CoreV1().Namespaces().Get(ctx, ns, metav1.GetOptions{})
-			return apierrors.IsNotFound(err), nil
-		})
-		if err == nil {
-			err = remove()
-		}
-		if err != nil {
-			fmt.Println("bench-handoff: cleaning up:", err)
-		}
-	}()
+	defer cleanup()
 	if _, err := c.Client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
 		return res, err
 	}
